@@ -1,0 +1,128 @@
+"""`open_slide`: choose a backend for a file, store or array."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import SlideOpenError
+from .array_backend import IMAGE_SUFFIXES, ArrayBackend
+from .backend import Backend
+from .slide import Slide
+
+BACKENDS = ("auto", "openslide", "tiffslide", "zarr", "array")
+
+# Formats only OpenSlide reads.
+_OPENSLIDE_ONLY = {".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".dcm", ".isyntax"}
+# TIFF compressions that tiffslide decodes slowly (JPEG 2000: Aperio 33003/33005, 34712).
+_SLOW_IN_TIFFSLIDE = {33003, 33004, 33005, 34712}
+
+
+def _backend_class(name: str) -> type[Backend]:
+    if name == "openslide":
+        from .openslide_backend import OpenSlideBackend
+
+        return OpenSlideBackend
+    if name == "tiffslide":
+        from .tiffslide_backend import TiffSlideBackend
+
+        return TiffSlideBackend
+    if name == "zarr":
+        from .zarr_backend import ZarrBackend
+
+        return ZarrBackend
+    if name == "array":
+        return ArrayBackend
+    raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def _tiff_is_tiled_and_fast(path: str) -> tuple[bool, bool]:
+    """(tiled, decodes quickly in tiffslide) for the first page of a TIFF."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        return bool(page.is_tiled), int(page.compression) not in _SLOW_IN_TIFFSLIDE
+
+
+def _auto_candidates(path: str) -> list[str]:
+    """Backends to try, fastest first (see benchmarks/RESULTS.md for the measurements)."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if p.is_dir() or suffix == ".zarr" or path.endswith((".zarr/", ".ome.zarr")):
+        return ["zarr"]
+    if "://" in path:
+        return ["tiffslide"]
+    if suffix in _OPENSLIDE_ONLY:
+        return ["openslide"]
+    if suffix in (".svs", ".tif", ".tiff", ".ome.tif", ".ome.tiff", ".qptiff"):
+        try:
+            tiled, fast = _tiff_is_tiled_and_fast(path)
+        except Exception:
+            return ["openslide", "tiffslide", "array"]
+        if not tiled:
+            return ["array", "tiffslide", "openslide"]
+        return ["tiffslide", "openslide"] if fast else ["openslide", "tiffslide"]
+    if suffix in IMAGE_SUFFIXES:
+        return ["array"]
+    return ["openslide", "tiffslide", "array"]
+
+
+def _probe(reader: Backend) -> None:
+    """Decode one pixel of the smallest level, so corrupt files fail at open, not mid-run."""
+    level = len(reader.level_dimensions) - 1
+    w, h = reader.level_dimensions[level]
+    if w < 1 or h < 1:
+        raise ValueError("the image has no pixels")
+    reader.read_level(0, 0, level, 1, 1)
+
+
+def open_slide(source: Any, *, backend: str = "auto", mpp: float | None = None) -> Slide:
+    """Open a whole-slide image, region-of-interest image, zarr store or array.
+
+    Parameters
+    ----------
+    source:
+        A path (SVS, NDPI, MRXS, SCN, DICOM folder/file, generic or OME TIFF,
+        PNG/JPEG), an fsspec URL (tiffslide), a zarr/OME-Zarr path, a numpy
+        array ``(h, w, 3)`` uint8 or a PIL image.
+    backend:
+        ``"auto"`` (default), ``"openslide"``, ``"tiffslide"``, ``"zarr"`` or ``"array"``.
+    mpp:
+        Level-0 resolution in µm per pixel; overrides the file's value. Required
+        for arrays and files that carry none.
+
+    Raises
+    ------
+    SlideOpenError
+        No backend could open the file; the message lists what each said.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if isinstance(source, Slide):
+        return source if mpp is None else Slide(source.reopen()._backend, mpp=mpp)
+    if not isinstance(source, (str, Path)):
+        if backend not in ("auto", "array"):
+            raise ValueError(f"in-memory images use backend='array', not {backend!r}")
+        if isinstance(source, np.ndarray) or hasattr(source, "__array__") or hasattr(source, "mode"):
+            return Slide(ArrayBackend(source), mpp=mpp)
+        raise TypeError(f"cannot open a {type(source).__name__}; pass a path or an (h, w, 3) uint8 array")
+    path = str(source)
+    if "://" not in path and not Path(path).exists():
+        raise SlideOpenError(f"{path}: no such file or directory")
+    names = _auto_candidates(path) if backend == "auto" else [backend]
+    errors: list[str] = []
+    for name in names:
+        try:
+            reader = _backend_class(name)(path)
+            _probe(reader)
+            return Slide(reader, mpp=mpp)
+        except Exception as exc:  # each backend raises its own types
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+    raise SlideOpenError(
+        f"cannot open {path}: " + "; ".join(errors)
+        + ". Check that the file is complete and a supported format (SVS, NDPI, MRXS, SCN, "
+        "DICOM, TIFF, OME-Zarr, PNG/JPEG), or choose another backend=."
+    )

@@ -1,0 +1,294 @@
+"""`Slide`: one object for every reader, in level-0 pixels and µm per pixel."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..errors import MissingMPPError
+from .backend import Backend
+
+# Two resolutions closer than this (relative) count as equal when picking a
+# pyramid level: vendors write downsamples such as 4.000395.
+_LEVEL_TOLERANCE = 1e-2
+# Largest source strip resampled at once (pixels); bounds the memory of read().
+_STRIP_PIXELS = 16 * 1024 * 1024
+
+
+class Slide:
+    """A whole-slide image or region of interest, opened lazily.
+
+    Every coordinate is in level-0 pixels (x right, y down) and every
+    resolution in µm per pixel (mpp). Create it with :func:`wsimito.open_slide`.
+
+    Examples
+    --------
+    >>> import wsimito
+    >>> with wsimito.open_slide("slide.svs") as slide:          # doctest: +SKIP
+    ...     tile = slide.read((1000, 2000, 512, 512), mpp=0.5)  # 256 x 256 px at 0.5 µm/px
+    """
+
+    def __init__(self, backend: Backend, *, mpp: float | None = None) -> None:
+        self._backend = backend
+        if mpp is not None:
+            mpp = float(mpp)
+            if not (math.isfinite(mpp) and mpp > 0):
+                raise ValueError(f"mpp must be a positive number of µm per pixel, got {mpp!r}")
+        self._mpp_override = mpp
+        mx, my = backend.mpp()
+        self._mpp_xy = (mpp, mpp) if mpp is not None else (mx, my)
+        if mpp is None and mx is not None and my is not None and abs(mx - my) > 0.01 * max(mx, my):
+            warnings.warn(
+                f"{self.name}: anisotropic pixels, mpp-x = {mx} µm and mpp-y = {my} µm; wsimito "
+                f"uses their mean {(mx + my) / 2:.6g} µm/px. Pass mpp= to choose another value.",
+                stacklevel=3,
+            )
+
+    # -- metadata ---------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        """Name of the reader in use ("openslide", "tiffslide", "zarr", "array", ...)."""
+        return self._backend.name
+
+    @property
+    def path(self) -> str | None:
+        """The file or store this slide was opened from, or ``None`` for in-memory data."""
+        src = self._backend.source
+        return src if isinstance(src, str) else None
+
+    @property
+    def name(self) -> str:
+        """A short name for messages: the file name, or a description."""
+        p = self.path
+        return p.rsplit("/", 1)[-1] if p else f"<{self.backend} slide>"
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """``(width, height)`` of level 0, in px."""
+        return self._backend.level_dimensions[0]
+
+    @property
+    def level_count(self) -> int:
+        return len(self._backend.level_dimensions)
+
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        """``(width, height)`` of each level, in px of that level."""
+        return self._backend.level_dimensions
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        """Level-0 px per level px, for each level."""
+        return self._backend.level_downsamples
+
+    @property
+    def properties(self) -> dict[str, str]:
+        return self._backend.properties
+
+    @property
+    def bounds(self) -> tuple[int, int, int, int]:
+        """Non-empty area ``(x, y, width, height)`` in level-0 px (OpenSlide ``bounds-*``)."""
+        return self._backend.bounds()
+
+    @property
+    def has_mpp(self) -> bool:
+        return self._mpp_xy[0] is not None and self._mpp_xy[1] is not None
+
+    @property
+    def mpp(self) -> float:
+        """Level-0 resolution in µm per pixel; raises :class:`MissingMPPError` if unknown."""
+        mx, my = self._mpp_xy
+        if mx is None or my is None:
+            where = f"wsimito.open_slide({self.path!r}, mpp=0.25)" if self.path else \
+                "wsimito.open_slide(array, mpp=0.25)"
+            raise MissingMPPError(
+                f"{self.name} carries no resolution (µm per pixel) and none was given. "
+                f"Pass it when opening, e.g. {where}: a 40x scan is about 0.25 µm/px, "
+                "a 20x scan about 0.5 µm/px. wsimito never assumes one."
+            )
+        return (mx + my) / 2
+
+    def level_mpp(self, level: int) -> float:
+        """Resolution of ``level`` in µm per pixel."""
+        return self.mpp * self.level_downsamples[level]
+
+    def best_level(self, downsample: float) -> int:
+        """The coarsest level whose downsample does not exceed ``downsample`` (level-0 px per px)."""
+        best = 0
+        for i, ds in enumerate(self.level_downsamples):
+            if ds <= downsample * (1 + _LEVEL_TOLERANCE) and ds >= self.level_downsamples[best]:
+                best = i
+        return best
+
+    # -- pixels -------------------------------------------------------------
+    def read_region(self, location: tuple[int, int], level: int,
+                    size: tuple[int, int]) -> np.ndarray:
+        """Read ``size = (w, h)`` px of ``level`` whose top-left is ``location`` (level-0 px).
+
+        Returns ``(h, w, 3)`` uint8 RGB; pixels outside the slide or
+        transparent are white. A negative size raises ``ValueError``.
+        """
+        w, h = int(size[0]), int(size[1])
+        if w < 0 or h < 0:
+            raise ValueError(f"size must be non-negative (w, h) in px, got {size!r}")
+        if not 0 <= level < self.level_count:
+            raise ValueError(f"level {level} does not exist; this slide has levels 0..{self.level_count - 1}")
+        if w == 0 or h == 0:
+            return np.empty((h, w, 3), dtype=np.uint8)
+        return self._backend.read_region((int(location[0]), int(location[1])), level, (w, h))
+
+    def read(self, box: tuple[float, float, float, float], mpp: float | None = None) -> np.ndarray:
+        """Read the level-0 box ``(x, y, w, h)`` (px) resampled to ``mpp`` (µm/px).
+
+        Uses the coarsest pyramid level at least as fine as ``mpp`` and
+        area-averages when shrinking (bilinear when enlarging). The result has
+        ``round(w * slide.mpp / mpp)`` columns and the matching rows; with
+        ``mpp=None`` it is the level-0 box itself. Memory is bounded by reading
+        in strips, so large boxes are safe.
+        """
+        x, y, w, h = (float(v) for v in box)
+        if w < 0 or h < 0:
+            raise ValueError(f"box width and height must be non-negative px, got {box!r}")
+        if mpp is None or abs(mpp / self.mpp - 1) < 1e-9:
+            if x.is_integer() and y.is_integer() and w.is_integer() and h.is_integer():
+                return self.read_region((int(x), int(y)), 0, (int(w), int(h)))
+            scale = 1.0
+        else:
+            if not mpp > 0:
+                raise ValueError(f"mpp must be positive µm per pixel, got {mpp!r}")
+            scale = mpp / self.mpp
+        out_w, out_h = max(1, round(w / scale)), max(1, round(h / scale))
+        if w == 0 or h == 0:
+            return np.full((round(h / scale), round(w / scale), 3), 255, dtype=np.uint8)
+        level = self.best_level(scale)
+        return self._resample_level(level, x, y, w, h, out_w, out_h)
+
+    def _resample_level(self, level: int, x: float, y: float, w: float, h: float,
+                        out_w: int, out_h: int) -> np.ndarray:
+        ds = self.level_downsamples[level]
+        fx0, fy0, fw, fh = x / ds, y / ds, w / ds, h / ds
+        if (fx0.is_integer() and fy0.is_integer() and abs(fw - out_w) < 1e-6
+                and abs(fh - out_h) < 1e-6):
+            return self._backend.read_level_box(int(fx0), int(fy0), level, out_w, out_h)
+        shrinking = fw >= out_w
+        resample = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
+        pad = 0 if shrinking else 1
+        ix0 = math.floor(fx0) - pad
+        ix1 = math.ceil(fx0 + fw) + pad
+        sy = fh / out_h
+        rows_per_strip = max(1, int(_STRIP_PIXELS / max(1.0, (ix1 - ix0) * sy)))
+        out = np.empty((out_h, out_w, 3), dtype=np.uint8)
+        for r0 in range(0, out_h, rows_per_strip):
+            r1 = min(out_h, r0 + rows_per_strip)
+            sy0, sy1 = fy0 + r0 * sy, fy0 + r1 * sy
+            iy0, iy1 = math.floor(sy0) - pad, math.ceil(sy1) + pad
+            src = self._backend.read_level_box(ix0, iy0, level, ix1 - ix0, iy1 - iy0)
+            img = Image.fromarray(src)
+            part = img.resize((out_w, r1 - r0), resample,
+                              box=(fx0 - ix0, sy0 - iy0, fx0 + fw - ix0, sy1 - iy0))
+            out[r0:r1] = np.asarray(part)
+        return out
+
+    def to_dask(self, level: int = 0, *, chunk_tiles: int = 1):
+        """A lazy ``dask.array`` of shape ``(h, w, 3)`` uint8 for ``level``.
+
+        Chunks follow the file's native tiles (``chunk_tiles`` tiles per chunk
+        side). Building the array reads no pixels; computing a slice reads only
+        the chunks it covers. The graph holds this picklable slide, so it runs
+        on dask.distributed workers, each reopening the file.
+        """
+        import dask.array as da
+        from dask.base import tokenize
+        from dask.highlevelgraph import HighLevelGraph
+
+        if not 0 <= level < self.level_count:
+            raise ValueError(f"level {level} does not exist; this slide has levels 0..{self.level_count - 1}")
+        lw, lh = self.level_dimensions[level]
+        tw, th = self._backend.tile_size(level)
+        tw, th = max(1, tw * chunk_tiles), max(1, th * chunk_tiles)
+        xs = tuple(min(tw, lw - x) for x in range(0, lw, tw))
+        ys = tuple(min(th, lh - y) for y in range(0, lh, th))
+        name = "wsimito-slide-" + tokenize(self._token(), level, tw, th)
+        dsk: dict[Any, Any] = {}
+        y0 = 0
+        for j, ch in enumerate(ys):
+            x0 = 0
+            for i, cw in enumerate(xs):
+                dsk[(name, j, i, 0)] = (_read_chunk, self, level, x0, y0, cw, ch)
+                x0 += cw
+            y0 += ch
+        graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
+        return da.Array(graph, name, chunks=(ys, xs, (3,)), dtype=np.uint8,
+                        meta=np.empty((0, 0, 0), dtype=np.uint8))
+
+    def thumbnail(self, max_size: int = 1024) -> np.ndarray:
+        """An RGB overview whose longer side is at most ``max_size`` px."""
+        w, h = self.dimensions
+        scale = max(w, h) / max_size
+        if scale <= 1:
+            return self.read_region((0, 0), 0, (w, h))
+        out_w, out_h = max(1, round(w / scale)), max(1, round(h / scale))
+        level = self.best_level(scale)
+        return self._resample_level(level, 0.0, 0.0, float(w), float(h), out_w, out_h)
+
+    # -- life cycle ---------------------------------------------------------
+    def _token(self) -> tuple:
+        cls, args, kwargs = self._backend.reopen_spec()
+        src = args[0] if args else None
+        ident = src if isinstance(src, str) else id(self._backend)
+        return (cls.__name__, ident, self._mpp_override)
+
+    def reopen(self) -> Slide:
+        """A new, independent handle on the same data (one per thread or process)."""
+        cls, args, kwargs = self._backend.reopen_spec()
+        return Slide(cls(*args, **kwargs), mpp=self._mpp_override)
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        return {"spec": self._backend.reopen_spec(), "mpp": self._mpp_override}
+
+    def __setstate__(self, state: dict) -> None:
+        cls, args, kwargs = state["spec"]
+        self.__init__(cls(*args, **kwargs), mpp=state["mpp"])
+
+    def __repr__(self) -> str:
+        mpp = f"{self.mpp:.4g} µm/px" if self.has_mpp else "mpp unknown"
+        w, h = self.dimensions
+        return f"<Slide {self.name}: {w}x{h} px, {mpp}, {self.level_count} levels, {self.backend}>"
+
+    def _repr_html_(self) -> str:
+        thumb = Image.fromarray(self.thumbnail(256))
+        buf = io.BytesIO()
+        thumb.save(buf, format="PNG")
+        b64 = base64.b64encode(buf.getvalue()).decode()
+        w, h = self.dimensions
+        rows = [
+            ("file", self.name), ("backend", self.backend),
+            ("size (level 0)", f"{w} x {h} px"),
+            ("mpp", f"{self.mpp:.4g} µm/px" if self.has_mpp else "unknown (pass mpp=)"),
+            ("size", f"{w * self.mpp / 1000:.2f} x {h * self.mpp / 1000:.2f} mm" if self.has_mpp else "-"),
+            ("levels", ", ".join(f"{ds:.4g}x" for ds in self.level_downsamples)),
+        ]
+        table = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+                        f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>" for k, v in rows)
+        return (f"<div style='display:flex;gap:1em;align-items:flex-start'>"
+                f"<img src='data:image/png;base64,{b64}'/><table>{table}</table></div>")
+
+
+def _read_chunk(slide: Slide, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+    return slide._backend.read_level_box(x, y, level, w, h)

@@ -1,0 +1,55 @@
+"""tiffslide reader: the TIFF family (SVS, generic and OME TIFF), local or fsspec URLs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import Backend
+from .mpp import parse_properties
+
+
+class TiffSlideBackend(Backend):
+    """Reads through tiffslide (pure Python + tifffile; no per-tile cairo compositing)."""
+
+    name = "tiffslide"
+
+    def __init__(self, source: str, storage_options: dict | None = None) -> None:
+        import tiffslide
+
+        self.source = str(source)
+        self._storage_options = storage_options
+        self._ts = tiffslide.TiffSlide(self.source, storage_options=storage_options)
+        self.level_dimensions = tuple(tuple(map(int, d)) for d in self._ts.level_dimensions)
+        self.level_downsamples = tuple(float(d) for d in self._ts.level_downsamples)
+        self.properties = {str(k): str(v) for k, v in self._ts.properties.items() if v is not None}
+
+    def read_level(self, x, y, level, width, height):
+        ds = self.level_downsamples[level]
+        arr = self._ts.read_region((round(x * ds), round(y * ds)), level, (width, height),
+                                   as_array=True, padding=False)
+        arr = np.asarray(arr)
+        if arr.ndim == 2:
+            arr = np.repeat(arr[:, :, None], 3, axis=2)
+        elif arr.shape[2] == 4:
+            from .openslide_backend import rgba_on_white
+
+            arr = rgba_on_white(arr)
+        if arr.dtype != np.uint8:
+            raise TypeError(f"{self.source}: {arr.dtype} pixels are not supported; wsimito reads 8-bit RGB")
+        return np.ascontiguousarray(arr[:height, :width])
+
+    def tile_size(self, level):
+        p = self.properties
+        tw = int(p.get(f"tiffslide.level[{level}].tile-width", 0) or 0)
+        th = int(p.get(f"tiffslide.level[{level}].tile-height", 0) or 0)
+        return (tw or 512, th or 512)
+
+    def mpp(self):
+        found = parse_properties(self.properties)
+        return found if found else (None, None)
+
+    def reopen_spec(self):
+        return (type(self), (self.source,), {"storage_options": self._storage_options})
+
+    def close(self):
+        self._ts.close()
