@@ -80,8 +80,8 @@ def parse_ome_xml(xml: str) -> MPPPair | None:
     sx, sy = _float(attrs.get("PhysicalSizeX")), _float(attrs.get("PhysicalSizeY"))
     if not sx or not sy:
         return None
-    ux = _UNIT_TO_UM.get(attrs.get("PhysicalSizeXUnit", "µm").lower(), None)
-    uy = _UNIT_TO_UM.get(attrs.get("PhysicalSizeYUnit", "µm").lower(), None)
+    ux = _UNIT_TO_UM.get(attrs.get("PhysicalSizeXUnit", "µm").lower())
+    uy = _UNIT_TO_UM.get(attrs.get("PhysicalSizeYUnit", "µm").lower())
     if ux is None or uy is None:
         return None
     return _plausible(sx * ux, sy * uy)

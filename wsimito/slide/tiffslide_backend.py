@@ -24,10 +24,12 @@ class TiffSlideBackend(Backend):
         self.properties = {str(k): str(v) for k, v in self._ts.properties.items() if v is not None}
 
     def read_level(self, x, y, level, width, height):
-        ds = self.level_downsamples[level]
-        arr = self._ts.read_region((round(x * ds), round(y * ds)), level, (width, height),
-                                   as_array=True, padding=False)
-        arr = np.asarray(arr)
+        # Index the level's pixels directly: tiffslide's read_region maps a
+        # level-0 location to the level by truncation, which is off by one
+        # pixel where the downsample is not a whole number.
+        group = self._ts.zarr_group
+        arr = group[str(level)] if len(self.level_dimensions) > 1 or "0" in group else group
+        arr = np.asarray(arr[y:y + height, x:x + width])
         if arr.ndim == 2:
             arr = np.repeat(arr[:, :, None], 3, axis=2)
         elif arr.shape[2] == 4:
@@ -36,7 +38,7 @@ class TiffSlideBackend(Backend):
             arr = rgba_on_white(arr)
         if arr.dtype != np.uint8:
             raise TypeError(f"{self.source}: {arr.dtype} pixels are not supported; wsimito reads 8-bit RGB")
-        return np.ascontiguousarray(arr[:height, :width])
+        return np.ascontiguousarray(arr)
 
     def tile_size(self, level):
         p = self.properties
