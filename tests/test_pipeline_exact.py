@@ -72,7 +72,7 @@ def test_every_mark_found_once_at_its_position(tmp_path, fmt, mpp, levels):
 def test_readers_resample_where_expected():
     det = MarkDetector()
     plans = {}
-    for mpp, levels in [(0.25, 1), (0.125, 1), (0.2525, 1), (0.5, 1), (0.275, 1)]:
+    for mpp in (0.25, 0.125, 0.2525, 0.5, 0.275):
         slide = wsimito.open_slide(np.full((300, 300, 3), 255, np.uint8), mpp=mpp)
         plans[mpp] = ReadPlan.for_slide(slide, det.mpp, det.tile_size, det.overlap)
     assert not plans[0.25].resample and not plans[0.2525].resample
