@@ -1,27 +1,83 @@
 """wsimito: count mitotic figures in H&E whole-slide images.
 
-Coordinates are level-0 pixels; resolutions are µm per pixel (mpp).
+Coordinates are level-0 pixels; resolutions are µm per pixel (mpp); areas mm².
+Heavy parts (torch models, stain tools, synthetic slides) load on first use.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     EmptyTissueError,
     MissingMPPError,
     SlideOpenError,
+    TileInputError,
     TileReadError,
     WeightsError,
     WsimitoError,
 )
 from .slide import Slide, open_slide
+from .tiling import Tile, TileGrid
+from .tissue import Tissue, detect_tissue
 
 __version__ = "0.1.0"
 
+# Public names whose modules import torch or other heavy dependencies.
+_LAZY = {
+    "Detector": ("wsimito.detect", "Detector"),
+    "load_detector": ("wsimito.models", "load_detector"),
+    "save_detector": ("wsimito.models", "save_detector"),
+    "count_mitoses": ("wsimito.pipeline", "count_mitoses"),
+    "MitosisResult": ("wsimito.result", "MitosisResult"),
+    "Hotspot": ("wsimito.hotspot", "Hotspot"),
+    "find_hotspot": ("wsimito.hotspot", "find_hotspot"),
+    "DarkBlobDetector": ("wsimito.baselines", "DarkBlobDetector"),
+}
+_SUBMODULES = {"stain", "synthetic", "evaluate", "models", "data", "io", "train"}
+
+if TYPE_CHECKING:
+    from .baselines import DarkBlobDetector
+    from .detect import Detector
+    from .hotspot import Hotspot, find_hotspot
+    from .models import load_detector, save_detector
+    from .pipeline import count_mitoses
+    from .result import MitosisResult
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"wsimito.{name}")
+    raise AttributeError(f"module 'wsimito' has no attribute {name!r}")
+
+
 __all__ = [
+    "DarkBlobDetector",
+    "Detector",
     "EmptyTissueError",
+    "Hotspot",
     "MissingMPPError",
+    "MitosisResult",
     "Slide",
     "SlideOpenError",
+    "Tile",
+    "TileGrid",
+    "TileInputError",
     "TileReadError",
+    "Tissue",
     "WeightsError",
     "WsimitoError",
+    "count_mitoses",
+    "detect_tissue",
+    "find_hotspot",
+    "load_detector",
     "open_slide",
+    "save_detector",
 ]

@@ -25,3 +25,7 @@ class EmptyTissueError(WsimitoError, ValueError):
 
 class TileReadError(WsimitoError, RuntimeError):
     """Reading a tile failed twice during a pipeline run."""
+
+
+class TileInputError(WsimitoError, ValueError):
+    """Tiles given to a detector have the wrong type, shape or dtype."""

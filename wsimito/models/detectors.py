@@ -1,0 +1,236 @@
+"""Detectors that follow the :class:`wsimito.Detector` protocol.
+
+- :class:`PointDetector`: our centre-heatmap network plus peak extraction.
+- :class:`RetinaNetDetector`: the MIDOG reference RetinaNet with its
+  post-processing; a point is a box centre.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..detect import TorchDetector
+from .anchors import create_anchors, cthw_to_tlbr, decode_boxes, nms
+from .peaks import find_peaks
+from .retinanet import RetinaNetDA
+
+DEMO_METADATA = {
+    "training_data": "synthetic",
+    "intended_use": "demonstration only; not for diagnostic use",
+}
+
+MIDOG21_METADATA = {
+    "training_data": "MIDOG 2021 training set (4 scanners, human breast cancer)",
+    "intended_use": "research; MIDOG 2021 reference algorithm (Wilm, Breininger, Aubreville)",
+    "source": "https://github.com/DeepMicroscopy/MIDOG_reference_docker",
+}
+
+# RGB mean and std (of values / 255) the reference RetinaNet was trained with.
+MIDOG21_MEAN = (0.7481, 0.5692, 0.7225)
+MIDOG21_STD = (0.1759, 0.2284, 0.1792)
+
+
+class _Normalizer:
+    """uint8 RGB -> (x / 255 - mean) / std, per channel."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std need 3 values each, std > 0; got {mean}, {std}")
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+    def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, device=tiles.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=tiles.device).view(1, 3, 1, 1)
+        return (tiles.float() / 255.0 - mean) / std
+
+
+class PointDetector(TorchDetector):
+    """A centre-heatmap network as a :class:`wsimito.Detector`.
+
+    The network maps normalized tiles to one logit per ``stride`` px cell; a
+    point is a local maximum of the sigmoid heatmap, refined to sub-pixel
+    precision, with no other point within ``min_distance_um``.
+
+    Parameters
+    ----------
+    model : a network with a ``stride`` attribute (px per output cell), e.g.
+        :class:`PointHeatmapNet`.
+    mpp : µm/px the model expects.
+    tile_size : tile side, px at ``mpp``; a multiple of the network's input multiple.
+    overlap : px at ``mpp``; at least the largest figure's diameter.
+    threshold : default decision threshold on the peak probability.
+    min_score : peaks below this probability are not returned at all; keep it
+        below any threshold you may want to apply later.
+    min_distance_um : minimum distance between two points, µm (6.25 µm is
+        25 px at 0.25 µm/px, the reference's slide-wide suppression distance).
+    mean, std : per-channel normalization of RGB / 255.
+    device, precision, channels_last, compile, name, metadata : see
+        :class:`wsimito.detect.TorchDetector`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        mpp: float = 0.25,
+        tile_size: int = 512,
+        overlap: int = 64,
+        threshold: float = 0.5,
+        min_score: float = 0.1,
+        min_distance_um: float = 6.25,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.25, 0.25, 0.25),
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        channels_last: bool | None = None,
+        compile: bool = False,
+        name: str = "point-detector",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        stride = getattr(model, "stride", None)
+        if not isinstance(stride, int) or stride < 1:
+            raise ValueError("model needs an integer `stride` attribute: input px per output cell")
+        if not 0.0 <= min_score <= 1.0:
+            raise ValueError(f"min_score is a probability in [0, 1], got {min_score}")
+        if min_distance_um < 0:
+            raise ValueError(f"min_distance_um must be >= 0 µm, got {min_distance_um}")
+        super().__init__(model, mpp=mpp, tile_size=tile_size, overlap=overlap,
+                         threshold=threshold, device=device, precision=precision,
+                         channels_last=channels_last, compile=compile, name=name,
+                         metadata=metadata)
+        self.stride = stride
+        self.min_score = float(min_score)
+        self.min_distance_um = float(min_distance_um)
+        self.normalize = _Normalizer(mean, std)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Everything besides the network that a checkpoint must restore."""
+        return {"mpp": self.mpp, "tile_size": self.tile_size, "overlap": self.overlap,
+                "threshold": self.threshold, "min_score": self.min_score,
+                "min_distance_um": self.min_distance_um, "mean": list(self.normalize.mean),
+                "std": list(self.normalize.std)}
+
+    def preprocess(self, tiles: torch.Tensor) -> torch.Tensor:
+        return self.normalize(tiles)
+
+    def postprocess(self, output: torch.Tensor) -> list[torch.Tensor]:
+        return find_peaks(torch.sigmoid(output.float()), stride=self.stride,
+                          min_score=self.min_score,
+                          min_distance=self.min_distance_um / self.mpp)
+
+
+class RetinaNetDetector(TorchDetector):
+    """The MIDOG 2021 reference RetinaNet as a :class:`wsimito.Detector`.
+
+    Post-processing follows the reference: sigmoid on the class logits; the
+    box score is the maximum over the classes (``class_score="max"``) or the
+    mitotic-figure column 0 alone (``"mitosis"``); boxes scoring above
+    ``min_score`` are decoded, clipped to the tile and go through NMS at IoU
+    ``nms_iou``; a point is a box centre. The slide-wide suppression by
+    centre distance is the pipeline's job.
+
+    Parameters
+    ----------
+    model : a :class:`RetinaNetDA`; ``None`` builds one with random weights.
+    mpp : 0.25 µm/px. tile_size : 512 px. overlap : 52 px (10 %, stride 460 px).
+    threshold : 0.64, the reference decision threshold.
+    min_score : 0.4, boxes at or below it are dropped before NMS.
+    nms_iou : 0.4.
+    class_score : ``"max"`` (reference) or ``"mitosis"`` (column 0 only).
+    mean, std : normalization of RGB / 255 used in training.
+    device, precision, channels_last, compile, name, metadata : see
+        :class:`wsimito.detect.TorchDetector`.
+    """
+
+    def __init__(
+        self,
+        model: RetinaNetDA | None = None,
+        *,
+        mpp: float = 0.25,
+        tile_size: int = 512,
+        overlap: int = 52,
+        threshold: float = 0.64,
+        min_score: float = 0.4,
+        nms_iou: float = 0.4,
+        class_score: str = "max",
+        mean: Sequence[float] = MIDOG21_MEAN,
+        std: Sequence[float] = MIDOG21_STD,
+        scales: Sequence[float] = (0.2, 0.4, 0.6, 0.8, 1.0),
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        channels_last: bool | None = None,
+        compile: bool = False,
+        name: str = "midog21-retinanet",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        if class_score not in ("max", "mitosis"):
+            raise ValueError(f"class_score must be 'max' or 'mitosis', got {class_score!r}")
+        model = RetinaNetDA() if model is None else model
+        if len(scales) != model.n_anchors:
+            raise ValueError(f"{len(scales)} anchor scales for a model with {model.n_anchors} anchors")
+        super().__init__(model, mpp=mpp, tile_size=tile_size, overlap=overlap,
+                         threshold=threshold, device=device, precision=precision,
+                         channels_last=channels_last, compile=compile, name=name,
+                         metadata=MIDOG21_METADATA if metadata is None else metadata)
+        self.min_score = float(min_score)
+        self.nms_iou = float(nms_iou)
+        self.class_score = class_score
+        self.scales = tuple(float(s) for s in scales)
+        self.normalize = _Normalizer(mean, std)
+        grids = [(tile_size // s, tile_size // s) for s in (8, 16, 32, 64, 128)]
+        self.anchors = create_anchors(
+            [g for g in grids if g[0] in model.sizes], scales=self.scales
+        ).to(self.device)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Everything besides the network that a checkpoint must restore."""
+        return {"mpp": self.mpp, "tile_size": self.tile_size, "overlap": self.overlap,
+                "threshold": self.threshold, "min_score": self.min_score,
+                "nms_iou": self.nms_iou, "class_score": self.class_score,
+                "mean": list(self.normalize.mean), "std": list(self.normalize.std),
+                "scales": list(self.scales)}
+
+    def preprocess(self, tiles: torch.Tensor) -> torch.Tensor:
+        return self.normalize(tiles)
+
+    def postprocess(self, output: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
+        return boxes_to_points(output[0].float(), output[1].float(), self.anchors,
+                               tile_size=self.tile_size, min_score=self.min_score,
+                               nms_iou=self.nms_iou, class_score=self.class_score)
+
+
+def boxes_to_points(
+    class_logits: torch.Tensor,
+    box_deltas: torch.Tensor,
+    anchors: torch.Tensor,
+    *,
+    tile_size: int,
+    min_score: float,
+    nms_iou: float,
+    class_score: str = "max",
+) -> list[torch.Tensor]:
+    """RetinaNet outputs -> per-tile ``(K, 3)`` box centres (x, y in tile px) and scores.
+
+    ``class_logits``: ``(N, A, C)``; ``box_deltas``: ``(N, A, 4)``; ``anchors``:
+    ``(A, 4)`` normalized cthw; ``tile_size`` in px.
+    """
+    probs = torch.sigmoid(class_logits)
+    scores = probs.amax(dim=-1) if class_score == "max" else probs[..., 0]
+    points = []
+    for tile_scores, tile_deltas in zip(scores, box_deltas, strict=True):
+        candidates = torch.nonzero(tile_scores > min_score, as_tuple=True)[0]
+        boxes = cthw_to_tlbr(decode_boxes(tile_deltas[candidates], anchors[candidates]))
+        boxes = boxes.clamp(-1.0, 1.0)
+        keep = nms(boxes, tile_scores[candidates], nms_iou)
+        boxes = boxes[keep]
+        centre_yx = ((boxes[:, :2] + boxes[:, 2:]) / 2 + 1) * (tile_size / 2)
+        points.append(torch.stack([centre_yx[:, 1], centre_yx[:, 0],
+                                   tile_scores[candidates][keep]], dim=1))
+    return points
+

@@ -1,0 +1,92 @@
+"""Peak extraction from centre heatmaps: max-pool NMS, sub-pixel refinement,
+and a minimum distance between points.
+
+Heatmap cell ``(row i, col j)`` at stride ``s`` is centred on the input pixel
+coordinate ``(x, y) = (s * (j + 0.5), s * (i + 0.5))``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+from .anchors import greedy_keep
+
+
+def _parabola_offset(left: torch.Tensor, centre: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """Vertex of the parabola through three samples at -1, 0, +1 (cells), clamped to ±0.5."""
+    curvature = left - 2.0 * centre + right
+    offset = 0.5 * (left - right) / curvature.clamp(max=-1e-6)
+    return offset.clamp(-0.5, 0.5)
+
+
+def refine_peaks(log_heat: torch.Tensor, n: torch.Tensor, i: torch.Tensor, j: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sub-cell offsets (di, dj) of peaks at ``(n, i, j)`` in a ``(N, h, w)`` log-heatmap.
+
+    Fits a parabola along each axis through the peak and its two neighbours;
+    exact for a sampled Gaussian. At the heatmap border, where a neighbour is
+    missing, the offset along that axis is 0.
+    """
+    h, w = log_heat.shape[-2:]
+    inner_i = (i > 0) & (i < h - 1)
+    inner_j = (j > 0) & (j < w - 1)
+    centre = log_heat[n, i, j]
+    up = log_heat[n, (i - 1).clamp(min=0), j]
+    down = log_heat[n, (i + 1).clamp(max=h - 1), j]
+    left = log_heat[n, i, (j - 1).clamp(min=0)]
+    right = log_heat[n, i, (j + 1).clamp(max=w - 1)]
+    di = torch.where(inner_i, _parabola_offset(up, centre, down), torch.zeros_like(centre))
+    dj = torch.where(inner_j, _parabola_offset(left, centre, right), torch.zeros_like(centre))
+    return di, dj
+
+
+def suppress_close(points: torch.Tensor, min_distance: float) -> torch.Tensor:
+    """Keep the highest-scoring of any points closer than ``min_distance`` px.
+
+    ``points``: ``(K, 3)`` x, y, score. Greedy in descending score order (ties
+    broken by input order); returns the kept points sorted by score.
+    """
+    points = points[torch.argsort(points[:, 2], descending=True, stable=True)]
+    if len(points) < 2 or min_distance <= 0:
+        return points
+    return points[greedy_keep(torch.cdist(points[:, :2], points[:, :2]) < min_distance)]
+
+
+def find_peaks(
+    heat: torch.Tensor,
+    *,
+    stride: int,
+    min_score: float,
+    min_distance: float,
+) -> list[torch.Tensor]:
+    """Points at the local maxima of probability heatmaps.
+
+    Parameters
+    ----------
+    heat : ``(N, 1, h, w)`` or ``(N, h, w)`` probabilities in [0, 1].
+    stride : input px per heatmap cell.
+    min_score : peaks below this probability are dropped.
+    min_distance : minimum distance between returned points, input px.
+
+    Returns
+    -------
+    One float32 ``(K, 3)`` tensor per image: x, y in input px (continuous
+    convention) and the peak probability, sorted by descending score.
+    """
+    if heat.ndim == 4:
+        heat = heat[:, 0]
+    heat = heat.float()
+    # Max-pool window: as wide as possible without suppressing cells min_distance apart.
+    radius = max(1, math.ceil(min_distance / stride) - 1)
+    pooled = F.max_pool2d(heat[:, None], 2 * radius + 1, stride=1, padding=radius)[:, 0]
+    n, i, j = torch.nonzero((heat == pooled) & (heat >= min_score), as_tuple=True)
+    log_heat = heat.clamp(min=1e-6).log()
+    di, dj = refine_peaks(log_heat, n, i, j)
+    points = torch.stack(
+        [stride * (j + dj + 0.5), stride * (i + di + 0.5), heat[n, i, j]], dim=1
+    )
+    counts = torch.bincount(n, minlength=heat.shape[0]).tolist()
+    return [suppress_close(p, min_distance) for p in torch.split(points, counts)]

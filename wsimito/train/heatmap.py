@@ -1,0 +1,175 @@
+"""Training a centre-heatmap point detector from point annotations.
+
+- :func:`heatmap_targets`: Gaussian targets at the network stride, centred on
+  the exact (sub-pixel) point positions, so the sub-pixel refinement of
+  :mod:`wsimito.models.peaks` recovers them.
+- :func:`focal_heatmap_loss`: a focal-style loss for soft targets.
+- :func:`train_point_detector`: a small training loop.
+
+Points are x, y in input px, continuous convention (pixel ``(c, r)`` has its
+centre at ``(c + 0.5, r + 0.5)``); heatmap cell ``j`` at stride ``s`` is
+centred on ``s * (j + 0.5)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..detect import resolve_device
+
+Sample = tuple[torch.Tensor, torch.Tensor]
+
+
+def heatmap_targets(
+    points: Sequence[torch.Tensor],
+    size: tuple[int, int],
+    stride: int,
+    sigma: float,
+) -> torch.Tensor:
+    """Gaussian centre heatmaps ``(N, 1, H / stride, W / stride)`` with peak 1 at each point.
+
+    ``points``: one ``(K, 2)`` tensor of x, y (input px) per image; ``size``:
+    input (H, W) px; ``sigma``: Gaussian standard deviation, input px.
+    Overlapping Gaussians combine by maximum.
+    """
+    h, w = size[0] // stride, size[1] // stride
+    sigma_cells = sigma / stride
+    rows = torch.arange(h, dtype=torch.float32)
+    cols = torch.arange(w, dtype=torch.float32)
+    maps = []
+    for pts in points:
+        pts = pts.reshape(-1, 2).float().cpu()
+        if len(pts) == 0:
+            maps.append(torch.zeros(h, w))
+            continue
+        u = pts[:, 0] / stride - 0.5
+        v = pts[:, 1] / stride - 0.5
+        gy = torch.exp(-((rows[None, :] - v[:, None]) ** 2) / (2 * sigma_cells**2))
+        gx = torch.exp(-((cols[None, :] - u[:, None]) ** 2) / (2 * sigma_cells**2))
+        maps.append((gy[:, :, None] * gx[:, None, :]).amax(dim=0))
+    return torch.stack(maps)[:, None]
+
+
+def focal_heatmap_loss(logits: torch.Tensor, targets: torch.Tensor, n_points: int,
+                       gamma: float = 2.0) -> torch.Tensor:
+    """Focal loss for soft targets, summed and divided by ``max(1, n_points)``.
+
+    Per cell: ``|t - p| ** gamma * BCE(p, t)`` with ``p = sigmoid(logit)``
+    (the quality focal loss of Li et al. 2020); it is minimal at ``p = t``, so
+    the network learns the Gaussian shape that sub-pixel refinement relies on.
+    """
+    prob = torch.sigmoid(logits)
+    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    return ((prob - targets).abs().pow(gamma) * bce).sum() / max(1, n_points)
+
+
+def _augment(image: torch.Tensor, points: torch.Tensor, generator: torch.Generator) -> Sample:
+    """Random flips and 90° rotations of a ``(3, H, W)`` image and its ``(K, 2)`` points."""
+    _, h, w = image.shape
+    points = points.clone()
+    if torch.rand((), generator=generator) < 0.5:
+        image = image.flip(-1)
+        points[:, 0] = w - points[:, 0]
+    if torch.rand((), generator=generator) < 0.5:
+        image = image.flip(-2)
+        points[:, 1] = h - points[:, 1]
+    if h == w and torch.rand((), generator=generator) < 0.5:
+        image = image.transpose(-1, -2)
+        points = points.flip(-1)
+    return image, points
+
+
+@dataclass
+class TrainingLog:
+    """Loss per step (mean over the batch, see :func:`focal_heatmap_loss`)."""
+
+    losses: list[float] = field(default_factory=list)
+
+
+def train_point_detector(
+    model: nn.Module,
+    dataset: Sequence[Sample],
+    *,
+    steps: int = 1000,
+    batch_size: int = 8,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-4,
+    sigma: float | None = None,
+    mean: Sequence[float] = (0.5, 0.5, 0.5),
+    std: Sequence[float] = (0.25, 0.25, 0.25),
+    augment: bool = True,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    callback: Callable[[int, float], None] | None = None,
+) -> TrainingLog:
+    """Train ``model`` (with a ``stride`` attribute) on point-annotated images, in place.
+
+    Parameters
+    ----------
+    model : a heatmap network such as :class:`wsimito.models.PointHeatmapNet`.
+    dataset : indexable; item ``i`` is ``(image, points)``: a uint8 ``(3, H, W)``
+        RGB tensor and a float ``(K, 2)`` tensor of x, y in px. All images
+        share one size.
+    steps : optimizer steps; batches are drawn at random with replacement.
+    batch_size : images per step.
+    lr, weight_decay : AdamW settings; the learning rate follows a one-cycle schedule.
+    sigma : Gaussian standard deviation of the targets, px; ``None`` means
+        ``2 * stride``.
+    mean, std : normalization of RGB / 255; use the same in the
+        :class:`~wsimito.models.PointDetector`.
+    augment : random flips and 90° rotations.
+    device : where to train.
+    seed : seeds batch sampling and augmentation.
+    callback : called as ``callback(step, loss)`` after every step.
+
+    Returns the :class:`TrainingLog`; the model is left in eval mode on ``device``.
+    """
+    if len(dataset) == 0:
+        raise ValueError("dataset is empty; it must yield (uint8 (3, H, W) image, (K, 2) points)")
+    stride = model.stride
+    sigma = 2.0 * stride if sigma is None else sigma
+    device = resolve_device(device)
+    model.to(device).train()
+    generator = torch.Generator().manual_seed(seed)
+    norm_mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    norm_std = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=steps, pct_start=min(0.3, 100 / max(steps, 1))
+    )
+    log = TrainingLog()
+    for step in range(steps):
+        images, points = [], []
+        for index in torch.randint(len(dataset), (batch_size,), generator=generator).tolist():
+            image, pts = dataset[index]
+            if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
+                raise ValueError(
+                    f"dataset images must be uint8 (3, H, W), got {image.dtype} {tuple(image.shape)}"
+                )
+            pts = torch.as_tensor(pts, dtype=torch.float32).reshape(-1, 2)
+            if augment:
+                image, pts = _augment(image, pts, generator)
+            images.append(image)
+            points.append(pts)
+        batch = torch.stack(images).to(device).float() / 255.0
+        batch = (batch - norm_mean) / norm_std
+        targets = heatmap_targets(points, tuple(batch.shape[-2:]), stride, sigma).to(device)
+        loss = focal_heatmap_loss(model(batch), targets, sum(len(p) for p in points))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"loss became {value} at step {step}; lower lr={lr}")
+        log.losses.append(value)
+        if callback is not None:
+            callback(step, value)
+    model.eval()
+    return log
