@@ -149,3 +149,19 @@ def test_tile_read_failures_retry_then_raise_or_skip(tmp_path):
         result = count_mitoses(slide, det, tissue=None, progress=False, on_error="skip")
     assert result.skipped_tiles and all(len(b) == 4 for b in result.skipped_tiles)
     assert result.count == 2  # both marks lie in cores of readable tiles
+
+
+def test_stain_hook_runs_on_each_batch_before_the_detector():
+    det = MarkDetector()
+    marks = np.array([[40.5, 40.5], [300.5, 200.5]])
+    slide = wsimito.open_slide(draw_marks(400, 300, marks, RADIUS_UM / 0.25), mpp=0.25)
+    seen = []
+
+    def blank(batch: torch.Tensor) -> torch.Tensor:
+        seen.append((batch.dtype, tuple(batch.shape[1:]), batch.device.type))
+        return torch.full_like(batch, 255)  # the detector must now see no marks
+
+    assert count_mitoses(slide, det, tissue=None, progress=False).count == 2
+    result = count_mitoses(slide, det, tissue=None, progress=False, stain=blank)
+    assert result.count == 0
+    assert seen and all(s == (torch.uint8, (3, 128, 128), "cpu") for s in seen)

@@ -49,7 +49,7 @@ def _count(args: argparse.Namespace) -> int:
     detector = load_detector(args.detector, device=args.device)
     note = detector_note(getattr(detector, "metadata", {}) or {})
     if note:
-        console.print(f"[yellow]{note}[/yellow]")
+        console.print(f"[yellow]{note}[/yellow]", soft_wrap=True)
     rows = []
     for path in args.slides:
         result = count_mitoses(path, detector, threshold=args.threshold, mpp=args.mpp,
@@ -77,7 +77,7 @@ def _count(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(f"GeoJSON (QuPath: File > Import objects) and {summary.name} written to {out}")
     if note:
-        console.print(f"[yellow]{note}[/yellow]")
+        console.print(f"[yellow]{note}[/yellow]", soft_wrap=True)
     return 0
 
 
