@@ -41,9 +41,9 @@ def point_detector(tile_size: int = 512):
         return load_detector("demo", device="cpu")
     except Exception:  # bundled weights not trained yet: same architecture, random weights
         from wsimito.models.detectors import PointDetector
-        from wsimito.models.pointnet import PointNet
+        from wsimito.models.pointnet import PointHeatmapNet
 
-        return PointDetector(PointNet(), mpp=0.25, tile_size=tile_size, overlap=64, threshold=0.5,
+        return PointDetector(PointHeatmapNet(), mpp=0.25, tile_size=tile_size, overlap=64, threshold=0.5,
                              device="cpu")
 
 
@@ -135,19 +135,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--memory-child", type=int, default=None)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--memory-only", action="store_true")
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child)
         return
     print(f"machine: {machine()}\n")
-    t = throughput(2048 if args.quick else 4096)
-    print(f"### Throughput ({t['tiles']} tiles of 512 px at 0.25 µm/px, CPU)\n")
-    print("| path | tiles/s | ratio |")
-    print("|---|---|---|")
-    print(f"| detector alone, tiles in memory | {t['alone']:.2f} | 1.00 |")
-    print(f"| count_mitoses end to end | {t['e2e']:.2f} | {t['e2e'] / t['alone']:.2f} of detector alone |")
-    print(f"| naive loop (read_region, 1 tile/forward, global NMS) | {t['naive']:.2f} | "
-          f"end to end is {t['e2e'] / t['naive']:.2f}x faster |")
+    if not args.memory_only:
+        report_throughput(throughput(2048 if args.quick else 4096))
     if args.skip_memory:
         return
     rows = memory([8000, 80000] if not args.quick else [4000, 40000])
@@ -157,6 +152,16 @@ def main() -> None:
     for r in rows:
         print(f"| {r['width']} x {r['width']} | {r['tiles']} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} |")
     print(f"\nlarge - small peak RSS: {rows[-1]['peak_rss_mb'] - rows[0]['peak_rss_mb']:+.0f} MB")
+
+
+def report_throughput(t: dict) -> None:
+    print(f"### Throughput ({t['tiles']} tiles of 512 px at 0.25 µm/px, CPU)\n")
+    print("| path | tiles/s | ratio |")
+    print("|---|---|---|")
+    print(f"| detector alone, tiles in memory | {t['alone']:.2f} | 1.00 |")
+    print(f"| count_mitoses end to end | {t['e2e']:.2f} | {t['e2e'] / t['alone']:.2f} of detector alone |")
+    print(f"| naive loop (read_region, 1 tile/forward, global NMS) | {t['naive']:.2f} | "
+          f"end to end is {t['e2e'] / t['naive']:.2f}x faster |")
 
 
 if __name__ == "__main__":

@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="synthetic slide -> count -> GeoJSON, overview PNG and F1")
     demo.add_argument("--out", default="demo-output")
     demo.add_argument("--seed", type=int, default=2026)
-    demo.add_argument("--size", type=int, default=6000, help="slide side in px at 0.25 µm/px")
+    demo.add_argument("--size", type=int, default=8000,
+                      help="slide side in px at 0.25 µm/px (8000 = 2 mm, room for the 10-HPF hotspot)")
     demo.set_defaults(func=_demo)
     return parser
 

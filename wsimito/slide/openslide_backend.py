@@ -36,7 +36,7 @@ class OpenSlideBackend(Backend):
         img = self._osr.read_region((int(location[0]), int(location[1])), level,
                                     (int(size[0]), int(size[1])))
         if img.getextrema()[3][0] == 255:  # fully opaque: drop alpha in C
-            return np.asarray(img.convert("RGB"))
+            return np.array(img.convert("RGB"))
         return rgba_on_white(np.asarray(img))
 
     def read_level(self, x, y, level, width, height):

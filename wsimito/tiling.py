@@ -1,0 +1,306 @@
+"""`TileGrid`: overlapping tiles whose cores partition the slide. Pure geometry, no I/O.
+
+Along each axis, tile ``k`` starts at ``k * stride`` level-0 px and is
+``tile_size * mpp / slide_mpp`` level-0 px long, with
+``stride = (tile_size - overlap) * mpp / slide_mpp``. The number of tiles is
+the smallest that reaches the slide's end, like the output size of a
+convolution with padding at the far edge, so edge tiles stick out past the
+slide (their outside reads as white) instead of shrinking.
+
+Each tile owns a *core*: the boundary between the cores of neighbouring tiles
+runs through the middle of their overlap, the first core starts at 0 and the
+last ends at the slide's edge. The cores therefore partition the slide
+(half-open boxes: every level-0 point lies in exactly one), and each core lies
+``overlap / 2`` px (at ``mpp``) inside its tile except along the slide's own
+edges. A detection kept only in the tile whose core holds it is counted once.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, overload
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import geopandas
+
+    from .slide import Slide
+    from .tissue import Tissue
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile of a :class:`TileGrid`; every number is in level-0 px.
+
+    ``x, y, width, height``: the box to read (``width = tile_size * mpp /
+    slide_mpp``; it may reach past the slide). ``core``: the half-open box
+    ``(x0, y0, x1, y1)`` this tile owns. ``row, col``: position in the full
+    grid. ``index``: position in the grid's sequence of kept tiles.
+    """
+
+    x: float
+    y: float
+    width: float
+    height: float
+    core: tuple[float, float, float, float]
+    row: int
+    col: int
+    index: int
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        """``(x, y, width, height)`` in level-0 px, as ``Slide.read`` takes it."""
+        return (self.x, self.y, self.width, self.height)
+
+
+class TileGrid(Sequence[Tile]):
+    """Tiles of ``tile_size`` px at ``mpp`` µm/px that overlap by ``overlap`` px.
+
+    Parameters
+    ----------
+    slide:
+        Gives the level-0 size and resolution; no pixels are read.
+    tile_size, overlap:
+        Tile side and overlap between neighbours, in px at ``mpp``
+        (``0 <= overlap < tile_size``). Choose ``overlap`` at least the
+        diameter of the largest object a detector must see whole.
+    mpp:
+        Resolution the tiles will be read at, µm/px.
+    tissue:
+        Optional :class:`~wsimito.Tissue`; without it every tile is kept.
+    min_tissue:
+        Tiles whose tissue fraction (of the whole tile's area) is below this
+        are dropped, unless their core overlaps tissue: a tile is kept when
+        ``tissue.intersects(core) or tissue.fraction(tile) >= min_tissue``.
+        Since the cores partition the slide, no tissue is ever left without
+        the one tile that owns it, however small the tissue is. The tiles it
+        prunes hold tissue only in their margins, which other tiles own;
+        ``min_tissue=1.0`` keeps just the tiles whose core holds tissue,
+        the fewest that still cover it all, and ``min_tissue=0`` keeps every tile.
+
+    Tiles are numbered row by row over the kept tiles; ``grid[i]`` builds the
+    :class:`Tile` on demand, and :meth:`boxes` / :meth:`cores` return them all
+    as arrays.
+
+    Examples
+    --------
+    >>> grid = TileGrid.from_dimensions((10_000, 8_000), slide_mpp=0.25)
+    >>> len(grid), grid.shape
+    (414, (18, 23))
+    >>> grid[0].core
+    (0.0, 0.0, 480.0, 480.0)
+    """
+
+    def __init__(self, slide: Slide, tile_size: int = 512, overlap: int = 64, mpp: float = 0.25,
+                 tissue: Tissue | None = None, min_tissue: float = 0.05) -> None:
+        self._build(slide.dimensions, slide.mpp, tile_size, overlap, mpp, tissue, min_tissue)
+
+    @classmethod
+    def from_dimensions(cls, dimensions: tuple[int, int], slide_mpp: float, tile_size: int = 512,
+                        overlap: int = 64, mpp: float = 0.25, tissue: Tissue | None = None,
+                        min_tissue: float = 0.05) -> TileGrid:
+        """A grid for a slide of ``dimensions = (width, height)`` level-0 px at ``slide_mpp`` µm/px."""
+        grid = cls.__new__(cls)
+        grid._build(dimensions, slide_mpp, tile_size, overlap, mpp, tissue, min_tissue)
+        return grid
+
+    def _build(self, dimensions: tuple[int, int], slide_mpp: float, tile_size: int, overlap: int,
+               mpp: float, tissue: Tissue | None, min_tissue: float) -> None:
+        width, height = (_integer(v, "slide dimensions (level-0 px)", 1) for v in dimensions)
+        tile_size = _integer(tile_size, "tile_size (px at mpp)", 1)
+        overlap = _integer(overlap, "overlap (px at mpp)", 0)
+        if overlap >= tile_size:
+            raise ValueError(f"overlap must be in [0, tile_size) px, got {overlap} with tile_size {tile_size}")
+        slide_mpp = _positive(slide_mpp, "slide_mpp")
+        mpp = _positive(mpp, "mpp")
+        min_tissue = float(min_tissue)
+        if not 0.0 <= min_tissue <= 1.0:
+            raise ValueError(f"min_tissue is a fraction of the tile's area in [0, 1], got {min_tissue}")
+        self.dimensions = (width, height)
+        self.slide_mpp = slide_mpp
+        self.mpp = mpp
+        self.tile_size = tile_size
+        self.overlap = overlap
+        self.tissue = tissue
+        self.min_tissue = min_tissue
+        scale = mpp / slide_mpp
+        self.tile_extent = tile_size * scale
+        self.stride = (tile_size - overlap) * scale
+        half = overlap * scale / 2
+        self._x, self._bx = _axis(width, self.tile_extent, self.stride, half)
+        self._y, self._by = _axis(height, self.tile_extent, self.stride, half)
+        self.shape = (len(self._y), len(self._x))
+        self._kept: np.ndarray | None = None
+        if tissue is not None:
+            self._kept = self._select(tissue)
+
+    def _select(self, tissue: Tissue) -> np.ndarray:
+        """Flat indices of the tiles to keep (see the class docstring for the rule)."""
+        if tissue.dimensions != self.dimensions or not math.isclose(
+                tissue.slide_mpp, self.slide_mpp, rel_tol=1e-6):
+            raise ValueError(
+                f"the tissue belongs to a {tissue.dimensions[0]}x{tissue.dimensions[1]} px slide at "
+                f"{tissue.slide_mpp:g} µm/px, this grid to a {self.dimensions[0]}x{self.dimensions[1]} "
+                f"px slide at {self.slide_mpp:g} µm/px; detect the tissue on the same slide"
+            )
+        rows, cols = np.divmod(np.arange(self.shape[0] * self.shape[1]), self.shape[1])
+        x0, x1 = self._bx[cols], self._bx[cols + 1]
+        y0, y1 = self._by[rows], self._by[rows + 1]
+        keep = tissue.intersects(np.stack([x0, y0, x1 - x0, y1 - y0], axis=1))
+        rest = np.flatnonzero(~keep)
+        if self.min_tissue <= 0.0:
+            keep[:] = True
+        elif self.min_tissue < 1.0 and len(rest):  # a whole-tissue tile has tissue in its core
+            rr, cc = rows[rest], cols[rest]
+            side = np.full(len(rest), self.tile_extent)
+            boxes = np.stack([self._x[cc], self._y[rr], side, side], axis=1)
+            keep[rest] = tissue.fractions(boxes) >= self.min_tissue
+        return np.flatnonzero(keep)
+
+    # -- Sequence --------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.shape[0] * self.shape[1] if self._kept is None else len(self._kept)
+
+    @overload
+    def __getitem__(self, index: int) -> Tile: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Tile]: ...
+
+    def __getitem__(self, index: int | slice) -> Tile | list[Tile]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        i = operator.index(index)
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"tile index {index} out of range for a grid of {n} tiles")
+        flat = i if self._kept is None else int(self._kept[i])
+        row, col = (int(v) for v in np.unravel_index(flat, self.shape))
+        return self._tile(i, row, col)
+
+    def __iter__(self) -> Iterator[Tile]:
+        rows, cols = self.positions()
+        for i, (row, col) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
+            yield self._tile(i, row, col)
+
+    def _tile(self, index: int, row: int, col: int) -> Tile:
+        core = (float(self._bx[col]), float(self._by[row]),
+                float(self._bx[col + 1]), float(self._by[row + 1]))
+        return Tile(float(self._x[col]), float(self._y[row]), self.tile_extent, self.tile_extent,
+                    core, row, col, index)
+
+    # -- arrays ----------------------------------------------------------------------
+    def positions(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, cols)`` of the kept tiles in the full grid, int64 arrays."""
+        flat = np.arange(len(self)) if self._kept is None else self._kept
+        rows, cols = np.unravel_index(flat, self.shape)
+        return rows.astype(np.int64), cols.astype(np.int64)
+
+    def boxes(self) -> np.ndarray:
+        """``(N, 4)`` float64 ``(x, y, width, height)`` of the kept tiles, level-0 px."""
+        rows, cols = self.positions()
+        side = np.full(len(rows), self.tile_extent)
+        return np.stack([self._x[cols], self._y[rows], side, side], axis=1)
+
+    def cores(self) -> np.ndarray:
+        """``(N, 4)`` float64 half-open cores ``(x0, y0, x1, y1)`` of the kept tiles, level-0 px."""
+        rows, cols = self.positions()
+        return np.stack([self._bx[cols], self._by[rows], self._bx[cols + 1], self._by[rows + 1]],
+                        axis=1)
+
+    def locate(self, points: np.ndarray) -> np.ndarray:
+        """Index of the kept tile whose core holds each level-0 point ``(x, y)``.
+
+        ``points`` is ``(N, 2)``; the answer is ``(N,)`` int64, -1 for points
+        outside the slide or owned by a dropped tile.
+        """
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        x, y = pts[:, 0], pts[:, 1]
+        width, height = self.dimensions
+        inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+        cols = np.clip(np.searchsorted(self._bx, x, side="right") - 1, 0, self.shape[1] - 1)
+        rows = np.clip(np.searchsorted(self._by, y, side="right") - 1, 0, self.shape[0] - 1)
+        flat = rows * self.shape[1] + cols
+        if self._kept is None:
+            index = flat.astype(np.int64)
+        else:
+            lookup = np.full(self.shape[0] * self.shape[1], -1, dtype=np.int64)
+            lookup[self._kept] = np.arange(len(self._kept))
+            index = lookup[flat]
+        return np.where(inside, index, -1)
+
+    def to_geodataframe(self, geometry: Literal["tile", "core"] = "tile") -> geopandas.GeoDataFrame:
+        """The kept tiles as a GeoDataFrame in level-0 px, for plotting and QuPath.
+
+        ``geometry``: ``"tile"`` (the box read) or ``"core"`` (the box owned).
+        Columns: ``row``, ``col``, ``x``, ``y``, ``width``, ``height``,
+        ``core_x0``, ``core_y0``, ``core_x1``, ``core_y1`` (level-0 px) and, with
+        a tissue, ``tissue_fraction`` (of the tile).
+        """
+        import geopandas
+        import shapely
+
+        if geometry not in ("tile", "core"):
+            raise ValueError(f"geometry must be 'tile' or 'core', got {geometry!r}")
+        rows, cols = self.positions()
+        boxes, cores = self.boxes(), self.cores()
+        columns = {
+            "row": rows, "col": cols,
+            "x": boxes[:, 0], "y": boxes[:, 1], "width": boxes[:, 2], "height": boxes[:, 3],
+            "core_x0": cores[:, 0], "core_y0": cores[:, 1],
+            "core_x1": cores[:, 2], "core_y1": cores[:, 3],
+        }
+        if self.tissue is not None:
+            columns["tissue_fraction"] = self.tissue.fractions(boxes)
+        if geometry == "tile":
+            shapes = shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 0] + boxes[:, 2],
+                                 boxes[:, 1] + boxes[:, 3])
+        else:
+            shapes = shapely.box(cores[:, 0], cores[:, 1], cores[:, 2], cores[:, 3])
+        return geopandas.GeoDataFrame(columns, geometry=shapes)
+
+    def __repr__(self) -> str:
+        kept = "" if self._kept is None else f" ({len(self)} of {self.shape[0] * self.shape[1]} kept)"
+        return (f"<TileGrid {self.shape[0]}x{self.shape[1]} tiles{kept} of {self.tile_size} px, "
+                f"overlap {self.overlap} px at {self.mpp:g} µm/px>")
+
+
+def _axis(length: int, extent: float, stride: float, half: float) -> tuple[np.ndarray, np.ndarray]:
+    """Tile starts ``(n,)`` and core boundaries ``(n + 1,)`` along one axis, level-0 px.
+
+    ``n`` is the fewest tiles with ``(n - 1) * stride + extent >= length``.
+    """
+    n = 1 if length <= extent else math.ceil((length - extent) / stride) + 1
+    while (n - 1) * stride + extent < length:  # rounding: the last tile must reach the end
+        n += 1
+    while n > 1 and (n - 1) * stride + half >= length:  # rounding: no empty last core
+        n -= 1
+    starts = np.arange(n, dtype=np.float64) * stride
+    bounds = np.empty(n + 1, dtype=np.float64)
+    bounds[0] = 0.0
+    bounds[1:n] = starts[1:] + half
+    bounds[n] = float(length)
+    return starts, bounds
+
+
+def _integer(value: int, name: str, minimum: int) -> int:
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+    if number < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {number}")
+    return number
+
+
+def _positive(value: float, name: str) -> float:
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number of µm per pixel, got {value!r}")
+    return value
