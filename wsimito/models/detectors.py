@@ -19,8 +19,8 @@ from .peaks import find_peaks
 from .retinanet import RetinaNetDA
 
 DEMO_METADATA = {
-    "training_data": "synthetic",
-    "intended_use": "demonstration only; not for diagnostic use",
+    "training_data": "synthetic H&E from wsimito.synthetic (no real slides)",
+    "intended_use": "demonstration only; trained on synthetic data; not for diagnostic use",
 }
 
 MIDOG21_METADATA = {

@@ -42,6 +42,7 @@ from PIL import Image
 
 from ..evaluate import DetectionScore, score_points
 from ..models import PointDetector, PointHeatmapNet
+from ..models.detectors import DEMO_METADATA
 from ..stain import HEDJitter, RandomFDA
 from ..synthetic import PRESETS, StainModel, make_slide, random_stain, write_slide
 from ..synthetic.truth import GroundTruth
@@ -63,10 +64,6 @@ HELD_OUT_PRESETS = ("pale", "cool-scanner")
 SLIDE_MPP = 0.25
 TRAIN_SEED0, VALIDATION_SEED0, TEST_SEED0 = 10_000, 20_000, 30_000
 
-DEMO_METADATA = {
-    "training_data": "synthetic H&E from wsimito.synthetic (no real slides)",
-    "intended_use": "demonstration only; trained on synthetic data; not for diagnostic use",
-}
 
 Log = Callable[[str], None]
 
