@@ -22,19 +22,7 @@ from PIL import Image
 
 from wsimito.data import fetch
 from wsimito.stain import Macenko, fda
-
-
-def numpy_fda(source: np.ndarray, target: np.ndarray, beta: float) -> np.ndarray:
-    """Yang & Soatto's FDA for one (H, W, 3) image, as published (float output)."""
-    spec_s = np.fft.fft2(source.astype(np.float64), axes=(0, 1))
-    amp_t = np.fft.fftshift(np.abs(np.fft.fft2(target.astype(np.float64), axes=(0, 1))), axes=(0, 1))
-    amp = np.fft.fftshift(np.abs(spec_s), axes=(0, 1))
-    h, w = source.shape[:2]
-    b = int(np.floor(min(h, w) * beta))
-    ch, cw = h // 2, w // 2
-    amp[ch - b:ch + b + 1, cw - b:cw + b + 1] = amp_t[ch - b:ch + b + 1, cw - b:cw + b + 1]
-    amp = np.fft.ifftshift(amp, axes=(0, 1))
-    return np.real(np.fft.ifft2(amp * np.exp(1j * np.angle(spec_s)), axes=(0, 1)))
+from wsimito.stain.fda import fda_reference_numpy
 
 
 def timed(fn, device: torch.device, repeat: int = 1) -> tuple[float, object]:
@@ -78,7 +66,7 @@ def main() -> None:
 
     target_np = targets.permute(0, 2, 3, 1).cpu().numpy()
     fda(batch[:2], targets[:2])  # warm-up
-    t_ref, ref_out = timed(lambda: [numpy_fda(s, t, 0.01) for s, t in zip(tiles, target_np, strict=True)], device)
+    t_ref, ref_out = timed(lambda: [fda_reference_numpy(s, t, 0.01) for s, t in zip(tiles, target_np, strict=True)], device)
     t_ours, out = timed(lambda: fda(batch, targets, 0.01), device, repeat=3)
     expected = np.clip(np.round(np.stack(ref_out)), 0, 255)
     diff = np.abs(out.permute(0, 2, 3, 1).cpu().numpy().astype(float) - expected).mean()
