@@ -30,5 +30,7 @@ def machine() -> str:
     import torch
 
     cpu = platform.processor() or platform.machine()
-    return (f"{platform.system()} {cpu}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
-            f"torch {torch.__version__}")
+    return (
+        f"{platform.system()} {cpu}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
+        f"torch {torch.__version__}"
+    )

@@ -34,8 +34,9 @@ def count_flops(model: nn.Module) -> int:
 def tiles_per_second(detector: TorchDetector, batch_size: int, seconds: float) -> float:
     """Tiles/s of ``detector.detect`` on random uint8 tiles (after one warm-up batch)."""
     gen = torch.Generator().manual_seed(0)
-    tiles = torch.randint(0, 256, (batch_size, 3, TILE, TILE), dtype=torch.uint8,
-                          generator=gen).to(detector.device)
+    tiles = torch.randint(0, 256, (batch_size, 3, TILE, TILE), dtype=torch.uint8, generator=gen).to(
+        detector.device
+    )
 
     def sync() -> None:
         if detector.device.type == "cuda":
@@ -57,8 +58,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
     parser.add_argument("--precision", default="auto", help="auto, fp32, fp16 or bf16")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="tiles per batch (default: 4 on the CPU, 32 on a GPU)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="tiles per batch (default: 4 on the CPU, 32 on a GPU)",
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="timing per model, s")
     parser.add_argument("--compile", action="store_true", help="use torch.compile")
     args = parser.parse_args()
@@ -68,9 +73,10 @@ def main() -> None:
     options = {"device": device, "precision": args.precision, "compile": args.compile}
     models = {
         "point detector (PointHeatmapNet defaults)": (
-            PointHeatmapNet(), lambda m: PointDetector(m, **options)),
-        "MIDOG reference RetinaNet": (
-            RetinaNetDA(), lambda m: RetinaNetDetector(m, **options)),
+            PointHeatmapNet(),
+            lambda m: PointDetector(m, **options),
+        ),
+        "MIDOG reference RetinaNet": (RetinaNetDA(), lambda m: RetinaNetDetector(m, **options)),
     }
     rows = []
     for label, (model, wrap) in models.items():
@@ -82,16 +88,22 @@ def main() -> None:
 
     baseline = rows[-1][3]
     first = rows[0][4]
-    print(f"device: {device} ({torch.get_num_threads()} CPU threads), precision: "
-          f"{first._autocast or 'fp32'}, channels_last: {first.channels_last}, "
-          f"batch: {batch_size}, torch {torch.__version__}\n")
+    print(
+        f"device: {device} ({torch.get_num_threads()} CPU threads), precision: "
+        f"{first._autocast or 'fp32'}, channels_last: {first.channels_last}, "
+        f"batch: {batch_size}, torch {torch.__version__}\n"
+    )
     print("| model | parameters | GFLOPs / 512 px tile | tiles/s | speed vs RetinaNet |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for label, params, flops, rate, _ in rows:
-        print(f"| {label} | {params / 1e6:.2f} M | {flops / 1e9:.1f} | {rate:.1f} | "
-              f"{rate / baseline:.1f}x |")
-    print("\nRetinaNet parameters include the three domain discriminators (kept for loading, "
-          "never run); its FLOPs count the inference path only.")
+        print(
+            f"| {label} | {params / 1e6:.2f} M | {flops / 1e9:.1f} | {rate:.1f} | "
+            f"{rate / baseline:.1f}x |"
+        )
+    print(
+        "\nRetinaNet parameters include the three domain discriminators (kept for loading, "
+        "never run); its FLOPs count the inference path only."
+    )
 
 
 if __name__ == "__main__":

@@ -43,8 +43,14 @@ def point_detector(tile_size: int = 512):
         from wsimito.models.detectors import PointDetector
         from wsimito.models.pointnet import PointHeatmapNet
 
-        return PointDetector(PointHeatmapNet(), mpp=0.25, tile_size=tile_size, overlap=64, threshold=0.5,
-                             device="cpu")
+        return PointDetector(
+            PointHeatmapNet(),
+            mpp=0.25,
+            tile_size=tile_size,
+            overlap=64,
+            threshold=0.5,
+            device="cpu",
+        )
 
 
 def naive_loop(path: str, det, boxes: np.ndarray, radius_px: float) -> int:
@@ -93,12 +99,18 @@ def throughput(size: int) -> dict:
     result = count_mitoses(slide, det, tissue=None, progress=False, batch_size=8)
     t_e2e = time.perf_counter() - t0 - result.timing["tissue_seconds"]
 
-    tiles = torch.stack([torch.from_numpy(slide.read_region((int(b[0]), int(b[1])), 0, (det.tile_size,) * 2))
-                         .permute(2, 0, 1) for b in grid.boxes()])
+    tiles = torch.stack(
+        [
+            torch.from_numpy(
+                slide.read_region((int(b[0]), int(b[1])), 0, (det.tile_size,) * 2)
+            ).permute(2, 0, 1)
+            for b in grid.boxes()
+        ]
+    )
     t0 = time.perf_counter()
     with torch.inference_mode():
         for i in range(0, n, 8):
-            det.detect(tiles[i:i + 8].contiguous(memory_format=torch.channels_last))
+            det.detect(tiles[i : i + 8].contiguous(memory_format=torch.channels_last))
     t_alone = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -117,15 +129,28 @@ def memory_child(width: int) -> None:
     t0 = time.perf_counter()
     result = count_mitoses(slide, det, progress=False, batch_size=8)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"width": width, "tiles": result.timing["tiles"], "seconds": time.perf_counter() - t0,
-                      "peak_rss_mb": peak_mb, "tissue_mm2": result.tissue_area_mm2}))
+    print(
+        json.dumps(
+            {
+                "width": width,
+                "tiles": result.timing["tiles"],
+                "seconds": time.perf_counter() - t0,
+                "peak_rss_mb": peak_mb,
+                "tissue_mm2": result.tissue_area_mm2,
+            }
+        )
+    )
 
 
 def memory(widths: list[int]) -> list[dict]:
     rows = []
     for width in widths:
-        out = subprocess.run([sys.executable, __file__, "--memory-child", str(width)], check=True,
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-child", str(width)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return rows
 
@@ -150,7 +175,9 @@ def main() -> None:
     print("| slide (px) | tiles | seconds | peak RSS (MB) |")
     print("|---|---|---|---|")
     for r in rows:
-        print(f"| {r['width']} x {r['width']} | {r['tiles']} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} |")
+        print(
+            f"| {r['width']} x {r['width']} | {r['tiles']} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} |"
+        )
     print(f"\nlarge - small peak RSS: {rows[-1]['peak_rss_mb'] - rows[0]['peak_rss_mb']:+.0f} MB")
 
 
@@ -159,9 +186,13 @@ def report_throughput(t: dict) -> None:
     print("| path | tiles/s | ratio |")
     print("|---|---|---|")
     print(f"| detector alone, tiles in memory | {t['alone']:.2f} | 1.00 |")
-    print(f"| count_mitoses end to end | {t['e2e']:.2f} | {t['e2e'] / t['alone']:.2f} of detector alone |")
-    print(f"| naive loop (read_region, 1 tile/forward, global NMS) | {t['naive']:.2f} | "
-          f"end to end is {t['e2e'] / t['naive']:.2f}x faster |")
+    print(
+        f"| count_mitoses end to end | {t['e2e']:.2f} | {t['e2e'] / t['alone']:.2f} of detector alone |"
+    )
+    print(
+        f"| naive loop (read_region, 1 tile/forward, global NMS) | {t['naive']:.2f} | "
+        f"end to end is {t['e2e'] / t['naive']:.2f}x faster |"
+    )
 
 
 if __name__ == "__main__":

@@ -35,20 +35,30 @@ def main() -> None:
         osr, ts = openslide.OpenSlide(path), tiffslide.TiffSlide(path)
         locs = tile_locations(osr.dimensions)
         raws = {
-            "openslide": lambda osr=osr, locs=locs: [np.asarray(osr.read_region(p, 0, (512, 512))) for p in locs],
-            "tiffslide": lambda ts=ts, locs=locs: [ts.read_region(p, 0, (512, 512), as_array=True) for p in locs],
+            "openslide": lambda osr=osr, locs=locs: [
+                np.asarray(osr.read_region(p, 0, (512, 512))) for p in locs
+            ],
+            "tiffslide": lambda ts=ts, locs=locs: [
+                ts.read_region(p, 0, (512, 512), as_array=True) for p in locs
+            ],
         }
         for backend, raw in raws.items():
             slide = wsimito.open_slide(path, backend=backend, mpp=0.25)
             t_raw = best_of(raw) / len(locs)
-            t_ours = best_of(lambda s=slide, locs=locs: [s.read_region(p, 0, (512, 512)) for p in locs]) / len(locs)
+            t_ours = best_of(
+                lambda s=slide, locs=locs: [s.read_region(p, 0, (512, 512)) for p in locs]
+            ) / len(locs)
             speeds[(label, backend)] = t_ours
-            print(f"| {label} | {backend} | {t_raw * 1e3:.2f} | {t_ours * 1e3:.2f} | {t_ours / t_raw - 1:+.1%} |")
+            print(
+                f"| {label} | {backend} | {t_raw * 1e3:.2f} | {t_ours * 1e3:.2f} | {t_ours / t_raw - 1:+.1%} |"
+            )
     print("\n| file | openslide / tiffslide time per tile | auto picks |")
     print("|---|---|---|")
     for label, name in SAMPLES.items():
         ratio = speeds[(label, "openslide")] / speeds[(label, "tiffslide")]
-        print(f"| {label} | {ratio:.2f} | {wsimito.open_slide(str(fetch(name)), mpp=0.25).backend} |")
+        print(
+            f"| {label} | {ratio:.2f} | {wsimito.open_slide(str(fetch(name)), mpp=0.25).backend} |"
+        )
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def main() -> None:
     image = np.asarray(Image.open(fetch("images/he-target-tiatoolbox.png")).convert("RGB"))
     rng = np.random.default_rng(0)
     corners = rng.integers(0, image.shape[0] - args.size, (args.tiles, 2))
-    tiles = np.stack([image[y:y + args.size, x:x + args.size] for y, x in corners])
+    tiles = np.stack([image[y : y + args.size, x : x + args.size] for y, x in corners])
     batch = torch.from_numpy(tiles).permute(0, 3, 1, 2).contiguous().to(device)
     targets = batch.roll(1, dims=0)
     rows = []
@@ -66,7 +66,10 @@ def main() -> None:
 
     target_np = targets.permute(0, 2, 3, 1).cpu().numpy()
     fda(batch[:2], targets[:2])  # warm-up
-    t_ref, ref_out = timed(lambda: [fda_reference_numpy(s, t, 0.01) for s, t in zip(tiles, target_np, strict=True)], device)
+    t_ref, ref_out = timed(
+        lambda: [fda_reference_numpy(s, t, 0.01) for s, t in zip(tiles, target_np, strict=True)],
+        device,
+    )
     t_ours, out = timed(lambda: fda(batch, targets, 0.01), device, repeat=3)
     expected = np.clip(np.round(np.stack(ref_out)), 0, 255)
     diff = np.abs(out.permute(0, 2, 3, 1).cpu().numpy().astype(float) - expected).mean()
@@ -74,8 +77,10 @@ def main() -> None:
 
     where = f"{args.device}, {torch.get_num_threads()} threads"
     print(f"{args.tiles} tiles of {args.size}x{args.size} px, wsimito on {where}\n")
-    print("| method (reference) | reference loop (s) | wsimito batched (s) | speed-up | "
-          "mean abs diff (grey levels) |")
+    print(
+        "| method (reference) | reference loop (s) | wsimito batched (s) | speed-up | "
+        "mean abs diff (grey levels) |"
+    )
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, t_ref, t_ours, diff in rows:
         print(f"| {name} | {t_ref:.2f} | {t_ours:.3f} | {t_ref / t_ours:.1f}x | {diff:.2f} |")

@@ -48,11 +48,17 @@ def naive_grid(tissue: Tissue, tile_size: int, overlap: int, mpp: float, min_tis
         x, col = 0.0, 0
         while True:
             last_col = x + extent >= WIDTH
-            core = (0.0 if col == 0 else x + half, 0.0 if row == 0 else y + half,
-                    WIDTH if last_col else x + stride + half, HEIGHT if last_row else y + stride + half)
+            core = (
+                0.0 if col == 0 else x + half,
+                0.0 if row == 0 else y + half,
+                WIDTH if last_col else x + stride + half,
+                HEIGHT if last_row else y + stride + half,
+            )
             core_box = (core[0], core[1], core[2] - core[0], core[3] - core[1])
-            if (tissue.intersects(np.array([core_box]))[0]
-                    or tissue.fraction((x, y, extent, extent)) >= min_tissue):
+            if (
+                tissue.intersects(np.array([core_box]))[0]
+                or tissue.fraction((x, y, extent, extent)) >= min_tissue
+            ):
                 tiles.append((row, col, x, y, extent, extent) + core)
             if last_col:
                 break
@@ -70,16 +76,24 @@ def fresh(mask: np.ndarray) -> Tissue:
 def main() -> None:
     print(f"machine: {machine()}\n")
     mask = tissue_mask()
-    print(f"slide {WIDTH:,} x {HEIGHT:,} px at {SLIDE_MPP} µm/px; tissue mask {mask.shape[1]} x "
-          f"{mask.shape[0]} px at {TISSUE_MPP} µm/px, {mask.mean():.0%} tissue; min_tissue 0.05\n")
-    print("| tile / overlap (px) | grid mpp | grid (rows x cols) | tiles kept | TileGrid (ms) "
-          "| boxes()+cores() (ms) | Python loop (ms) | speed-up |")
+    print(
+        f"slide {WIDTH:,} x {HEIGHT:,} px at {SLIDE_MPP} µm/px; tissue mask {mask.shape[1]} x "
+        f"{mask.shape[0]} px at {TISSUE_MPP} µm/px, {mask.mean():.0%} tissue; min_tissue 0.05\n"
+    )
+    print(
+        "| tile / overlap (px) | grid mpp | grid (rows x cols) | tiles kept | TileGrid (ms) "
+        "| boxes()+cores() (ms) | Python loop (ms) | speed-up |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for tile_size, overlap, mpp in CONFIGS:
         kwargs = dict(tile_size=tile_size, overlap=overlap, mpp=mpp, min_tissue=0.05)
         grid = TileGrid.from_dimensions((WIDTH, HEIGHT), SLIDE_MPP, tissue=fresh(mask), **kwargs)
-        t_grid = best_of(lambda kw=kwargs: TileGrid.from_dimensions(
-            (WIDTH, HEIGHT), SLIDE_MPP, tissue=fresh(mask), **kw), repeat=5)
+        t_grid = best_of(
+            lambda kw=kwargs: TileGrid.from_dimensions(
+                (WIDTH, HEIGHT), SLIDE_MPP, tissue=fresh(mask), **kw
+            ),
+            repeat=5,
+        )
         t_arrays = best_of(lambda g=grid: (g.boxes(), g.cores()), repeat=5)
         start = time.perf_counter()  # one run: the loop takes tens of seconds
         naive = np.array(naive_grid(fresh(mask), tile_size, overlap, mpp, 0.05))
@@ -87,9 +101,11 @@ def main() -> None:
         rows, cols = grid.positions()
         assert np.array_equal(naive[:, :2], np.stack([rows, cols], axis=1)), "loop and grid differ"
         assert np.allclose(naive[:, 2:6], grid.boxes()) and np.allclose(naive[:, 6:], grid.cores())
-        print(f"| {tile_size} / {overlap} | {mpp:.4g} | {grid.shape[0]} x {grid.shape[1]} "
-              f"| {len(grid):,} | {t_grid * 1e3:.1f} | {t_arrays * 1e3:.1f} | {t_naive * 1e3:.0f} "
-              f"| {t_naive / t_grid:.0f}x |")
+        print(
+            f"| {tile_size} / {overlap} | {mpp:.4g} | {grid.shape[0]} x {grid.shape[1]} "
+            f"| {len(grid):,} | {t_grid * 1e3:.1f} | {t_arrays * 1e3:.1f} | {t_naive * 1e3:.0f} "
+            f"| {t_naive / t_grid:.0f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,12 @@ SAMPLES = [  # (label, registry name, mpp to pass or None)
     ("tiatoolbox H&E ROI (PNG, mpp 0.25 given)", "images/he-target-tiatoolbox.png", 0.25),
 ]
 LARGE = [  # (width, height, pyramid step): 2x levels include 8 µm/px; 4x levels (as in SVS) stop at 4
-    (20_000, 16_000, 2), (50_000, 40_000, 2), (100_000, 80_000, 2), (200_000, 160_000, 2),
-    (20_000, 16_000, 4), (100_000, 80_000, 4),
+    (20_000, 16_000, 2),
+    (50_000, 40_000, 2),
+    (100_000, 80_000, 2),
+    (200_000, 160_000, 2),
+    (20_000, 16_000, 4),
+    (100_000, 80_000, 4),
 ]
 SLIDE_MPP = 0.25
 
@@ -79,7 +83,9 @@ class ProceduralPyramid(Backend):
 
 
 def samples() -> None:
-    print("| slide | size (px) | mask (px) | area (mm²) | detect_tissue (ms) | slide.read at 8 µm/px (ms) |")
+    print(
+        "| slide | size (px) | mask (px) | area (mm²) | detect_tissue (ms) | slide.read at 8 µm/px (ms) |"
+    )
     print("|---|---|---|---|---|---|")
     for label, name, mpp in SAMPLES:
         slide = wsimito.open_slide(fetch(name), mpp=mpp)
@@ -88,13 +94,17 @@ def samples() -> None:
         t_detect = best_of(lambda s=slide: detect_tissue(s), repeat=3)
         t_read = best_of(lambda s=slide, w=w, h=h: s.read((0, 0, w, h), mpp=8.0), repeat=3)
         rows, cols = tissue.mask.shape
-        print(f"| {label} | {w} x {h} | {cols} x {rows} | {tissue.area_mm2:.3f} "
-              f"| {t_detect * 1e3:.0f} | {t_read * 1e3:.0f} |")
+        print(
+            f"| {label} | {w} x {h} | {cols} x {rows} | {tissue.area_mm2:.3f} "
+            f"| {t_detect * 1e3:.0f} | {t_read * 1e3:.0f} |"
+        )
 
 
 def large() -> None:
-    print("| slide (px) | pyramid step | level read (µm/px) | px decoded | level-0 px "
-          "| detect_tissue (s) | slide.read at 8 µm/px (s) | detect / read | tissue (mm²) |")
+    print(
+        "| slide (px) | pyramid step | level read (µm/px) | px decoded | level-0 px "
+        "| detect_tissue (s) | slide.read at 8 µm/px (s) | detect / read | tissue (mm²) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for w, h, step in LARGE:
         backend = ProceduralPyramid(w, h, step)
@@ -105,8 +115,10 @@ def large() -> None:
         assert sum(backend.decoded[:level]) == 0, "a finer level was read"
         t_detect = best_of(lambda s=slide: detect_tissue(s), repeat=3)
         t_read = best_of(lambda s=slide, w=w, h=h: s.read((0, 0, w, h), mpp=8.0), repeat=3)
-        print(f"| {w:,} x {h:,} | {step}x | {slide.level_mpp(level):g} | {decoded:,} | {w * h:,} "
-              f"| {t_detect:.2f} | {t_read:.2f} | {t_detect / t_read:.2f} | {tissue.area_mm2:.1f} |")
+        print(
+            f"| {w:,} x {h:,} | {step}x | {slide.level_mpp(level):g} | {decoded:,} | {w * h:,} "
+            f"| {t_detect:.2f} | {t_read:.2f} | {t_detect / t_read:.2f} | {tissue.area_mm2:.1f} |"
+        )
 
 
 def main() -> None:

@@ -17,7 +17,9 @@ import wsimito
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("slide")
-    parser.add_argument("--mpp", type=float, default=None, help="level-0 µm/px if the file has none")
+    parser.add_argument(
+        "--mpp", type=float, default=None, help="level-0 µm/px if the file has none"
+    )
     parser.add_argument("--detector", default="demo")
     args = parser.parse_args()
 

@@ -26,14 +26,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=demo.Recipe.steps)
     parser.add_argument("--train-slides", type=int, default=demo.Recipe.train_slides)
     parser.add_argument("--validation-slides", type=int, default=demo.Recipe.validation_slides)
-    parser.add_argument("--test-size", type=int, default=4000,
-                        help="side of the held-out slides, px at 0.25 µm/px")
-    parser.add_argument("--mean-density-size", type=int, default=6000,
-                        help="side of the held-out slides at the MIDOG++ mean density, px")
+    parser.add_argument(
+        "--test-size", type=int, default=4000, help="side of the held-out slides, px at 0.25 µm/px"
+    )
+    parser.add_argument(
+        "--mean-density-size",
+        type=int,
+        default=6000,
+        help="side of the held-out slides at the MIDOG++ mean density, px",
+    )
     parser.add_argument("--skip-eval", action="store_true", help="train and save only")
     args = parser.parse_args()
-    recipe = dataclasses.replace(demo.Recipe(), steps=args.steps, train_slides=args.train_slides,
-                                 validation_slides=args.validation_slides)
+    recipe = dataclasses.replace(
+        demo.Recipe(),
+        steps=args.steps,
+        train_slides=args.train_slides,
+        validation_slides=args.validation_slides,
+    )
     start = time.perf_counter()
     print(f"recipe: {recipe}")
     detector = demo.train_demo_detector(recipe)
@@ -41,26 +50,35 @@ def main() -> None:
         folder = Path(scratch)
         validation = demo.rendered(demo.validation_specs(recipe), folder)
         threshold, score = demo.select_threshold(demo.run_slides(detector, validation).values())
-        print(f"threshold {threshold:.2f}: validation F1 {score.f1:.3f} "
-              f"(P {score.precision:.3f}, R {score.recall:.3f}, {score.tp + score.fn} figures)")
+        print(
+            f"threshold {threshold:.2f}: validation F1 {score.f1:.3f} "
+            f"(P {score.precision:.3f}, R {score.recall:.3f}, {score.tp + score.fn} figures)"
+        )
         detector.threshold = threshold
-        detector.metadata.update({
-            "recipe": "scripts/train_demo.py (wsimito.train.demo)",
-            "recipe_settings": dataclasses.asdict(recipe),
-            "held_out_stain_presets": list(demo.HELD_OUT_PRESETS),
-            "validation_f1": round(score.f1, 4),
-        })
+        detector.metadata.update(
+            {
+                "recipe": "scripts/train_demo.py (wsimito.train.demo)",
+                "recipe_settings": dataclasses.asdict(recipe),
+                "held_out_stain_presets": list(demo.HELD_OUT_PRESETS),
+                "validation_f1": round(score.f1, 4),
+            }
+        )
         save_detector(detector, args.out)
-        print(f"saved {args.out} ({args.out.stat().st_size / 1e6:.2f} MB) after "
-              f"{time.perf_counter() - start:.0f} s")
+        print(
+            f"saved {args.out} ({args.out.stat().st_size / 1e6:.2f} MB) after "
+            f"{time.perf_counter() - start:.0f} s"
+        )
         if args.skip_eval:
             return
         baseline = demo.tune_dark_blobs(validation)
-        test = demo.rendered(demo.test_specs(size=args.test_size,
-                                                    mean_density_size=args.mean_density_size), folder)
+        test = demo.rendered(
+            demo.test_specs(size=args.test_size, mean_density_size=args.mean_density_size), folder
+        )
         rows = {"demo": demo.evaluate(detector, test), "dark blobs": demo.evaluate(baseline, test)}
-    print(f"held-out slides ({args.test_size} px at 0.25 µm/px, 100 figures/mm² of tissue unless "
-          "stated), MIDOG matching at 7.5 µm:")
+    print(
+        f"held-out slides ({args.test_size} px at 0.25 µm/px, 100 figures/mm² of tissue unless "
+        "stated), MIDOG matching at 7.5 µm:"
+    )
     print(demo.format_table(rows))
     print(f"total {time.perf_counter() - start:.0f} s")
 

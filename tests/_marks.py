@@ -17,8 +17,14 @@ from wsimito.detect import resolve_device
 class MarkDetector:
     """Finds dark discs; follows the wsimito.Detector protocol without subclassing anything."""
 
-    def __init__(self, mpp: float = 0.25, tile_size: int = 128, overlap: int = 32,
-                 threshold: float = 0.5, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        mpp: float = 0.25,
+        tile_size: int = 128,
+        overlap: int = 32,
+        threshold: float = 0.5,
+        device: str = "cpu",
+    ) -> None:
         self.mpp, self.tile_size, self.overlap, self.threshold = mpp, tile_size, overlap, threshold
         self.device = resolve_device(device)
         self.name = "marks"
@@ -46,7 +52,9 @@ class MarkDetector:
         return out
 
 
-def draw_marks(width: int, height: int, marks: np.ndarray, radius: float, supersample: int = 4) -> np.ndarray:
+def draw_marks(
+    width: int, height: int, marks: np.ndarray, radius: float, supersample: int = 4
+) -> np.ndarray:
     """White RGB image with anti-aliased dark discs of ``radius`` px centred at ``marks`` (level-0 px)."""
     img = np.full((height, width), 255.0)
     r = radius
@@ -65,11 +73,25 @@ def draw_marks(width: int, height: int, marks: np.ndarray, radius: float, supers
 
 def area_halve(image: np.ndarray) -> np.ndarray:
     h, w = image.shape[0] // 2, image.shape[1] // 2
-    return image[:2 * h, :2 * w].astype(np.float64).reshape(h, 2, w, 2, 3).mean(axis=(1, 3)).round().astype(np.uint8)
+    return (
+        image[: 2 * h, : 2 * w]
+        .astype(np.float64)
+        .reshape(h, 2, w, 2, 3)
+        .mean(axis=(1, 3))
+        .round()
+        .astype(np.uint8)
+    )
 
 
-def write_pyramid(path: Path, image: np.ndarray, mpp: float, *, levels: int = 3, svs: bool = False,
-                  compression: str = "zlib") -> Path:
+def write_pyramid(
+    path: Path,
+    image: np.ndarray,
+    mpp: float,
+    *,
+    levels: int = 3,
+    svs: bool = False,
+    compression: str = "zlib",
+) -> Path:
     """A tiled pyramid TIFF (generic, or Aperio-style SVS) with 2x area-averaged levels."""
     h, w = image.shape[:2]
     with tifffile.TiffWriter(path) as tif:
@@ -77,25 +99,36 @@ def write_pyramid(path: Path, image: np.ndarray, mpp: float, *, levels: int = 3,
         for i in range(levels):
             lh, lw = level.shape[:2]
             if svs:
-                desc = (f"Aperio Image Library v12.0.0\r\n{w}x{h} [0,0 {w}x{h}] (256x256) "
-                        f"{'JPEG/RGB Q=95' if compression == 'jpeg' else 'RGB'}|AppMag = 40|MPP = {mpp}")
+                desc = (
+                    f"Aperio Image Library v12.0.0\r\n{w}x{h} [0,0 {w}x{h}] (256x256) "
+                    f"{'JPEG/RGB Q=95' if compression == 'jpeg' else 'RGB'}|AppMag = 40|MPP = {mpp}"
+                )
                 if i:
                     desc = f"Aperio Image Library v12.0.0\r\n{w}x{h} -> {lw}x{lh}"
             else:
                 desc = None
             kwargs = {"compressionargs": {"level": 95}} if compression == "jpeg" else {}
-            tif.write(level, tile=(256, 256), compression=compression, photometric="rgb",
-                      description=desc, subfiletype=1 if i and not svs else 0,
-                      resolution=(1e4 / (mpp * 2**i),) * 2, resolutionunit="CENTIMETER",
-                      metadata=None, **kwargs)
+            tif.write(
+                level,
+                tile=(256, 256),
+                compression=compression,
+                photometric="rgb",
+                description=desc,
+                subfiletype=1 if i and not svs else 0,
+                resolution=(1e4 / (mpp * 2**i),) * 2,
+                resolutionunit="CENTIMETER",
+                metadata=None,
+                **kwargs,
+            )
             if min(level.shape[:2]) < 4:
                 break
             level = area_halve(level)
     return path
 
 
-def marks_near_borders(grid, width: int, height: int, radius_px: float, rng: np.random.Generator,
-                       n_random: int = 20) -> np.ndarray:
+def marks_near_borders(
+    grid, width: int, height: int, radius_px: float, rng: np.random.Generator, n_random: int = 20
+) -> np.ndarray:
     """Mark centres (level-0 px): on tile core borders (within a few px), at the slide's edges, and random."""
     margin = radius_px + 2
     cores = grid.cores()
@@ -110,9 +143,16 @@ def marks_near_borders(grid, width: int, height: int, radius_px: float, rng: np.
     for y in ys:
         for dy in (-2.6, 3.1):
             pts.append((rng.uniform(margin, width - margin), y + dy))
-    pts += [(margin + 0.3, margin + 0.4), (width - margin - 0.2, height - margin - 0.1),
-            (margin + 0.1, height - margin - 0.3), (width - margin - 0.4, margin + 0.2)]
-    pts += [(rng.uniform(margin, width - margin), rng.uniform(margin, height - margin)) for _ in range(n_random)]
+    pts += [
+        (margin + 0.3, margin + 0.4),
+        (width - margin - 0.2, height - margin - 0.1),
+        (margin + 0.1, height - margin - 0.3),
+        (width - margin - 0.4, margin + 0.2),
+    ]
+    pts += [
+        (rng.uniform(margin, width - margin), rng.uniform(margin, height - margin))
+        for _ in range(n_random)
+    ]
     # Keep marks at least 3 radii apart so they stay separate blobs.
     kept: list[tuple[float, float]] = []
     for p in pts:

@@ -35,10 +35,19 @@ def test_bad_file_exits_with_a_message(sample, capsys):
 def weights(tmp_path_factory):
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    det = PointDetector(PointHeatmapNet(width=8, depth=3, stride=4), mpp=0.5, tile_size=128, overlap=32,
-                        threshold=0.2, min_score=0.05, device="cpu",
-                        metadata={"training_data": "synthetic (untrained test weights)",
-                                  "intended_use": "tests only; not for diagnostic use"})
+    det = PointDetector(
+        PointHeatmapNet(width=8, depth=3, stride=4),
+        mpp=0.5,
+        tile_size=128,
+        overlap=32,
+        threshold=0.2,
+        min_score=0.05,
+        device="cpu",
+        metadata={
+            "training_data": "synthetic (untrained test weights)",
+            "intended_use": "tests only; not for diagnostic use",
+        },
+    )
     return save_detector(det, tmp_path_factory.mktemp("w") / "tiny.pt")
 
 
@@ -46,10 +55,15 @@ def test_count_writes_geojson_per_slide_and_a_summary(tmp_path, weights, capsys)
     marks = np.array([[100.5, 120.5], [400.5, 300.5], [700.5, 500.5]])
     slides = []
     for i in range(2):
-        path = write_pyramid(tmp_path / f"s{i}.tif", draw_marks(900, 700, marks, 8.0), 0.25, levels=2)
+        path = write_pyramid(
+            tmp_path / f"s{i}.tif", draw_marks(900, 700, marks, 8.0), 0.25, levels=2
+        )
         slides.append(str(path))
     out = tmp_path / "out"
-    assert main(["count", *slides, "-o", str(out), "--detector", str(weights), "-q", "--no-tissue"]) == 0
+    assert (
+        main(["count", *slides, "-o", str(out), "--detector", str(weights), "-q", "--no-tissue"])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "synthetic" in printed and "not for diagnostic use" in printed
     with open(out / "summary.csv") as fh:

@@ -45,7 +45,11 @@ def test_demo_geojson_passes_qupath_rules_and_matches_the_summary(demo_run):
     check_qupath_geojson(geo)
     summary = _read_json(out / "summary.json")
     detections = [f for f in geo["features"] if f["properties"]["objectType"] == "detection"]
-    assert len(detections) == summary["count"] == summary["true_positives"] + summary["false_positives"]
+    assert (
+        len(detections)
+        == summary["count"]
+        == summary["true_positives"] + summary["false_positives"]
+    )
     assert summary["true_positives"] + summary["false_negatives"] == summary["true_mitotic_figures"]
     assert "synthetic" in geo["wsimito"]["detector_metadata"]["training_data"]
 

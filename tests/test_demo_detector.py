@@ -26,9 +26,17 @@ def held_out_slide(tmp_path_factory):
     """A 3072 px JPEG SVS at 0.25 µm/px in a held-out stain preset, dense in figures and
     look-alikes (MIDOG++ ratio), and its ground truth."""
     path = tmp_path_factory.mktemp("demo-detector") / "held-out.svs"
-    truth = write_slide(path, 3072, 3072, mpp=SLIDE_MPP, seed=HELD_OUT_SEED,
-                        stain=PRESETS[HELD_OUT_PRESETS[1]], tissue_fraction=0.9,
-                        tumour_fraction=0.8, mitoses_per_mm2=250)
+    truth = write_slide(
+        path,
+        3072,
+        3072,
+        mpp=SLIDE_MPP,
+        seed=HELD_OUT_SEED,
+        stain=PRESETS[HELD_OUT_PRESETS[1]],
+        tissue_fraction=0.9,
+        tumour_fraction=0.8,
+        mitoses_per_mm2=250,
+    )
     return path, truth
 
 
@@ -54,8 +62,9 @@ def test_held_out_slide_uses_a_stain_preset_and_seed_absent_from_training():
     assert not any(name.endswith(f"({HELD_OUT_PRESETS[1]})") for name in names)
 
 
-def test_demo_detector_reaches_f1_085_through_count_mitoses_on_held_out_slide(held_out_slide,
-                                                                               demo_result):
+def test_demo_detector_reaches_f1_085_through_count_mitoses_on_held_out_slide(
+    held_out_slide, demo_result
+):
     _, truth = held_out_slide
     assert len(truth.mitoses) >= 100
     candidates = np.column_stack([demo_result.points, demo_result.scores])
@@ -74,12 +83,17 @@ def test_result_summary_and_geojson_say_synthetic_and_not_diagnostic(demo_result
 
 def test_dark_blob_baseline_at_its_best_threshold_scores_clearly_lower(held_out_slide, demo_result):
     path, truth = held_out_slide
-    demo = score_points(np.column_stack([demo_result.points, demo_result.scores]), truth.mitoses,
-                        mpp=SLIDE_MPP, threshold=demo_result.threshold)
+    demo = score_points(
+        np.column_stack([demo_result.points, demo_result.scores]),
+        truth.mitoses,
+        mpp=SLIDE_MPP,
+        threshold=demo_result.threshold,
+    )
     best = 0.0
     for blob_um in (5.0, 7.0, 9.0):
-        blobs = DarkBlobDetector(mpp=0.5, tile_size=512, overlap=64, blob_um=blob_um, level=0.45,
-                                 device="cpu")
+        blobs = DarkBlobDetector(
+            mpp=0.5, tile_size=512, overlap=64, blob_um=blob_um, level=0.45, device="cpu"
+        )
         result = count_mitoses(path, blobs, tissue="auto", progress=False)
         candidates = np.column_stack([result.points, result.scores])
         # Oracle threshold: the best the baseline could do on this very slide.

@@ -109,8 +109,12 @@ def test_autocast_uses_half_precision_on_gpus_only():
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"mpp": 0.0}, "mpp"), ({"overlap": 64}, "overlap"), ({"threshold": 1.5}, "threshold"),
-     ({"min_score": -0.1}, "min_score")],
+    [
+        ({"mpp": 0.0}, "mpp"),
+        ({"overlap": 64}, "overlap"),
+        ({"threshold": 1.5}, "threshold"),
+        ({"min_score": -0.1}, "min_score"),
+    ],
 )
 def test_point_detector_rejects_invalid_settings(kwargs, message):
     settings = {"tile_size": 64, "overlap": 8, "device": "cpu", **kwargs}

@@ -59,8 +59,9 @@ def _grand_challenge_reference(pred: np.ndarray, gt: np.ndarray, radius: float) 
 def test_reference_order_reproduces_grand_challenge_counts_on_random_points(seed):
     rng = np.random.default_rng(seed)
     gt = rng.uniform(0, 300, size=(40, 2))
-    pred = np.concatenate([gt[:30] + rng.normal(0, 12, size=(30, 2)),
-                           rng.uniform(0, 300, size=(15, 2))])
+    pred = np.concatenate(
+        [gt[:30] + rng.normal(0, 12, size=(30, 2)), rng.uniform(0, 300, size=(15, 2))]
+    )
     score = score_points(pred, gt, mpp=0.25, order="reference")
     assert (score.tp, score.fp, score.fn) == _grand_challenge_reference(pred, gt, 30.0)
 
@@ -77,7 +78,7 @@ def test_nearest_order_does_not_depend_on_input_order():
 
 def test_scores_sum_counts_over_images_before_the_f1():
     images = [
-        (torch.tensor([[10.0, 10.0, 0.9]]), torch.tensor([[12.0, 10.0]])),       # 1 TP
+        (torch.tensor([[10.0, 10.0, 0.9]]), torch.tensor([[12.0, 10.0]])),  # 1 TP
         (torch.zeros(0, 3), torch.tensor([[0.0, 0.0], [50.0, 0.0], [99.0, 0.0]])),  # 3 FN
     ]
     per_image, total = score_images(images, mpp=0.25)

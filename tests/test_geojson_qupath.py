@@ -35,23 +35,32 @@ def check_qupath_geojson(obj: dict) -> None:
         assert "objectType" not in feature, f"{where}: objectType must sit inside properties"
         props = feature["properties"]
         assert isinstance(props, dict), f"{where}: properties must be an object"
-        assert props.get("objectType") in OBJECT_TYPES, f"{where}: objectType must be one of {OBJECT_TYPES}"
+        assert props.get("objectType") in OBJECT_TYPES, (
+            f"{where}: objectType must be one of {OBJECT_TYPES}"
+        )
         if "classification" in props:
             cls = props["classification"]
-            assert isinstance(cls, dict) and set(cls) >= {"name", "color"}, \
+            assert isinstance(cls, dict) and set(cls) >= {"name", "color"}, (
                 f"{where}: classification needs both 'name' and 'color'"
-            assert isinstance(cls["name"], str) and cls["name"], f"{where}: classification name must be a string"
+            )
+            assert isinstance(cls["name"], str) and cls["name"], (
+                f"{where}: classification name must be a string"
+            )
             color = cls["color"]
             assert isinstance(color, list) and len(color) == 3, f"{where}: color must be [r, g, b]"
-            assert all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in color), \
-                f"{where}: color values must be ints 0-255"
+            assert all(
+                isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in color
+            ), f"{where}: color values must be ints 0-255"
         if "measurements" in props:
             m = props["measurements"]
             assert isinstance(m, dict), f"{where}: measurements must be a flat name -> number map"
             for name, value in m.items():
                 assert isinstance(name, str), f"{where}: measurement names must be strings"
-                assert isinstance(value, (int, float)) and not isinstance(value, bool) \
-                    and math.isfinite(value), f"{where}: measurement {name!r} must be a finite number"
+                assert (
+                    isinstance(value, (int, float))
+                    and not isinstance(value, bool)
+                    and math.isfinite(value)
+                ), f"{where}: measurement {name!r} must be a finite number"
         assert "id" in feature, f"{where}: needs an id"
         assert isinstance(feature["id"], str), f"{where}: id must be a string"
         assert _is_uuid(feature["id"]), f"{where}: id must be a UUID string, got {feature['id']!r}"
@@ -66,18 +75,33 @@ def _is_uuid(text: str) -> bool:
 
 
 def _check_geometry(geometry: dict, where: str) -> None:
-    assert isinstance(geometry, dict) and "type" in geometry and "coordinates" in geometry, \
+    assert isinstance(geometry, dict) and "type" in geometry and "coordinates" in geometry, (
         f"{where}: geometry needs type and coordinates"
+    )
     kind = geometry["type"]
     coords = geometry["coordinates"]
-    assert kind in {"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon"}, \
-        f"{where}: unsupported geometry type {kind!r}"
+    assert kind in {
+        "Point",
+        "MultiPoint",
+        "LineString",
+        "MultiLineString",
+        "Polygon",
+        "MultiPolygon",
+    }, f"{where}: unsupported geometry type {kind!r}"
     flat = np.asarray(_positions(coords), dtype=np.float64)
     assert flat.size > 0 and flat.shape[-1] == 2, f"{where}: positions must be [x, y]"
     assert np.isfinite(flat).all(), f"{where}: coordinates must be finite"
-    rings = coords if kind == "Polygon" else [r for p in coords for r in p] if kind == "MultiPolygon" else []
+    rings = (
+        coords
+        if kind == "Polygon"
+        else [r for p in coords for r in p]
+        if kind == "MultiPolygon"
+        else []
+    )
     for ring in rings:
-        assert len(ring) >= 4 and ring[0] == ring[-1], f"{where}: polygon rings must be closed (>= 4 positions)"
+        assert len(ring) >= 4 and ring[0] == ring[-1], (
+            f"{where}: polygon rings must be closed (>= 4 positions)"
+        )
     shape = shapely.geometry.shape(geometry)
     assert shape.is_valid, f"{where}: invalid geometry ({shapely.is_valid_reason(shape)})"
 
@@ -93,6 +117,7 @@ def _detection_features(obj: dict) -> list[dict]:
 
 
 # -- the checker bites ---------------------------------------------------------------
+
 
 def _good_collection() -> dict:
     return random_result(n=20).to_geo_dict()
@@ -117,8 +142,10 @@ def _break(obj: dict, fault: str) -> dict:
     elif fault == "unclosed ring":
         ann["geometry"] = {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 10]]]}
     elif fault == "self-intersecting polygon":
-        ann["geometry"] = {"type": "Polygon",
-                           "coordinates": [[[0, 0], [10, 10], [10, 0], [0, 10], [0, 0]]]}
+        ann["geometry"] = {
+            "type": "Polygon",
+            "coordinates": [[[0, 0], [10, 10], [10, 0], [0, 10], [0, 0]]],
+        }
     elif fault == "infinite coordinate":
         det["geometry"]["coordinates"] = [float("inf"), 3.0]
     elif fault == "missing properties":
@@ -126,11 +153,21 @@ def _break(obj: dict, fault: str) -> dict:
     return obj
 
 
-@pytest.mark.parametrize("fault", [
-    "objectType at feature level", "classification without color", "color as hex", "id not a UUID",
-    "nested measurements", "NaN measurement", "unclosed ring", "self-intersecting polygon",
-    "infinite coordinate", "missing properties",
-])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "objectType at feature level",
+        "classification without color",
+        "color as hex",
+        "id not a UUID",
+        "nested measurements",
+        "NaN measurement",
+        "unclosed ring",
+        "self-intersecting polygon",
+        "infinite coordinate",
+        "missing properties",
+    ],
+)
 def test_checker_rejects_what_qupath_refuses(fault):
     good = _good_collection()
     check_qupath_geojson(good)
@@ -139,6 +176,7 @@ def test_checker_rejects_what_qupath_refuses(fault):
 
 
 # -- what we write -------------------------------------------------------------------
+
 
 def test_written_geojson_passes_and_reads_back_to_the_same_points(tmp_path):
     offset = (1000.5, 250.0)
@@ -163,16 +201,23 @@ def test_tissue_and_hotspot_are_annotations_with_count_and_area(tmp_path):
     offset = (64.0, 32.0)
     result = random_result(n=300, bounds_offset=offset)
     obj = json.loads(result.to_geojson(tmp_path / "a.geojson").read_text(encoding="utf-8"))
-    annotations = {f["properties"]["classification"]["name"]: f for f in obj["features"]
-                   if f["properties"]["objectType"] == "annotation"}
+    annotations = {
+        f["properties"]["classification"]["name"]: f
+        for f in obj["features"]
+        if f["properties"]["objectType"] == "annotation"
+    }
     assert set(annotations) == {"Tissue", "Hotspot"}
-    points = shapely.points(np.array([f["geometry"]["coordinates"] for f in _detection_features(obj)]))
+    points = shapely.points(
+        np.array([f["geometry"]["coordinates"] for f in _detection_features(obj)])
+    )
 
     tissue = annotations["Tissue"]
     shape = shapely.geometry.shape(tissue["geometry"])
     assert tissue["properties"]["measurements"]["area_mm2"] == pytest.approx(result.tissue_area_mm2)
     assert shape.area * 16e-6 == pytest.approx(result.tissue_area_mm2)  # 4 µm/px
-    assert tissue["properties"]["measurements"]["count"] == np.count_nonzero(shapely.covers(shape, points))
+    assert tissue["properties"]["measurements"]["count"] == np.count_nonzero(
+        shapely.covers(shape, points)
+    )
 
     hot = annotations["Hotspot"]
     box = shapely.geometry.shape(hot["geometry"])
@@ -208,7 +253,10 @@ def test_empty_result_is_a_valid_feature_collection(tmp_path):
     with_tissue = make_result(np.empty((0, 2)), np.empty(0), slide=slide)
     obj = json.loads(with_tissue.to_geojson(tmp_path / "t.geojson").read_text(encoding="utf-8"))
     check_qupath_geojson(obj)
-    assert [f["properties"]["classification"]["name"] for f in obj["features"]] == ["Tissue", "Hotspot"]
+    assert [f["properties"]["classification"]["name"] for f in obj["features"]] == [
+        "Tissue",
+        "Hotspot",
+    ]
     assert all(f["properties"]["measurements"]["count"] == 0 for f in obj["features"])
 
 
@@ -219,7 +267,10 @@ def test_ids_are_stable_for_the_same_slide_and_point():
     perm = rng.permutation(40)
 
     def ids(result):
-        return {tuple(f["geometry"]["coordinates"]): f["id"] for f in _detection_features(result.to_geo_dict())}
+        return {
+            tuple(f["geometry"]["coordinates"]): f["id"]
+            for f in _detection_features(result.to_geo_dict())
+        }
 
     first = ids(make_result(points, scores))
     again = ids(make_result(points[perm], scores[perm] * 0.99))  # another run, other scores
@@ -253,6 +304,9 @@ def test_polygon_tissue_with_a_hole_stays_valid_after_the_offset(tmp_path):
     result = random_result(n=60, tissue=tissue, bounds_offset=(0.25, 1e4))
     obj = json.loads(result.to_geojson(tmp_path / "ring.geojson").read_text(encoding="utf-8"))
     check_qupath_geojson(obj)
-    tissue_geom = next(f["geometry"] for f in obj["features"]
-                       if f["properties"]["classification"]["name"] == "Tissue")
+    tissue_geom = next(
+        f["geometry"]
+        for f in obj["features"]
+        if f["properties"]["classification"]["name"] == "Tissue"
+    )
     assert len(tissue_geom["coordinates"]) == 2  # exterior and the hole

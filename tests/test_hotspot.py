@@ -66,7 +66,9 @@ def test_a_cluster_on_glass_is_not_chosen():
 def test_min_tissue_decides_how_far_a_window_may_reach_onto_glass():
     rng = np.random.default_rng(3)
     tissue = half_tissue()
-    edge_cluster = cluster(rng, (1340, 1000), 50, 30)  # on glass, 40-140 px past the edge at x = 1250
+    edge_cluster = cluster(
+        rng, (1340, 1000), 50, 30
+    )  # on glass, 40-140 px past the edge at x = 1250
     lenient = find_hotspot(edge_cluster, tissue, MPP, min_tissue=0.3)
     strict = find_hotspot(edge_cluster, tissue, MPP, min_tissue=0.99)
     assert lenient.count == 30 and lenient.tissue_fraction >= 0.3
@@ -88,8 +90,14 @@ def _best_brute_force(points, tissue, step_um, min_tissue, area_mm2=TEN_HPF_MM2)
             frac = tissue.fraction((x0, y0, side, side))
             if frac < min_tissue:
                 continue
-            n = int(np.sum((points[:, 0] >= x0) & (points[:, 0] < x0 + side)
-                           & (points[:, 1] >= y0) & (points[:, 1] < y0 + side)))
+            n = int(
+                np.sum(
+                    (points[:, 0] >= x0)
+                    & (points[:, 0] < x0 + side)
+                    & (points[:, 1] >= y0)
+                    & (points[:, 1] < y0 + side)
+                )
+            )
             if (n, round(frac, 9)) > best[:2]:  # scanning y then x keeps the first of equals
                 best = (n, round(frac, 9), x0, y0)
     return best
@@ -102,9 +110,13 @@ def test_matches_brute_force_over_every_placement(seed):
     yy, xx = np.mgrid[0:450, 0:500]
     blob = ((xx - 220) / 200.0) ** 2 + ((yy - 230) / 170.0) ** 2 < 1 + 0.3 * np.sin(xx / 17.0)
     tissue = mask_tissue(blob, dims)
-    points = np.vstack([rng.uniform((0, 0), dims, size=(120, 2)),
-                        cluster(rng, rng.uniform(300, 1500, 2), 200, 25),
-                        cluster(rng, rng.uniform(300, 1500, 2), 120, 20)])
+    points = np.vstack(
+        [
+            rng.uniform((0, 0), dims, size=(120, 2)),
+            cluster(rng, rng.uniform(300, 1500, 2), 200, 25),
+            cluster(rng, rng.uniform(300, 1500, 2), 120, 20),
+        ]
+    )
     step_um, min_tissue = 100.0, 0.6
     spot = find_hotspot(points, tissue, MPP, step_um=step_um, min_tissue=min_tissue)
     count, frac, x0, y0 = _best_brute_force(points, tissue, step_um, min_tissue)

@@ -29,8 +29,10 @@ def retinanet_state() -> dict[str, torch.Tensor]:
     """A RetinaNetDA state dict with every tensor randomized, BN statistics included."""
     gen = torch.Generator().manual_seed(0)
     state = RetinaNetDA().state_dict()
-    return {k: (torch.rand(v.shape, generator=gen) + 0.5 if v.is_floating_point() else v + 3)
-            for k, v in state.items()}
+    return {
+        k: (torch.rand(v.shape, generator=gen) + 0.5 if v.is_floating_point() else v + 3)
+        for k, v in state.items()
+    }
 
 
 def _assert_same_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -47,7 +49,11 @@ def test_retinanet_checkpoint_round_trips_plain_or_wrapped(tmp_path, retinanet_s
     assert isinstance(detector, RetinaNetDetector)
     _assert_same_state(detector.model, retinanet_state)
     assert (detector.mpp, detector.tile_size, detector.overlap, detector.threshold) == (
-        0.25, 512, 52, 0.64)
+        0.25,
+        512,
+        52,
+        0.64,
+    )
     assert (detector.name, detector.metadata) == ("RetinaNetDA", {"weights": str(path)})
 
 
@@ -81,9 +87,17 @@ def _trained_like_point_detector() -> PointDetector:
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
         model.head[-1].bias.fill_(2.0)  # peaks above min_score, so outputs are compared
-    return PointDetector(model, mpp=0.5, tile_size=64, overlap=12, threshold=0.7,
-                         min_distance_um=3.0, device="cpu", name="tiny",
-                         metadata={"training_data": "synthetic", "intended_use": "tests"})
+    return PointDetector(
+        model,
+        mpp=0.5,
+        tile_size=64,
+        overlap=12,
+        threshold=0.7,
+        min_distance_um=3.0,
+        device="cpu",
+        name="tiny",
+        metadata={"training_data": "synthetic", "intended_use": "tests"},
+    )
 
 
 def test_point_detector_round_trips_through_our_format(tmp_path):
@@ -95,8 +109,9 @@ def test_point_detector_round_trips_through_our_format(tmp_path):
     assert loaded.settings == detector.settings
     assert (loaded.name, loaded.metadata) == ("tiny", detector.metadata)
     assert loaded.model.config == detector.model.config
-    tiles = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8,
-                          generator=torch.Generator().manual_seed(1))
+    tiles = torch.randint(
+        0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
     expected, got = detector.detect(tiles), loaded.detect(tiles)
     assert sum(len(p) for p in expected) > 0
     assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
@@ -110,9 +125,15 @@ def test_settings_can_be_overridden_when_loading(tmp_path):
 def test_missing_bundled_weights_raise_a_clear_error(monkeypatch, tmp_path):
     entry = REGISTRY["demo"]
     assert entry.path == Path(registry_module.__file__).parent / "weights" / "demo.pt"
-    monkeypatch.setitem(REGISTRY, "demo", registry_module.RegistryEntry(
-        architecture=entry.architecture, description=entry.description,
-        path=tmp_path / "absent" / "demo.pt"))
+    monkeypatch.setitem(
+        REGISTRY,
+        "demo",
+        registry_module.RegistryEntry(
+            architecture=entry.architecture,
+            description=entry.description,
+            path=tmp_path / "absent" / "demo.pt",
+        ),
+    )
     with pytest.raises(WeightsError, match="bundled weights for 'demo' are missing"):
         load_detector("demo", device="cpu")
 
@@ -166,9 +187,16 @@ def test_urls_are_downloaded_once_and_checked_by_sha256(http_folder, monkeypatch
 
     sha = hashlib.sha256((served / "tiny.pt").read_bytes()).hexdigest()
     for name, digest in (("good", sha), ("bad", "0" * 64)):
-        monkeypatch.setitem(REGISTRY, name, registry_module.RegistryEntry(
-            architecture="point-heatmap-net", description="test", url=f"{base}/tiny.pt",
-            sha256=digest))
+        monkeypatch.setitem(
+            REGISTRY,
+            name,
+            registry_module.RegistryEntry(
+                architecture="point-heatmap-net",
+                description="test",
+                url=f"{base}/tiny.pt",
+                sha256=digest,
+            ),
+        )
     (served / "tiny.pt").unlink()  # "good" must come from the cache now
     assert load_detector("good", device="cpu").settings == original.settings
     with pytest.raises(WeightsError, match="could not download"):

@@ -21,7 +21,9 @@ RADIUS_UM = 2.0  # mark radius; 8 px at the detector's 0.25 µm/px, overlap/2 = 
 
 
 def assert_found_exactly(result, marks: np.ndarray, tol_px: float) -> None:
-    found = result.candidates[["x", "y"]].to_numpy() if hasattr(result, "candidates") else result.points
+    found = (
+        result.candidates[["x", "y"]].to_numpy() if hasattr(result, "candidates") else result.points
+    )
     assert len(found) == len(marks), f"found {len(found)} marks, expected {len(marks)}"
     dist, idx = cKDTree(found).query(marks)
     assert len(set(idx.tolist())) == len(marks), "a mark was matched twice"
@@ -30,33 +32,46 @@ def assert_found_exactly(result, marks: np.ndarray, tol_px: float) -> None:
 
 def make_case(width, height, mpp, detector, seed=0):
     rng = np.random.default_rng(seed)
-    grid = TileGrid.from_dimensions((width, height), mpp, tile_size=detector.tile_size,
-                                    overlap=detector.overlap, mpp=detector.mpp)
+    grid = TileGrid.from_dimensions(
+        (width, height),
+        mpp,
+        tile_size=detector.tile_size,
+        overlap=detector.overlap,
+        mpp=detector.mpp,
+    )
     radius = RADIUS_UM / mpp
     marks = marks_near_borders(grid, width, height, radius, rng)
     return draw_marks(width, height, marks, radius), marks
 
 
-@pytest.mark.parametrize(("fmt", "mpp", "levels"), [
-    ("svs-jpeg", 0.25, 3),      # openslide reads it; tiles at the detector's mpp, no resampling
-    ("tiff", 0.125, 1),         # one level twice as fine: device resampling with 2x2 area pooling
-    ("tiff", 0.125, 3),         # the pyramid's level 1 matches the detector: read it directly
-    ("zarr", 0.5, 1),           # coarser than the detector: upsampling on the device
-    ("array", 0.25 * 1.01, 1),  # 1 % off the detector's mpp: within tolerance, no resampling
-    ("array", 0.25 * 1.10, 1),  # 10 % off: resampled
-])
+@pytest.mark.parametrize(
+    ("fmt", "mpp", "levels"),
+    [
+        ("svs-jpeg", 0.25, 3),  # openslide reads it; tiles at the detector's mpp, no resampling
+        ("tiff", 0.125, 1),  # one level twice as fine: device resampling with 2x2 area pooling
+        ("tiff", 0.125, 3),  # the pyramid's level 1 matches the detector: read it directly
+        ("zarr", 0.5, 1),  # coarser than the detector: upsampling on the device
+        ("array", 0.25 * 1.01, 1),  # 1 % off the detector's mpp: within tolerance, no resampling
+        ("array", 0.25 * 1.10, 1),  # 10 % off: resampled
+    ],
+)
 def test_every_mark_found_once_at_its_position(tmp_path, fmt, mpp, levels):
     det = MarkDetector()
     width, height = int(700 * 0.25 / mpp), int(560 * 0.25 / mpp)
     image, marks = make_case(width, height, mpp, det)
     if fmt.startswith("svs"):
-        source = str(write_pyramid(tmp_path / "marks.svs", image, mpp, levels=levels, svs=True,
-                                   compression="jpeg"))
+        source = str(
+            write_pyramid(
+                tmp_path / "marks.svs", image, mpp, levels=levels, svs=True, compression="jpeg"
+            )
+        )
     elif fmt == "tiff":
         source = str(write_pyramid(tmp_path / "marks.tif", image, mpp, levels=levels))
     elif fmt == "zarr":
         source = str(tmp_path / "marks.zarr")
-        arr = zarr.open_array(source, mode="w", shape=image.shape, chunks=(256, 256, 3), dtype="uint8")
+        arr = zarr.open_array(
+            source, mode="w", shape=image.shape, chunks=(256, 256, 3), dtype="uint8"
+        )
         arr[:] = image
     else:
         source = image
@@ -95,10 +110,16 @@ def test_naive_tiling_without_core_ownership_would_double_count():
     det = MarkDetector()
     mpp = 0.25
     image, marks = make_case(700, 560, mpp, det, seed=3)
-    grid = TileGrid.from_dimensions((700, 560), mpp, tile_size=det.tile_size, overlap=det.overlap, mpp=mpp)
+    grid = TileGrid.from_dimensions(
+        (700, 560), mpp, tile_size=det.tile_size, overlap=det.overlap, mpp=mpp
+    )
     boxes = grid.boxes()
-    inside = ((marks[:, None, 0] >= boxes[None, :, 0] + 8) & (marks[:, None, 0] < boxes[None, :, 0] + boxes[None, :, 2] - 8)
-              & (marks[:, None, 1] >= boxes[None, :, 1] + 8) & (marks[:, None, 1] < boxes[None, :, 1] + boxes[None, :, 3] - 8))
+    inside = (
+        (marks[:, None, 0] >= boxes[None, :, 0] + 8)
+        & (marks[:, None, 0] < boxes[None, :, 0] + boxes[None, :, 2] - 8)
+        & (marks[:, None, 1] >= boxes[None, :, 1] + 8)
+        & (marks[:, None, 1] < boxes[None, :, 1] + boxes[None, :, 3] - 8)
+    )
     assert (inside.sum(axis=1) >= 2).sum() >= 10
 
 

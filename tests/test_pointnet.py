@@ -15,8 +15,9 @@ DISC_RADIUS = 4.0
 EDGE = 6.0  # px; a disc centre closer than this to the border is an "edge" disc
 
 
-def _disc_image(gen: torch.Generator, size: int = TILE, n_max: int = 4, min_sep: float = 14.0
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def _disc_image(
+    gen: torch.Generator, size: int = TILE, n_max: int = 4, min_sep: float = 14.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Bright discs on noise; centres anywhere in the image, edges included."""
     n = int(torch.randint(0, n_max + 1, (), generator=gen))
     centres: list[torch.Tensor] = []
@@ -48,8 +49,9 @@ def trained() -> PointDetector:
         train_point_detector(model, data, steps=250, batch_size=8, lr=3e-3, device="cpu")
     finally:
         torch.set_num_threads(threads)
-    return PointDetector(model, mpp=0.25, tile_size=TILE, overlap=16, min_distance_um=1.5,
-                         device="cpu")
+    return PointDetector(
+        model, mpp=0.25, tile_size=TILE, overlap=16, min_distance_um=1.5, device="cpu"
+    )
 
 
 def test_point_detector_learns_discs_including_at_tile_edges(trained):
@@ -77,8 +79,9 @@ def test_detect_output_shifts_with_the_input(trained):
     centres = torch.tensor([[20.3, 30.1], [45.7, 22.4], [38.2, 55.9], [60.5, 41.0]])
     canvas = _render(centres, 128, gen)
     dx, dy = 9, 5
-    a, b = trained.detect(torch.stack([canvas[:, :TILE, :TILE],
-                                       canvas[:, dy:dy + TILE, dx:dx + TILE]]))
+    a, b = trained.detect(
+        torch.stack([canvas[:, :TILE, :TILE], canvas[:, dy : dy + TILE, dx : dx + TILE]])
+    )
     a, b = a[a[:, 2] >= 0.5], b[b[:, 2] >= 0.5]
     inside = lambda p: ((p[:, :2] > 8) & (p[:, :2] < TILE - 8)).all(dim=1)  # noqa: E731
     b_in_a_frame = b[:, :2] + torch.tensor([dx, dy])
@@ -104,7 +107,7 @@ def test_peaks_of_gaussian_targets_recover_sub_pixel_points():
 def test_peaks_closer_than_the_minimum_distance_keep_the_higher_one():
     heat = torch.zeros(1, 1, 16, 16)
     heat[0, 0, 4, 4] = 0.9
-    heat[0, 0, 4, 7] = 0.8   # 12 px away at stride 4
+    heat[0, 0, 4, 7] = 0.8  # 12 px away at stride 4
     heat[0, 0, 12, 12] = 0.7
     heat[0, 0, 12, 13] = 0.7  # tie, 4 px away: the first in order is kept
     close = find_peaks(heat, stride=4, min_score=0.1, min_distance=14.0)[0]

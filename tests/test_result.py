@@ -28,17 +28,32 @@ def painted_slide(width: int = 1200, height: int = 1000, mpp: float = 4.0) -> Sl
     return Slide(ArrayBackend(arr), mpp=mpp)
 
 
-def make_result(points, scores, *, threshold: float = 0.5, slide: Slide | None = None,
-                tissue: Tissue | None = None, bounds_offset=(0.0, 0.0), name: str = "case.svs",
-                thumbnail: bool = True) -> MitosisResult:
+def make_result(
+    points,
+    scores,
+    *,
+    threshold: float = 0.5,
+    slide: Slide | None = None,
+    tissue: Tissue | None = None,
+    bounds_offset=(0.0, 0.0),
+    name: str = "case.svs",
+    thumbnail: bool = True,
+) -> MitosisResult:
     slide = slide if slide is not None else painted_slide()
     tissue = tissue if tissue is not None else detect_tissue(slide)
     return MitosisResult(
         points=np.asarray(points, dtype=np.float64),
-        scores=np.asarray(scores, dtype=np.float64), threshold=threshold,
-        slide_name=name, slide_path=None, slide_dimensions=slide.dimensions,
-        slide_mpp=slide.mpp, bounds_offset=bounds_offset, tissue=tissue,
-        detector_name="demo", detector_metadata=META, detector_mpp=0.25,
+        scores=np.asarray(scores, dtype=np.float64),
+        threshold=threshold,
+        slide_name=name,
+        slide_path=None,
+        slide_dimensions=slide.dimensions,
+        slide_mpp=slide.mpp,
+        bounds_offset=bounds_offset,
+        tissue=tissue,
+        detector_name="demo",
+        detector_metadata=META,
+        detector_mpp=0.25,
         timing={"tiles": 12, "seconds": 2.0, "tiles_per_s": 6.0},
         skipped_tiles=[(0.0, 0.0, 512.0, 512.0)],
         thumbnail=slide.thumbnail(256) if thumbnail else None,
@@ -48,7 +63,9 @@ def make_result(points, scores, *, threshold: float = 0.5, slide: Slide | None =
 def no_tissue(slide: Slide) -> Tissue:
     """A tissue mask of the slide with no tissue at all."""
     full = Tissue.full(slide)
-    return Tissue(np.zeros_like(full.mask), mpp=full.mpp, slide_mpp=slide.mpp, dimensions=slide.dimensions)
+    return Tissue(
+        np.zeros_like(full.mask), mpp=full.mpp, slide_mpp=slide.mpp, dimensions=slide.dimensions
+    )
 
 
 def random_result(n: int = 200, seed: int = 0, **kwargs) -> MitosisResult:
@@ -69,7 +86,12 @@ def test_detections_sorted_by_score_then_y_then_x():
     points = [(300, 500), (200, 500), (250, 400), (800, 300), (150, 600)]
     scores = [0.7, 0.7, 0.7, 0.95, 0.3]
     det = make_result(points, scores, threshold=0.5).detections
-    assert list(zip(det["x"], det["y"], strict=True)) == [(800, 300), (250, 400), (200, 500), (300, 500)]
+    assert list(zip(det["x"], det["y"], strict=True)) == [
+        (800, 300),
+        (250, 400),
+        (200, 500),
+        (300, 500),
+    ]
     assert list(det.columns) == ["score", "x", "y", "geometry"]
     assert np.array_equal(det.geometry.x.to_numpy(), det["x"].to_numpy())
     assert np.array_equal(det.geometry.y.to_numpy(), det["y"].to_numpy())
@@ -164,8 +186,11 @@ def test_csv_holds_level0_and_micrometre_coordinates(tmp_path):
     assert np.allclose([float(r["x_um"]) for r in rows], x * 4.0)
     assert np.allclose([float(r["y_um"]) for r in rows], y * 4.0)
     assert np.array_equal([float(r["score"]) for r in rows], det["score"].to_numpy())
-    geo_ids = [f["id"] for f in result.to_geo_dict()["features"]
-               if f["properties"]["objectType"] == "detection"]
+    geo_ids = [
+        f["id"]
+        for f in result.to_geo_dict()["features"]
+        if f["properties"]["objectType"] == "detection"
+    ]
     assert [r["id"] for r in rows] == geo_ids
 
 
@@ -188,7 +213,7 @@ def test_overview_draws_each_detection_where_it_is():
 
     def red_near(x, y):
         u, v = round(x * scale), round(y * scale)
-        patch = image[v - 5:v + 6, u - 5:u + 6]
+        patch = image[v - 5 : v + 6, u - 5 : u + 6]
         return bool(np.any(np.abs(patch - np.array(MITOSIS_COLOR)).sum(axis=2) < 30))
 
     assert red_near(300, 250)
@@ -212,4 +237,3 @@ def test_failed_write_leaves_nothing_behind(tmp_path):
 def test_writing_into_a_missing_folder_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="create it first"):
         random_result().to_geojson(tmp_path / "missing" / "x.geojson")
-

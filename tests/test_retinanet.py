@@ -12,8 +12,10 @@ from wsimito.models.anchors import box_iou, create_anchors, nms
 
 
 def _bn(prefix: str, channels: int) -> dict[str, tuple[int, ...]]:
-    keys = {f"{prefix}.{name}": (channels,) for name in ("weight", "bias", "running_mean",
-                                                          "running_var")}
+    keys = {
+        f"{prefix}.{name}": (channels,)
+        for name in ("weight", "bias", "running_mean", "running_var")
+    }
     keys[f"{prefix}.num_batches_tracked"] = ()
     return keys
 
@@ -32,13 +34,20 @@ def _reference_layout() -> dict[str, tuple[int, ...]]:
             if block == 0 and cin != cout:
                 keys[f"{p}.downsample.0.weight"] = (cout, cin, 1, 1)
                 keys.update(_bn(f"{p}.downsample.1", cout))
-    keys.update({
-        "c5top5.weight": (128, 512, 1, 1), "c5top5.bias": (128,),
-        "c5top6.weight": (128, 512, 3, 3), "c5top6.bias": (128,),
-        "p6top7.1.weight": (128, 128, 3, 3), "p6top7.1.bias": (128,),
-        "merges.0.conv_lat.weight": (128, 256, 1, 1), "merges.0.conv_lat.bias": (128,),
-        "merges.1.conv_lat.weight": (128, 128, 1, 1), "merges.1.conv_lat.bias": (128,),
-    })
+    keys.update(
+        {
+            "c5top5.weight": (128, 512, 1, 1),
+            "c5top5.bias": (128,),
+            "c5top6.weight": (128, 512, 3, 3),
+            "c5top6.bias": (128,),
+            "p6top7.1.weight": (128, 128, 3, 3),
+            "p6top7.1.bias": (128,),
+            "merges.0.conv_lat.weight": (128, 256, 1, 1),
+            "merges.0.conv_lat.bias": (128,),
+            "merges.1.conv_lat.weight": (128, 128, 1, 1),
+            "merges.1.conv_lat.bias": (128,),
+        }
+    )
     for i in range(3):
         keys[f"smoothers.{i}.weight"] = (128, 128, 3, 3)
         keys[f"smoothers.{i}.bias"] = (128,)
@@ -129,10 +138,14 @@ def test_mitosis_class_score_ignores_the_second_class_column():
 
 
 def test_nms_drops_boxes_overlapping_a_better_one_above_the_iou_threshold():
-    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0],    # score 0.5
-                          [0.0, 1.0, 10.0, 11.0],    # IoU 9/11 with box 0, score 0.9
-                          [0.0, 20.0, 10.0, 30.0],   # disjoint, score 0.6
-                          [0.0, 6.0, 10.0, 16.0]])   # IoU 1/3 with box 1, score 0.4
+    boxes = torch.tensor(
+        [
+            [0.0, 0.0, 10.0, 10.0],  # score 0.5
+            [0.0, 1.0, 10.0, 11.0],  # IoU 9/11 with box 0, score 0.9
+            [0.0, 20.0, 10.0, 30.0],  # disjoint, score 0.6
+            [0.0, 6.0, 10.0, 16.0],
+        ]
+    )  # IoU 1/3 with box 1, score 0.4
     scores = torch.tensor([0.5, 0.9, 0.6, 0.4])
     assert torch.allclose(box_iou(boxes[:1], boxes[1:2]), torch.tensor([[9 / 11]]))
     assert nms(boxes, scores, 0.4).tolist() == [1, 2, 3]

@@ -26,12 +26,23 @@ def write_ome_zarr(path, image: np.ndarray, mpp: float, zarr_format: int) -> Non
     levels = [image, image[::2, ::2]]
     datasets = []
     for i, level in enumerate(levels):
-        arr = root.create_array(str(i), shape=(3, *level.shape[:2]), dtype="uint8", chunks=(3, 128, 128))
+        arr = root.create_array(
+            str(i), shape=(3, *level.shape[:2]), dtype="uint8", chunks=(3, 128, 128)
+        )
         arr[:] = level.transpose(2, 0, 1)
-        datasets.append({"path": str(i), "coordinateTransformations": [
-            {"type": "scale", "scale": [1.0, mpp * 2**i, mpp * 2**i]}]})
-    axes = [{"name": "c", "type": "channel"}, {"name": "y", "type": "space", "unit": "micrometer"},
-            {"name": "x", "type": "space", "unit": "micrometer"}]
+        datasets.append(
+            {
+                "path": str(i),
+                "coordinateTransformations": [
+                    {"type": "scale", "scale": [1.0, mpp * 2**i, mpp * 2**i]}
+                ],
+            }
+        )
+    axes = [
+        {"name": "c", "type": "channel"},
+        {"name": "y", "type": "space", "unit": "micrometer"},
+        {"name": "x", "type": "space", "unit": "micrometer"},
+    ]
     ms = {"axes": axes, "datasets": datasets, "name": "cmu"}
     if zarr_format == 2:
         root.attrs["multiscales"] = [{**ms, "version": "0.4"}]
@@ -49,9 +60,13 @@ def test_ome_zarr_multiscales_read_with_their_mpp_and_levels(tmp_path, cmu, zarr
     assert slide.level_dimensions == ((600, 500), (300, 250))
     assert slide.level_downsamples == (1.0, 2.0)
     white_margin = np.full((200, 10, 3), 255, np.uint8)
-    np.testing.assert_array_equal(slide.read_region((-10, 20), 0, (300, 200)),
-                                  np.concatenate([white_margin, cmu[20:220, :290]], axis=1))
-    np.testing.assert_array_equal(slide.read_region((100, 60), 1, (50, 40)), cmu[::2, ::2][30:70, 50:100])
+    np.testing.assert_array_equal(
+        slide.read_region((-10, 20), 0, (300, 200)),
+        np.concatenate([white_margin, cmu[20:220, :290]], axis=1),
+    )
+    np.testing.assert_array_equal(
+        slide.read_region((100, 60), 1, (50, 40)), cmu[::2, ::2][30:70, 50:100]
+    )
     assert slide.to_dask(0).chunksize == (128, 128, 3)
     np.testing.assert_array_equal(slide.to_dask(0)[5:300, 7:9].compute(), cmu[5:300, 7:9])
 
@@ -82,13 +97,18 @@ def test_numpy_arrays_need_mpp_and_alpha_is_composited_on_white():
         wsimito.open_slide(np.zeros((8, 8, 3), np.uint8), mpp=-1)
 
 
-@pytest.mark.parametrize(("unit", "resolution", "expected"), [
-    ("CENTIMETER", 1e4 / 0.25, 0.25),   # px per cm
-    ("INCH", 25400 / 0.5, 0.5),         # px per inch
-])
+@pytest.mark.parametrize(
+    ("unit", "resolution", "expected"),
+    [
+        ("CENTIMETER", 1e4 / 0.25, 0.25),  # px per cm
+        ("INCH", 25400 / 0.5, 0.5),  # px per inch
+    ],
+)
 def test_tiff_resolution_tags_in_centimetres_and_inches(tmp_path, cmu, unit, resolution, expected):
     path = tmp_path / "roi.tif"
-    tifffile.imwrite(path, cmu, resolution=(resolution, resolution), resolutionunit=unit, photometric="rgb")
+    tifffile.imwrite(
+        path, cmu, resolution=(resolution, resolution), resolutionunit=unit, photometric="rgb"
+    )
     slide = wsimito.open_slide(str(path))
     assert slide.backend == "array"
     assert slide.mpp == pytest.approx(expected, rel=1e-6)
@@ -107,7 +127,13 @@ def test_png_with_and_without_a_physical_resolution(tmp_path, cmu):
 
 def test_anisotropic_pixels_warn_naming_both_values(tmp_path, cmu):
     path = tmp_path / "aniso.tif"
-    tifffile.imwrite(path, cmu, resolution=(1e4 / 0.25, 1e4 / 0.30), resolutionunit="CENTIMETER", photometric="rgb")
+    tifffile.imwrite(
+        path,
+        cmu,
+        resolution=(1e4 / 0.25, 1e4 / 0.30),
+        resolutionunit="CENTIMETER",
+        photometric="rgb",
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         slide = wsimito.open_slide(str(path))
@@ -117,11 +143,22 @@ def test_anisotropic_pixels_warn_naming_both_values(tmp_path, cmu):
 
 
 def test_named_parsers_read_vendor_metadata():
-    assert mpp_parsers.parse_aperio({"tiff.ImageDescription": "Aperio Image |AppMag = 40|MPP = 0.2526|"}) == (0.2526, 0.2526)
-    ome = ('<OME><Image><Pixels PhysicalSizeX="250" PhysicalSizeXUnit="nm" '
-           'PhysicalSizeY="0.25" SizeX="10"/></Image></OME>')
+    assert mpp_parsers.parse_aperio(
+        {"tiff.ImageDescription": "Aperio Image |AppMag = 40|MPP = 0.2526|"}
+    ) == (0.2526, 0.2526)
+    ome = (
+        '<OME><Image><Pixels PhysicalSizeX="250" PhysicalSizeXUnit="nm" '
+        'PhysicalSizeY="0.25" SizeX="10"/></Image></OME>'
+    )
     assert mpp_parsers.parse_ome_xml(ome) == pytest.approx((0.25, 0.25))
-    assert mpp_parsers.parse_tiff_resolution({"tiff.ResolutionUnit": "none", "tiff.XResolution": "4",
-                                              "tiff.YResolution": "4"}) is None
-    assert mpp_parsers.parse_openslide({"openslide.mpp-x": "0.5", "openslide.mpp-y": "0.5"}) == (0.5, 0.5)
+    assert (
+        mpp_parsers.parse_tiff_resolution(
+            {"tiff.ResolutionUnit": "none", "tiff.XResolution": "4", "tiff.YResolution": "4"}
+        )
+        is None
+    )
+    assert mpp_parsers.parse_openslide({"openslide.mpp-x": "0.5", "openslide.mpp-y": "0.5"}) == (
+        0.5,
+        0.5,
+    )
     assert mpp_parsers.parse_properties({"aperio.MPP": "0.499"}) == (0.499, 0.499)

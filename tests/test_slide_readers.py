@@ -69,7 +69,9 @@ def test_pixels_equal_openslide_at_every_level_for_every_backend(sample, name):
                 ours = slide.read_region(location, level, size)
                 ref = openslide_rgb(path, location, level, size)
                 assert ours.shape == (size[1], size[0], 3) and ours.dtype == np.uint8
-                np.testing.assert_array_equal(ours, ref, err_msg=f"{backend} level {level} {location} {size}")
+                np.testing.assert_array_equal(
+                    ours, ref, err_msg=f"{backend} level {level} {location} {size}"
+                )
 
 
 def test_auto_backend_reads_the_same_pixels_as_openslide(sample):
@@ -78,8 +80,10 @@ def test_auto_backend_reads_the_same_pixels_as_openslide(sample):
         slide = wsimito.open_slide(path)
         w, h = slide.dimensions
         for location in ((-3, -2), (w - 200, h - 150)):
-            np.testing.assert_array_equal(slide.read_region(location, 0, (256, 192)),
-                                          openslide_rgb(path, location, 0, (256, 192)))
+            np.testing.assert_array_equal(
+                slide.read_region(location, 0, (256, 192)),
+                openslide_rgb(path, location, 0, (256, 192)),
+            )
 
 
 def test_plain_tiff_opens_with_the_array_backend_and_matches_pil(sample):
@@ -104,7 +108,12 @@ def test_outside_the_slide_is_white_and_negative_sizes_are_refused(sample):
 
 def area_average(image: np.ndarray, factor: int) -> np.ndarray:
     h, w = image.shape[0] // factor, image.shape[1] // factor
-    return image[:h * factor, :w * factor].astype(np.float64).reshape(h, factor, w, factor, 3).mean(axis=(1, 3))
+    return (
+        image[: h * factor, : w * factor]
+        .astype(np.float64)
+        .reshape(h, factor, w, factor, 3)
+        .mean(axis=(1, 3))
+    )
 
 
 def test_read_at_twice_the_mpp_agrees_with_area_averaging_level_0(sample, tmp_path):
@@ -118,9 +127,16 @@ def test_read_at_twice_the_mpp_agrees_with_area_averaging_level_0(sample, tmp_pa
     with tifffile.TiffWriter(path) as tif:
         image = level0
         for i in range(3):
-            tif.write(image, tile=(256, 256), compression="jpeg", compressionargs={"level": 95},
-                      photometric="rgb", subfiletype=1 if i else 0,
-                      resolution=(1e4 / (0.499 * 2**i),) * 2, resolutionunit="CENTIMETER")
+            tif.write(
+                image,
+                tile=(256, 256),
+                compression="jpeg",
+                compressionargs={"level": 95},
+                photometric="rgb",
+                subfiletype=1 if i else 0,
+                resolution=(1e4 / (0.499 * 2**i),) * 2,
+                resolutionunit="CENTIMETER",
+            )
             image = area_average(image, 2).round().astype(np.uint8)
     for backend in ("openslide", "tiffslide"):
         slide = wsimito.open_slide(str(path), backend=backend)
@@ -171,7 +187,9 @@ def test_to_dask_level_matches_read_region_and_thumbnail_fits(sample):
     slide = wsimito.open_slide(path, mpp=1.0)
     for level in range(slide.level_count):
         w, h = slide.level_dimensions[level]
-        np.testing.assert_array_equal(slide.to_dask(level).compute(), openslide_rgb(path, (0, 0), level, (w, h)))
+        np.testing.assert_array_equal(
+            slide.to_dask(level).compute(), openslide_rgb(path, (0, 0), level, (w, h))
+        )
     thumb = slide.thumbnail(100)
     assert max(thumb.shape[:2]) == 100 and thumb.shape[1] == 100
 
@@ -193,7 +211,9 @@ def test_screen_dpi_is_not_taken_as_a_scan_resolution(sample):
         _ = wsimito.open_slide(sample("slides/boxes.tiff")).mpp
 
 
-@pytest.mark.parametrize("name", ["slides/broken.svs", "slides/unopenable.tiff", "slides/unreadable.svs"])
+@pytest.mark.parametrize(
+    "name", ["slides/broken.svs", "slides/unopenable.tiff", "slides/unreadable.svs"]
+)
 def test_bad_files_raise_slide_open_error_naming_the_file(sample, name):
     path = sample(name)
     with pytest.raises(wsimito.SlideOpenError) as info:
@@ -213,8 +233,9 @@ def test_slide_pickles_by_reopening_and_works_as_context_manager(sample):
     with wsimito.open_slide(path, backend="openslide", mpp=0.5) as slide:
         clone = pickle.loads(pickle.dumps(slide))
         assert clone is not slide and clone.backend == "openslide" and clone.mpp == 0.5
-        np.testing.assert_array_equal(clone.read_region((5, 5), 0, (64, 64)),
-                                      slide.read_region((5, 5), 0, (64, 64)))
+        np.testing.assert_array_equal(
+            clone.read_region((5, 5), 0, (64, 64)), slide.read_region((5, 5), 0, (64, 64))
+        )
         html = slide._repr_html_()
         assert "data:image/png;base64," in html and "2220 x 2967 px" in html
 

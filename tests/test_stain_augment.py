@@ -17,8 +17,9 @@ from wsimito.stain.augment import RGB_FROM_HED
 def tiles() -> torch.Tensor:
     image = np.asarray(Image.open(fetch("images/he-target-tiatoolbox.png")).convert("RGB"))
     x = torch.from_numpy(image.copy()).permute(2, 0, 1)
-    return torch.stack([x[:, :128, :128], x[:, 400:528, 300:428], x[:, 800:928, 800:928],
-                        x[:, 200:328, 700:828]])
+    return torch.stack(
+        [x[:, :128, :128], x[:, 400:528, 300:428], x[:, 800:928, 800:928], x[:, 200:328, 700:828]]
+    )
 
 
 def hed(batch: torch.Tensor) -> torch.Tensor:

@@ -42,8 +42,9 @@ def test_beta_zero_swaps_the_mean_colour_only(pair):
     source, target = pair
     out = fda(source.astype(np.float64), target.astype(np.float64), 0.0)
     np.testing.assert_allclose(out.mean(axis=(0, 1)), target.mean(axis=(0, 1)), atol=1e-9)
-    np.testing.assert_allclose(out - out.mean(axis=(0, 1)), source - source.mean(axis=(0, 1)),
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        out - out.mean(axis=(0, 1)), source - source.mean(axis=(0, 1)), atol=1e-9
+    )
 
 
 def test_source_as_its_own_target_returns_the_input(he_image):
@@ -56,8 +57,9 @@ def test_result_keeps_the_source_phase_and_takes_the_target_amplitude(pair):
     source, target = pair
     beta = 0.05
     out = fda(source.astype(np.float64), target.astype(np.float64), beta)
-    spec_o, spec_s, spec_t = (np.fft.fft2(a.astype(np.float64), axes=(0, 1))
-                              for a in (out, source, target))
+    spec_o, spec_s, spec_t = (
+        np.fft.fft2(a.astype(np.float64), axes=(0, 1)) for a in (out, source, target)
+    )
     meaningful = np.abs(spec_s) > 1e-6 * np.abs(spec_s).max()
     phase_gap = np.angle(spec_o[meaningful] * np.conj(spec_s[meaningful]))
     assert np.abs(phase_gap).max() < 1e-6
@@ -67,7 +69,9 @@ def test_result_keeps_the_source_phase_and_takes_the_target_amplitude(pair):
     k_x = np.abs(np.fft.fftfreq(w) * w)[None, :]
     square = np.broadcast_to((k_y <= b) & (k_x <= b), (h, w))
     np.testing.assert_allclose(np.abs(spec_o)[square], np.abs(spec_t)[square], rtol=1e-7, atol=1e-6)
-    np.testing.assert_allclose(np.abs(spec_o)[~square], np.abs(spec_s)[~square], rtol=1e-7, atol=1e-6)
+    np.testing.assert_allclose(
+        np.abs(spec_o)[~square], np.abs(spec_s)[~square], rtol=1e-7, atol=1e-6
+    )
 
 
 def test_batched_equals_one_by_one(he_image):
@@ -76,7 +80,7 @@ def test_batched_equals_one_by_one(he_image):
     targets = torch.stack([x[:, 700:956, 700:956], x[:, 300:556, 300:556], x[:, 100:356, 740:996]])
     together = fda(sources, targets, 0.02)
     for i in range(3):
-        assert torch.equal(together[i:i + 1], fda(sources[i:i + 1], targets[i:i + 1], 0.02))
+        assert torch.equal(together[i : i + 1], fda(sources[i : i + 1], targets[i : i + 1], 0.02))
     one_target = fda(sources, targets[:1], 0.02)
     assert torch.equal(one_target, fda(sources, targets[:1].expand(3, -1, -1, -1), 0.02))
 
@@ -84,7 +88,9 @@ def test_batched_equals_one_by_one(he_image):
 def test_layouts_come_back_as_they_went_in(pair):
     source, target = pair
     single = fda(source, target)
-    assert isinstance(single, np.ndarray) and single.shape == source.shape and single.dtype == np.uint8
+    assert (
+        isinstance(single, np.ndarray) and single.shape == source.shape and single.dtype == np.uint8
+    )
     stacked = fda(np.stack([source, source]), target)
     assert stacked.shape == (2, *source.shape)
     np.testing.assert_array_equal(stacked[1], single)
@@ -113,8 +119,10 @@ def test_target_of_another_size_is_resized_to_the_source(he_image):
 
 def test_bank_draws_one_target_per_image_reproducibly(he_image):
     source = np.ascontiguousarray(he_image[:128, :128])
-    targets = [np.ascontiguousarray(he_image[400:528, 400:528, order]) for order in
-               ([0, 1, 2], [2, 1, 0], [1, 0, 2])]
+    targets = [
+        np.ascontiguousarray(he_image[400:528, 400:528, order])
+        for order in ([0, 1, 2], [2, 1, 0], [1, 0, 2])
+    ]
     bank = FDA(targets, beta=0.02)
     batch = np.stack([source] * 12)
     out = bank(batch, generator=torch.Generator().manual_seed(3))

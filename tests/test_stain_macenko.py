@@ -21,8 +21,6 @@ CMU_TILES = [(1024, 0), (1024, 512), (512, 1024), (1536, 1024), (1024, 2048)]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-
-
 def angles_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Angle between corresponding columns of two stain matrices, in degrees."""
     a = a / np.linalg.norm(a, axis=0)
@@ -74,8 +72,8 @@ def test_batched_cmu_tiles_match_torchstain_per_tile(fitted, cmu_tiles):
     ours, reference = fitted
     batch = torch.from_numpy(cmu_tiles).permute(0, 3, 1, 2)
     out = ours(batch).permute(0, 2, 3, 1).numpy().astype(float)
-    sampled, _, valid = ours.estimate(batch)                 # 16384 pixels per tile
-    exact, _, _ = Macenko(n_samples=None).estimate(batch)    # every pixel
+    sampled, _, valid = ours.estimate(batch)  # 16384 pixels per tile
+    exact, _, _ = Macenko(n_samples=None).estimate(batch)  # every pixel
     assert valid.all()
     for i, tile in enumerate(cmu_tiles):
         expected, _, _ = reference.normalize(tile, stains=False)
@@ -122,8 +120,9 @@ def test_masked_percentiles_match_numpy():
             kept = values[row][mask[row]].numpy()
             expected = np.percentile(kept, qs) if kept.size else np.full(len(qs), np.inf)
             np.testing.assert_allclose(got[row], expected)
-        np.testing.assert_allclose(masked_percentile(values, None, qs).numpy(),
-                                   np.percentile(values.numpy(), qs, axis=1).T)
+        np.testing.assert_allclose(
+            masked_percentile(values, None, qs).numpy(), np.percentile(values.numpy(), qs, axis=1).T
+        )
 
 
 def test_reference_without_tissue_raises():
@@ -144,8 +143,9 @@ def test_fit_on_a_slide_samples_its_tissue(cmu_slide):
     expected = Macenko().fit(whole[inside][None])
     from_slide = Macenko().fit(cmu_slide, tissue=tissue)
     assert angles_deg(from_slide.stain_matrix.numpy(), expected.stain_matrix.numpy()).max() < 1.5
-    np.testing.assert_allclose(from_slide.max_concentrations.numpy(),
-                               expected.max_concentrations.numpy(), rtol=0.05)
+    np.testing.assert_allclose(
+        from_slide.max_concentrations.numpy(), expected.max_concentrations.numpy(), rtol=0.05
+    )
 
 
 def test_fit_on_a_slide_with_an_empty_mask_raises(cmu_slide):

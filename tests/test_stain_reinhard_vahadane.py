@@ -19,8 +19,6 @@ from wsimito.stain.vahadane import learn_stains, nonnegative_lasso
 NORMALIZERS = [Reinhard, Vahadane]
 
 
-
-
 @pytest.fixture(scope="module")
 def he_image() -> np.ndarray:
     return np.asarray(Image.open(fetch("images/he-target-tiatoolbox.png")).convert("RGB"))
@@ -43,8 +41,9 @@ def test_lab_conversion_matches_scikit_image_and_inverts():
     lab = rgb_to_lab(x)
     np.testing.assert_allclose(lab[0].permute(1, 2, 0).numpy(), rgb2lab(rgb), atol=1e-3)
     np.testing.assert_allclose(lab_to_rgb(lab).numpy(), x.float().numpy(), atol=1e-2)
-    np.testing.assert_allclose(lab_to_rgb(lab)[0].permute(1, 2, 0).numpy() / 255,
-                               lab2rgb(rgb2lab(rgb)), atol=1e-4)
+    np.testing.assert_allclose(
+        lab_to_rgb(lab)[0].permute(1, 2, 0).numpy() / 255, lab2rgb(rgb2lab(rgb)), atol=1e-4
+    )
 
 
 def test_reinhard_gives_the_reference_tissue_statistics(he_image, target):
@@ -67,8 +66,14 @@ def test_nonnegative_lasso_is_optimal():
         return 0.5 * np.sum((y[:, j] - w @ c) ** 2) + 0.1 * c.sum()
 
     for j in range(40):
-        best = minimize(objective, np.ones(2), args=(j,), bounds=[(0, None)] * 2,
-                        method="L-BFGS-B", options={"ftol": 1e-14, "gtol": 1e-12})
+        best = minimize(
+            objective,
+            np.ones(2),
+            args=(j,),
+            bounds=[(0, None)] * 2,
+            method="L-BFGS-B",
+            options={"ftol": 1e-14, "gtol": 1e-12},
+        )
         assert (conc[0, :, j].numpy() >= 0).all()
         assert objective(conc[0, :, j].numpy(), j) <= best.fun + 1e-9
 
@@ -79,7 +84,7 @@ def test_vahadane_recovers_known_stains_from_a_synthetic_image():
     true /= np.linalg.norm(true, axis=0)
     n = 20000
     conc = np.zeros((2, n))
-    kind = rng.integers(0, 3, n)                     # haematoxylin, eosin, or both
+    kind = rng.integers(0, 3, n)  # haematoxylin, eosin, or both
     conc[0, kind != 1] = rng.uniform(0.2, 1.5, (kind != 1).sum())
     conc[1, kind != 0] = rng.uniform(0.2, 1.0, (kind != 0).sum())
     pixels = np.clip(255 * np.exp(-true @ conc), 0, 255).round()

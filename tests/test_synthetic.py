@@ -21,8 +21,13 @@ from wsimito.synthetic import (
 from wsimito.synthetic.render import Scene
 
 # Dense figures so that small images hold enough of them.
-DENSE = {"mpp": 0.25, "stain": "standard", "tissue_fraction": 1.0, "tumour_fraction": 0.9,
-         "mitoses_per_mm2": 300.0}
+DENSE = {
+    "mpp": 0.25,
+    "stain": "standard",
+    "tissue_fraction": 1.0,
+    "tumour_fraction": 0.9,
+    "mitoses_per_mm2": 300.0,
+}
 
 
 def test_same_seed_gives_identical_pixels_and_points():
@@ -43,8 +48,10 @@ def test_different_seeds_give_different_slides():
 def test_random_stain_varies_with_seed_and_presets_differ_in_colour():
     scenes = [Scene.build(64, 64, seed=s) for s in range(4)]
     assert len({sc.stain for sc in scenes}) == 4
-    means = [make_slide(256, 256, seed=3, **{**DENSE, "stain": name})[0].mean(axis=(0, 1))
-             for name in ("standard", "pale", "dark")]
+    means = [
+        make_slide(256, 256, seed=3, **{**DENSE, "stain": name})[0].mean(axis=(0, 1))
+        for name in ("standard", "pale", "dark")
+    ]
     assert means[1].mean() > means[0].mean() > means[2].mean()  # pale is lighter, dark darker
 
 
@@ -69,7 +76,7 @@ def _darkest_within(lum: np.ndarray, pts: np.ndarray, radius: int) -> np.ndarray
     out = []
     for x, y in pts:
         xi, yi = int(round(x)), int(round(y))
-        patch = lum[max(yi - radius, 0):yi + radius + 1, max(xi - radius, 0):xi + radius + 1]
+        patch = lum[max(yi - radius, 0) : yi + radius + 1, max(xi - radius, 0) : xi + radius + 1]
         out.append(np.percentile(patch, 5))
     return np.array(out)
 
@@ -80,8 +87,9 @@ def test_ground_truth_points_lie_on_dark_nuclear_material():
     lum = _luminance(img)
     # 2 µm around the centre; telophase centres sit between two masses up to 6 µm away
     radius = np.where(truth.phases == "telophase", 22, 8)
-    fig = np.array([_darkest_within(lum, p[None], r)[0] for p, r in zip(truth.mitoses, radius,
-                                                                          strict=True)])
+    fig = np.array(
+        [_darkest_within(lum, p[None], r)[0] for p, r in zip(truth.mitoses, radius, strict=True)]
+    )
     imp = _darkest_within(lum, truth.imposters, 8)
     random_pts = np.random.default_rng(0).uniform(0, 1024, (400, 2))
     background = _darkest_within(lum, random_pts, 8)
@@ -103,7 +111,9 @@ def test_ground_truth_within_box_selects_points_inside():
     _, truth = make_slide(800, 600, seed=3, **DENSE)
     part = truth.within((100, 50, 400, 300))
     for pts, sub in ((truth.mitoses, part.mitoses), (truth.imposters, part.imposters)):
-        expected = pts[(pts[:, 0] >= 100) & (pts[:, 0] < 500) & (pts[:, 1] >= 50) & (pts[:, 1] < 350)]
+        expected = pts[
+            (pts[:, 0] >= 100) & (pts[:, 0] < 500) & (pts[:, 1] >= 50) & (pts[:, 1] < 350)
+        ]
         assert np.array_equal(sub, expected)
     assert len(part.phases) == len(part.mitoses)
 
@@ -134,8 +144,17 @@ def test_written_jpeg_slide_is_close_to_rendered_image(tmp_path, fmt):
     kw = {**DENSE, "seed": 22}
     image, _ = make_slide(600, 520, **kw)
     path = tmp_path / f"slide.{fmt}"
-    write_slide(path, 600, 520, format=fmt, compression="jpeg", quality=90, tile_size=512,
-                downsample=4, **kw)
+    write_slide(
+        path,
+        600,
+        520,
+        format=fmt,
+        compression="jpeg",
+        quality=90,
+        tile_size=512,
+        downsample=4,
+        **kw,
+    )
     with Slide(OpenSlideBackend(str(path))) as slide:
         assert slide.mpp == pytest.approx(0.25, rel=1e-4)
         assert slide.level_dimensions == ((600, 520), (150, 130))
@@ -159,7 +178,9 @@ def test_virtual_slide_coarse_level_has_the_colour_of_averaged_level0():
     ds = 16
     level = slide.level_downsamples.index(float(ds))
     coarse = slide.read_region((0, 0), level, (512, 512)).astype(float)
-    fine = slide.read_region((2048, 2048), 0, (2048, 2048)).reshape(128, 16, 128, 16, 3).mean((1, 3))
+    fine = (
+        slide.read_region((2048, 2048), 0, (2048, 2048)).reshape(128, 16, 128, 16, 3).mean((1, 3))
+    )
     assert np.abs(coarse[128:256, 128:256].mean((0, 1)) - fine.mean((0, 1))).max() < 12
 
 

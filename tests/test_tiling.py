@@ -14,8 +14,11 @@ from wsimito.tiling import TileGrid
 from wsimito.tissue import Tissue
 
 MAX_TILES = 4000
-PROPERTY = settings(max_examples=100, deadline=None,
-                    suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+PROPERTY = settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow],
+)
 
 
 @st.composite
@@ -25,11 +28,21 @@ def grids(draw):
     height = draw(st.integers(1, 5000))
     slide_mpp = draw(st.floats(0.1, 1.0))
     # grid mpp: a 1 % offset, an exact multiple, or anything in range
-    mpp = draw(st.one_of(st.floats(0.1, 4.0), st.sampled_from([slide_mpp * 1.01, slide_mpp * 2,
-                                                               slide_mpp / 2, slide_mpp])))
+    mpp = draw(
+        st.one_of(
+            st.floats(0.1, 4.0),
+            st.sampled_from([slide_mpp * 1.01, slide_mpp * 2, slide_mpp / 2, slide_mpp]),
+        )
+    )
     tile_size = draw(st.integers(1, 1024))
-    overlap = draw(st.one_of(st.just(0), st.integers(0, tile_size - 1),
-                             st.just(tile_size - 1), st.just(tile_size // 2 * 2)))
+    overlap = draw(
+        st.one_of(
+            st.just(0),
+            st.integers(0, tile_size - 1),
+            st.just(tile_size - 1),
+            st.just(tile_size // 2 * 2),
+        )
+    )
     assume(overlap < tile_size)
     stride = (tile_size - overlap) * mpp / slide_mpp
     assume(math.ceil(width / stride + 1) * math.ceil(height / stride + 1) <= MAX_TILES)
@@ -43,8 +56,14 @@ def _sample_points(grid: TileGrid, rng: np.random.Generator) -> np.ndarray:
 
     def coords(lo: np.ndarray, hi: np.ndarray, size: int) -> np.ndarray:
         edges = np.concatenate([lo, hi, [0.0, float(size)]])
-        v = np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf),
-                            rng.uniform(0, size, 64)])
+        v = np.concatenate(
+            [
+                edges,
+                np.nextafter(edges, -np.inf),
+                np.nextafter(edges, np.inf),
+                rng.uniform(0, size, 64),
+            ]
+        )
         return np.unique(v[(v >= 0) & (v < size)])
 
     xs = coords(cores[:, 0], cores[:, 2], width)
@@ -59,10 +78,14 @@ def _owners(cores: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Number of half-open cores that hold each point."""
     count = np.zeros(len(points), dtype=np.int64)
     for start in range(0, len(points), 500):
-        p = points[start:start + 500, None, :]
-        inside = ((cores[None, :, 0] <= p[..., 0]) & (p[..., 0] < cores[None, :, 2])
-                  & (cores[None, :, 1] <= p[..., 1]) & (p[..., 1] < cores[None, :, 3]))
-        count[start:start + 500] = inside.sum(axis=1)
+        p = points[start : start + 500, None, :]
+        inside = (
+            (cores[None, :, 0] <= p[..., 0])
+            & (p[..., 0] < cores[None, :, 2])
+            & (cores[None, :, 1] <= p[..., 1])
+            & (p[..., 1] < cores[None, :, 3])
+        )
+        count[start : start + 500] = inside.sum(axis=1)
     return count
 
 
@@ -76,8 +99,12 @@ def test_cores_partition_the_slide(params, seed):
     assert owners.min() == 1 and owners.max() == 1, "a point is owned twice or not at all"
     # locate() names that one owner
     cores = grid.cores()[grid.locate(points)]
-    assert np.all((cores[:, 0] <= points[:, 0]) & (points[:, 0] < cores[:, 2])
-                  & (cores[:, 1] <= points[:, 1]) & (points[:, 1] < cores[:, 3]))
+    assert np.all(
+        (cores[:, 0] <= points[:, 0])
+        & (points[:, 0] < cores[:, 2])
+        & (cores[:, 1] <= points[:, 1])
+        & (points[:, 1] < cores[:, 3])
+    )
 
 
 @PROPERTY
@@ -139,13 +166,15 @@ def test_every_tissue_pixel_lies_in_kept_cores_and_only_empty_cores_are_pruned(p
     px0, px1 = tj * s, np.minimum((tj + 1) * s, width)
     py0, py1 = ti * s, np.minimum((ti + 1) * s, height)
     cores, boxes = full.cores(), full.boxes()
-    in_core = (_overlap_1d(px0[None], px1[None], cores[:, :1], cores[:, 2:3])
-               * _overlap_1d(py0[None], py1[None], cores[:, 1:2], cores[:, 3:4]))
+    in_core = _overlap_1d(px0[None], px1[None], cores[:, :1], cores[:, 2:3]) * _overlap_1d(
+        py0[None], py1[None], cores[:, 1:2], cores[:, 3:4]
+    )
     holds = (in_core > 1e-9 * s * s).any(axis=1)
     assert np.all(is_kept[holds]), "a core holding tissue was dropped"
 
-    in_tile = (_overlap_1d(px0[None], px1[None], boxes[:, :1], boxes[:, :1] + boxes[:, 2:3])
-               * _overlap_1d(py0[None], py1[None], boxes[:, 1:2], boxes[:, 1:2] + boxes[:, 3:4]))
+    in_tile = _overlap_1d(
+        px0[None], px1[None], boxes[:, :1], boxes[:, :1] + boxes[:, 2:3]
+    ) * _overlap_1d(py0[None], py1[None], boxes[:, 1:2], boxes[:, 1:2] + boxes[:, 3:4])
     fraction = in_tile.sum(axis=1) / (boxes[:, 2] * boxes[:, 3])
     empty_core = ~(in_core > 0).any(axis=1)
     clear = np.abs(fraction - min_tissue) > 1e-9
@@ -163,8 +192,9 @@ def test_slide_smaller_than_one_tile_gives_one_tile_owning_the_slide():
 
 
 def test_level0_boxes_are_fractional_when_mpps_do_not_divide():
-    grid = TileGrid.from_dimensions((20_000, 10_000), slide_mpp=0.2475, tile_size=512, overlap=64,
-                                    mpp=0.25)
+    grid = TileGrid.from_dimensions(
+        (20_000, 10_000), slide_mpp=0.2475, tile_size=512, overlap=64, mpp=0.25
+    )
     scale = 0.25 / 0.2475
     boxes = grid.boxes()
     assert boxes[0, 2] == pytest.approx(512 * scale)
@@ -177,8 +207,9 @@ def test_tiles_index_kept_tiles_row_by_row_and_match_the_arrays():
     mask[5:9, 30:33] = True
     mask[25, 2] = True
     tissue = Tissue(mask, mpp=8.0, slide_mpp=0.25, dimensions=(40 * 32, 40 * 32))
-    grid = TileGrid.from_dimensions((1280, 1280), 0.25, tile_size=128, overlap=16, mpp=0.25,
-                                    tissue=tissue)
+    grid = TileGrid.from_dimensions(
+        (1280, 1280), 0.25, tile_size=128, overlap=16, mpp=0.25, tissue=tissue
+    )
     tiles = list(grid)
     assert len(tiles) == len(grid) < grid.shape[0] * grid.shape[1]
     assert [t.index for t in tiles] == list(range(len(grid)))
@@ -197,13 +228,15 @@ def test_a_tissue_speck_far_below_min_tissue_keeps_its_tile_and_margin_only_tile
     mask[6, 6] = True
     dims = (640, 640)  # 160 µm at 0.25 µm/px
     tissue = Tissue(mask, mpp=8.0, slide_mpp=0.25, dimensions=dims)
-    grid = TileGrid.from_dimensions(dims, 0.25, tile_size=256, overlap=64, mpp=0.25, tissue=tissue,
-                                    min_tissue=0.05)
+    grid = TileGrid.from_dimensions(
+        dims, 0.25, tile_size=256, overlap=64, mpp=0.25, tissue=tissue, min_tissue=0.05
+    )
     owner = grid.locate(np.array([[6.5 * 32, 6.5 * 32]]))[0]
     assert owner >= 0 and grid.tissue.fraction(grid[owner].box) < 0.05
     assert len(grid) == 1 and (grid[0].row, grid[0].col) == (0, 0)
-    everything = TileGrid.from_dimensions(dims, 0.25, tile_size=256, overlap=64, mpp=0.25,
-                                          tissue=tissue, min_tissue=0.0)
+    everything = TileGrid.from_dimensions(
+        dims, 0.25, tile_size=256, overlap=64, mpp=0.25, tissue=tissue, min_tissue=0.0
+    )
     assert len(everything) == everything.shape[0] * everything.shape[1] > 1
 
 
@@ -221,10 +254,17 @@ def test_tissue_from_another_slide_is_refused():
         TileGrid.from_dimensions((256, 128), 0.25, tissue=tissue)
 
 
-@pytest.mark.parametrize("kwargs, error", [
-    (dict(tile_size=0), ValueError), (dict(overlap=512), ValueError), (dict(overlap=-1), ValueError),
-    (dict(tile_size=256.5), TypeError), (dict(mpp=0), ValueError), (dict(min_tissue=1.5), ValueError),
-])
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        (dict(tile_size=0), ValueError),
+        (dict(overlap=512), ValueError),
+        (dict(overlap=-1), ValueError),
+        (dict(tile_size=256.5), TypeError),
+        (dict(mpp=0), ValueError),
+        (dict(min_tissue=1.5), ValueError),
+    ],
+)
 def test_bad_grid_parameters_raise(kwargs, error):
     with pytest.raises(error):
         TileGrid.from_dimensions((1000, 1000), 0.25, **kwargs)
@@ -234,8 +274,9 @@ def test_geodataframe_holds_tiles_or_cores_with_tissue_fraction():
     mask = np.zeros((8, 8), dtype=bool)
     mask[:4] = True
     tissue = Tissue(mask, mpp=8.0, slide_mpp=0.5, dimensions=(128, 128))
-    grid = TileGrid.from_dimensions((128, 128), 0.5, tile_size=64, overlap=8, mpp=0.5,
-                                    tissue=tissue, min_tissue=0.0)
+    grid = TileGrid.from_dimensions(
+        (128, 128), 0.5, tile_size=64, overlap=8, mpp=0.5, tissue=tissue, min_tissue=0.0
+    )
     tiles = grid.to_geodataframe()
     cores = grid.to_geodataframe(geometry="core")
     assert len(tiles) == len(grid)

@@ -39,7 +39,7 @@ def _slide(pixels: np.ndarray, mpp: float) -> Slide:
 
 
 def _upsample(mask: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
-    return np.kron(mask, np.ones((factor, factor), dtype=bool))[:shape[0], :shape[1]]
+    return np.kron(mask, np.ones((factor, factor), dtype=bool))[: shape[0], : shape[1]]
 
 
 def _clean(mask: np.ndarray, min_px: float) -> np.ndarray:
@@ -59,7 +59,7 @@ def test_cmu_green_ink_is_not_tissue_and_the_tissue_is_found(cmu, cmu_tissue):
     # redder than green.
     rows, cols = cmu_tissue.mask.shape
     s = cmu_tissue.scale
-    fine = cmu.read((0, 0, cols * s, rows * s), mpp=2.0).astype(int)[:rows * 4, :cols * 4]
+    fine = cmu.read((0, 0, cols * s, rows * s), mpp=2.0).astype(int)[: rows * 4, : cols * 4]
     chroma = fine.max(axis=2) - fine.min(axis=2)
     green_over_red = fine[..., 1] - fine[..., 0]
     ink = ((green_over_red > 20) & (chroma > 30)).reshape(rows, 4, cols, 4).mean(axis=(1, 3))
@@ -146,7 +146,8 @@ def test_black_border_and_grey_background_leave_the_tissue_area(cmu_pixels, cmu_
     assert tissue.fraction((0, 0, w + 300, 300)) == 0
     darker = (cmu_pixels * 0.82).astype(np.uint8)  # glass ~200 grey instead of ~245 white
     assert detect_tissue(_slide(darker, mpp=cmu_tissue.slide_mpp)).area_mm2 == pytest.approx(
-        cmu_tissue.area_mm2, rel=0.05)
+        cmu_tissue.area_mm2, rel=0.05
+    )
 
 
 def test_bubbles_and_dust_on_the_glass_are_not_tissue(cmu_pixels, cmu_tissue):
@@ -156,14 +157,15 @@ def test_bubbles_and_dust_on_the_glass_are_not_tissue(cmu_pixels, cmu_tissue):
     def paint(cx: float, cy: float, radius: float, inner: float, colour: tuple[int, int, int]):
         """Paint the ring inner <= r < radius (level-0 px) around (cx, cy)."""
         y0, x0 = int(cy - radius), int(cx - radius)
-        yy, xx = np.mgrid[y0:int(cy + radius) + 1, x0:int(cx + radius) + 1]
+        yy, xx = np.mgrid[y0 : int(cy + radius) + 1, x0 : int(cx + radius) + 1]
         r = np.hypot(xx - cx, yy - cy)
         pixels[yy[(r >= inner) & (r < radius)], xx[(r >= inner) & (r < radius)]] = colour
 
     paint(250, 1500, 100 / mpp, 92 / mpp, (90, 92, 95))  # a 200 µm air bubble, 8 µm dark rim
     rng = np.random.default_rng(1)
-    for x, y, d in zip(rng.uniform(50, 400, 40), rng.uniform(1800, 2500, 40), rng.uniform(10, 30, 40),
-                       strict=True):
+    for x, y, d in zip(
+        rng.uniform(50, 400, 40), rng.uniform(1800, 2500, 40), rng.uniform(10, 30, 40), strict=True
+    ):
         paint(x, y, d / 2 / mpp, 0, (40, 40, 40))  # dust: forty dark specks of 10-30 µm
     # no size filter, so that only colour decides
     sizes = dict(min_object_um2=0, min_hole_um2=0)
@@ -191,7 +193,7 @@ def test_polygons_are_valid_and_match_the_area(sample, name, mpp):
     assert polygons["area_mm2"].sum() == pytest.approx(tissue.area_mm2, rel=1e-9)
     # the outline is the mask: mask pixel centres fall inside the polygons exactly when set
     s = tissue.scale
-    rows, cols = np.mgrid[:tissue.mask.shape[0], :tissue.mask.shape[1]]
+    rows, cols = np.mgrid[: tissue.mask.shape[0], : tissue.mask.shape[1]]
     cx, cy = (cols.ravel() + 0.5) * s, (rows.ravel() + 0.5) * s
     w, h = tissue.dimensions
     inside_slide = (cx < w) & (cy < h)
@@ -230,7 +232,7 @@ def test_otsu_threshold_is_otsu_on_square_root_chroma():
 
 def test_min_sizes_are_in_square_micrometres():
     mask = np.zeros((200, 200, 3), np.uint8) + 245
-    mask[20:70, 20:70] = (200, 120, 170)     # 50 x 50 px at 2 µm = 10,000 µm²
+    mask[20:70, 20:70] = (200, 120, 170)  # 50 x 50 px at 2 µm = 10,000 µm²
     mask[100:110, 100:110] = (200, 120, 170)  # 400 µm²
     slide = _slide(mask, mpp=2.0)
     kept = detect_tissue(slide, mpp=2.0, min_object_um2=1000)
@@ -246,19 +248,31 @@ def test_fractions_are_exact_area_fractions_of_the_mask():
     mask = rng.random((13, 17)) < 0.4
     dims = (17 * 10 - 4, 13 * 10 - 7)  # the last column and row reach past the slide
     tissue = Tissue(mask, mpp=5.0, slide_mpp=0.5, dimensions=dims)
-    boxes = np.column_stack([rng.uniform(-20, 180, 300), rng.uniform(-20, 140, 300),
-                             rng.uniform(0, 90, 300), rng.uniform(0, 90, 300)])
+    boxes = np.column_stack(
+        [
+            rng.uniform(-20, 180, 300),
+            rng.uniform(-20, 140, 300),
+            rng.uniform(0, 90, 300),
+            rng.uniform(0, 90, 300),
+        ]
+    )
     # reference: sum over pixels of the area each shares with the box (inside the slide)
     j, i = np.meshgrid(np.arange(17), np.arange(13))
     x0, y0 = j.ravel() * 10.0, i.ravel() * 10.0
     x1, y1 = np.minimum(x0 + 10, dims[0]), np.minimum(y0 + 10, dims[1])
-    ox = np.clip(np.minimum(x1, boxes[:, :1] + boxes[:, 2:3]) - np.maximum(x0, boxes[:, :1]), 0, None)
-    oy = np.clip(np.minimum(y1, boxes[:, 1:2] + boxes[:, 3:4]) - np.maximum(y0, boxes[:, 1:2]), 0, None)
+    ox = np.clip(
+        np.minimum(x1, boxes[:, :1] + boxes[:, 2:3]) - np.maximum(x0, boxes[:, :1]), 0, None
+    )
+    oy = np.clip(
+        np.minimum(y1, boxes[:, 1:2] + boxes[:, 3:4]) - np.maximum(y0, boxes[:, 1:2]), 0, None
+    )
     shared = ox * oy * mask.ravel()
     expected = shared.sum(axis=1) / (boxes[:, 2] * boxes[:, 3])
     assert np.allclose(tissue.fractions(boxes), expected, atol=1e-12)
     assert np.array_equal(tissue.intersects(boxes), shared.max(axis=1) > 0)
-    assert tissue.fraction((0, 0, *dims)) * dims[0] * dims[1] * 0.25e-6 == pytest.approx(tissue.area_mm2)
+    assert tissue.fraction((0, 0, *dims)) * dims[0] * dims[1] * 0.25e-6 == pytest.approx(
+        tissue.area_mm2
+    )
 
 
 def test_full_tissue_covers_the_slide(cmu):
@@ -271,9 +285,11 @@ def test_full_tissue_covers_the_slide(cmu):
 
 def test_from_polygons_marks_every_touched_pixel_and_keeps_the_exact_area(cmu):
     w, h = cmu.dimensions
-    blob = shapely.Point(1000.3, 1500.7).buffer(300.0).difference(shapely.Point(1000, 1500).buffer(80))
+    blob = (
+        shapely.Point(1000.3, 1500.7).buffer(300.0).difference(shapely.Point(1000, 1500).buffer(80))
+    )
     sliver = shapely.box(100.2, 100.2, 101.1, 900.0)  # thinner than a mask pixel
-    outside = shapely.box(w - 50, 0, w + 500, 300)    # half off the slide
+    outside = shapely.box(w - 50, 0, w + 500, 300)  # half off the slide
     tissue = Tissue.from_polygons([blob, sliver, outside], cmu, mpp=8.0)
     clipped = blob.area + sliver.area + 50 * 300
     assert tissue.area_mm2 == pytest.approx(clipped * cmu.mpp**2 * 1e-6, rel=1e-9)
@@ -295,8 +311,9 @@ def test_repr_html_shows_an_outlined_thumbnail(cmu_tissue):
     assert "mm²" in page
 
 
-@pytest.mark.parametrize("kwargs", [dict(method="kmeans"), dict(mpp=0), dict(threshold=5),
-                                    dict(min_object_um2=-1)])
+@pytest.mark.parametrize(
+    "kwargs", [dict(method="kmeans"), dict(mpp=0), dict(threshold=5), dict(min_object_um2=-1)]
+)
 def test_bad_detection_arguments_raise(cmu, kwargs):
     with pytest.raises(ValueError):
         detect_tissue(cmu, **kwargs)

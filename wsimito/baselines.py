@@ -30,16 +30,27 @@ class DarkBlobDetector:
     threshold: decision threshold on the score.
     """
 
-    def __init__(self, mpp: float = 0.25, tile_size: int = 512, overlap: int = 64, *,
-                 blob_um: float = 6.0, min_distance_um: float = 8.0, level: float = 0.55,
-                 threshold: float = 0.5, device: str | torch.device = "auto") -> None:
+    def __init__(
+        self,
+        mpp: float = 0.25,
+        tile_size: int = 512,
+        overlap: int = 64,
+        *,
+        blob_um: float = 6.0,
+        min_distance_um: float = 8.0,
+        level: float = 0.55,
+        threshold: float = 0.5,
+        device: str | torch.device = "auto",
+    ) -> None:
         self.mpp, self.tile_size, self.overlap = float(mpp), int(tile_size), int(overlap)
         self.blob_um, self.min_distance_um, self.level = blob_um, min_distance_um, level
         self.threshold = threshold
         self.device = resolve_device(device)
         self.name = "dark-blob-baseline"
-        self.metadata = {"training_data": "none (hand-set darkness rule)",
-                         "intended_use": "baseline for comparison; not for diagnostic use"}
+        self.metadata = {
+            "training_data": "none (hand-set darkness rule)",
+            "intended_use": "baseline for comparison; not for diagnostic use",
+        }
 
     def detect(self, tiles: torch.Tensor) -> list[torch.Tensor]:
         """uint8 ``(N, 3, tile_size, tile_size)`` -> per tile ``(K, 3)``: x, y (px, continuous), score."""
@@ -49,7 +60,9 @@ class DarkBlobDetector:
         k = max(1, int(round(self.blob_um / self.mpp)) | 1)
         smooth = F.avg_pool2d(dark, k, stride=1, padding=k // 2, count_include_pad=False)
         w = max(1, int(round(self.min_distance_um / self.mpp)) | 1)
-        peaks = (smooth == F.max_pool2d(smooth, w, stride=1, padding=w // 2)) & (smooth > self.level - 0.15)
+        peaks = (smooth == F.max_pool2d(smooth, w, stride=1, padding=w // 2)) & (
+            smooth > self.level - 0.15
+        )
         out = []
         for n in range(tiles.shape[0]):
             ys, xs = torch.nonzero(peaks[n, 0], as_tuple=True)

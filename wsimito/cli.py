@@ -10,8 +10,18 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-SUMMARY_COLUMNS = ["slide", "count", "tissue_area_mm2", "density_per_mm2", "hotspot_count",
-                   "hotspot_area_mm2", "threshold", "mpp", "detector", "geojson"]
+SUMMARY_COLUMNS = [
+    "slide",
+    "count",
+    "tissue_area_mm2",
+    "density_per_mm2",
+    "hotspot_count",
+    "hotspot_area_mm2",
+    "threshold",
+    "mpp",
+    "detector",
+    "geojson",
+]
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -26,13 +36,22 @@ def _info(args: argparse.Namespace) -> int:
         table.add_row("size (level 0)", f"{w} x {h} px")
         if slide.has_mpp:
             table.add_row("mpp", f"{slide.mpp:.4g} µm/px")
-            table.add_row("physical size", f"{w * slide.mpp / 1000:.2f} x {h * slide.mpp / 1000:.2f} mm")
+            table.add_row(
+                "physical size", f"{w * slide.mpp / 1000:.2f} x {h * slide.mpp / 1000:.2f} mm"
+            )
         else:
             table.add_row("mpp", "not in the file: pass --mpp")
-        table.add_row("levels", ", ".join(f"{d[0]}x{d[1]} ({ds:.4g}x)" for d, ds in
-                                          zip(slide.level_dimensions, slide.level_downsamples, strict=True)))
+        table.add_row(
+            "levels",
+            ", ".join(
+                f"{d[0]}x{d[1]} ({ds:.4g}x)"
+                for d, ds in zip(slide.level_dimensions, slide.level_downsamples, strict=True)
+            ),
+        )
         table.add_row("bounds", "x={}, y={}, w={}, h={}".format(*slide.bounds))
-        vendor = slide.properties.get("openslide.vendor") or slide.properties.get("tiffslide.vendor")
+        vendor = slide.properties.get("openslide.vendor") or slide.properties.get(
+            "tiffslide.vendor"
+        )
         if vendor:
             table.add_row("vendor", vendor)
         console.print(table)
@@ -52,28 +71,44 @@ def _count(args: argparse.Namespace) -> int:
         console.print(f"[yellow]{note}[/yellow]", soft_wrap=True)
     rows = []
     for path in args.slides:
-        result = count_mitoses(path, detector, threshold=args.threshold, mpp=args.mpp,
-                               progress=not args.quiet, tissue="auto" if not args.no_tissue else None)
+        result = count_mitoses(
+            path,
+            detector,
+            threshold=args.threshold,
+            mpp=args.mpp,
+            progress=not args.quiet,
+            tissue="auto" if not args.no_tissue else None,
+        )
         geojson = out / (Path(path).name + ".geojson")
         result.to_geojson(geojson)
         hs = result.hotspot
-        rows.append({
-            "slide": str(path), "count": result.count,
-            "tissue_area_mm2": f"{result.tissue_area_mm2:.4f}",
-            "density_per_mm2": f"{result.density_per_mm2:.3f}",
-            "hotspot_count": hs.count if hs is not None else "",
-            "hotspot_area_mm2": f"{hs.area_mm2:.4f}" if hs is not None else "",
-            "threshold": result.threshold, "mpp": f"{result.slide_mpp:.4g}",
-            "detector": result.detector_name, "geojson": str(geojson),
-        })
+        rows.append(
+            {
+                "slide": str(path),
+                "count": result.count,
+                "tissue_area_mm2": f"{result.tissue_area_mm2:.4f}",
+                "density_per_mm2": f"{result.density_per_mm2:.3f}",
+                "hotspot_count": hs.count if hs is not None else "",
+                "hotspot_area_mm2": f"{hs.area_mm2:.4f}" if hs is not None else "",
+                "threshold": result.threshold,
+                "mpp": f"{result.slide_mpp:.4g}",
+                "detector": result.detector_name,
+                "geojson": str(geojson),
+            }
+        )
     summary = out / "summary.csv"
     _write_csv(summary, rows)
     table = Table(title="mitotic count")
     for col in ("slide", "count", "tissue_area_mm2", "density_per_mm2", "hotspot_count"):
         table.add_column(col.replace("_", " "))
     for row in rows:
-        table.add_row(Path(row["slide"]).name, str(row["count"]), row["tissue_area_mm2"],
-                      row["density_per_mm2"], str(row["hotspot_count"]))
+        table.add_row(
+            Path(row["slide"]).name,
+            str(row["count"]),
+            row["tissue_area_mm2"],
+            row["density_per_mm2"],
+            str(row["hotspot_count"]),
+        )
     console.print(table)
     console.print(f"GeoJSON (QuPath: File > Import objects) and {summary.name} written to {out}")
     if note:
@@ -110,7 +145,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wsimito", description="Count mitotic figures in H&E slides.")
+    parser = argparse.ArgumentParser(
+        prog="wsimito", description="Count mitotic figures in H&E slides."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     info = sub.add_parser("info", help="print a slide's size, resolution and pyramid")
@@ -123,18 +160,28 @@ def build_parser() -> argparse.ArgumentParser:
     count.add_argument("slides", nargs="+")
     count.add_argument("-o", "--output", default=".", help="output folder (default: current)")
     count.add_argument("--detector", default="demo", help="registry name, weights path or URL")
-    count.add_argument("--mpp", type=float, default=None, help="level-0 resolution, µm/px, for files without one")
-    count.add_argument("--threshold", type=float, default=None, help="score threshold (default: the detector's)")
+    count.add_argument(
+        "--mpp", type=float, default=None, help="level-0 resolution, µm/px, for files without one"
+    )
+    count.add_argument(
+        "--threshold", type=float, default=None, help="score threshold (default: the detector's)"
+    )
     count.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    count.add_argument("--no-tissue", action="store_true", help="process the whole image, not just tissue")
+    count.add_argument(
+        "--no-tissue", action="store_true", help="process the whole image, not just tissue"
+    )
     count.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     count.set_defaults(func=_count)
 
     demo = sub.add_parser("demo", help="synthetic slide -> count -> GeoJSON, overview PNG and F1")
     demo.add_argument("--out", default="demo-output")
     demo.add_argument("--seed", type=int, default=2026)
-    demo.add_argument("--size", type=int, default=8000,
-                      help="slide side in px at 0.25 µm/px (8000 = 2 mm, room for the 10-HPF hotspot)")
+    demo.add_argument(
+        "--size",
+        type=int,
+        default=8000,
+        help="slide side in px at 0.25 µm/px (8000 = 2 mm, room for the 10-HPF hotspot)",
+    )
     demo.set_defaults(func=_demo)
     return parser
 

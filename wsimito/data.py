@@ -119,8 +119,13 @@ def fetch(name: str, *, verify: bool = True) -> Path:
         )
     try:
         return Path(
-            pooch.retrieve(url, known_hash=f"sha256:{sha}", path=pooch.os_cache("wsimito"),
-                           fname=name.replace("/", "__"), progressbar=False)
+            pooch.retrieve(
+                url,
+                known_hash=f"sha256:{sha}",
+                path=pooch.os_cache("wsimito"),
+                fname=name.replace("/", "__"),
+                progressbar=False,
+            )
         )
     except Exception as exc:  # network errors, hash mismatch
         raise DataNotFoundError(

@@ -37,8 +37,10 @@ DEMO_TISSUE_FRACTION = 0.6
 #: Longest side of ``overview.png``, px.
 OVERVIEW_PX = 1200
 TRUTH_COLOR = (0, 170, 255)
-WARNING = ("The demo detector was trained on synthetic H&E only and is for demonstration; "
-           "it is not for diagnostic use.")
+WARNING = (
+    "The demo detector was trained on synthetic H&E only and is for demonstration; "
+    "it is not for diagnostic use."
+)
 
 
 @dataclass(frozen=True)
@@ -85,12 +87,25 @@ def run_demo(out: Path, seed: int = 2026, size: int = 8000, *, progress: bool = 
     stain = random_stain(seed)
     name = f"synthetic-{seed}"
     slide_path = out / f"{name}.svs"
-    with console.status(f"writing a {size} x {size} px synthetic slide ({stain.name} stain)",
-                        spinner="dots") if progress else nullcontext():
-        truth = write_slide(slide_path, size, size, mpp=DEMO_SLIDE_MPP, seed=seed, stain=stain,
-                            format="svs", compression="jpeg",
-                            tissue_fraction=DEMO_TISSUE_FRACTION,
-                            mitoses_per_mm2=DEMO_DENSITY_PER_MM2)
+    with (
+        console.status(
+            f"writing a {size} x {size} px synthetic slide ({stain.name} stain)", spinner="dots"
+        )
+        if progress
+        else nullcontext()
+    ):
+        truth = write_slide(
+            slide_path,
+            size,
+            size,
+            mpp=DEMO_SLIDE_MPP,
+            seed=seed,
+            stain=stain,
+            format="svs",
+            compression="jpeg",
+            tissue_fraction=DEMO_TISSUE_FRACTION,
+            mitoses_per_mm2=DEMO_DENSITY_PER_MM2,
+        )
     result = count_mitoses(slide_path, "demo", tissue="auto", progress=progress)
     candidates = np.column_stack([result.points, result.scores])
     score = score_points(candidates, truth.mitoses, mpp=DEMO_SLIDE_MPP, threshold=result.threshold)
@@ -99,9 +114,20 @@ def run_demo(out: Path, seed: int = 2026, size: int = 8000, *, progress: bool = 
     seconds = time.perf_counter() - start
     summary = out / "summary.json"
     with atomic_write(summary) as fh:
-        json.dump(_summary(result, truth, score, seed, stain.name, seconds,
-                           {"slide": slide_path, "geojson": geojson, "overview": overview}),
-                  fh, indent=2, allow_nan=False)
+        json.dump(
+            _summary(
+                result,
+                truth,
+                score,
+                seed,
+                stain.name,
+                seconds,
+                {"slide": slide_path, "geojson": geojson, "overview": overview},
+            ),
+            fh,
+            indent=2,
+            allow_nan=False,
+        )
     run = DemoRun(result, truth, score, slide_path, Path(geojson), overview, summary, seconds)
     _print(console, run)
     return run
@@ -114,8 +140,15 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _summary(result: MitosisResult, truth: GroundTruth, score: DetectionScore, seed: int,
-             stain: str, seconds: float, files: dict[str, Path]) -> dict[str, Any]:
+def _summary(
+    result: MitosisResult,
+    truth: GroundTruth,
+    score: DetectionScore,
+    seed: int,
+    stain: str,
+    seconds: float,
+    files: dict[str, Path],
+) -> dict[str, Any]:
     row = {
         **result.summary(),
         "synthetic_seed": seed,
@@ -123,8 +156,12 @@ def _summary(result: MitosisResult, truth: GroundTruth, score: DetectionScore, s
         "true_mitotic_figures": len(truth.mitoses),
         "true_look_alikes": len(truth.imposters),
         "match_radius_um": MIDOG_RADIUS_UM,
-        "true_positives": score.tp, "false_positives": score.fp, "false_negatives": score.fn,
-        "f1": score.f1, "precision": score.precision, "recall": score.recall,
+        "true_positives": score.tp,
+        "false_positives": score.fp,
+        "false_negatives": score.fn,
+        "f1": score.f1,
+        "precision": score.precision,
+        "recall": score.recall,
         "demo_seconds": seconds,
         "files": {key: str(path) for key, path in files.items()},
         "warning": WARNING,
@@ -140,32 +177,50 @@ def _print(console: Any, run: DemoRun) -> None:
 
     result, score, spot = run.result, run.score, run.result.hotspot
     table = Table(title=f"wsimito demo: {run.slide.name}", show_header=False)
-    table.add_row("mitotic figures found", f"{result.count} (ground truth: {len(run.truth.mitoses)}, "
-                  f"plus {len(run.truth.imposters)} look-alikes)")
+    table.add_row(
+        "mitotic figures found",
+        f"{result.count} (ground truth: {len(run.truth.mitoses)}, "
+        f"plus {len(run.truth.imposters)} look-alikes)",
+    )
     table.add_row("tissue area", f"{result.tissue_area_mm2:.2f} mm²")
     table.add_row("density", f"{result.density_per_mm2:.1f} per mm² of tissue")
     if spot.whole_tissue:
-        table.add_row("hotspot", f"{spot.count} in the whole tissue ({spot.area_mm2:.2f} mm²): "
-                      "no 10-HPF window fits")
+        table.add_row(
+            "hotspot",
+            f"{spot.count} in the whole tissue ({spot.area_mm2:.2f} mm²): no 10-HPF window fits",
+        )
     else:
         table.add_row("hotspot", f"{spot.count} per 10 HPF ({spot.area_mm2:.2f} mm² window)")
-    table.add_row("F1 (7.5 µm)", f"{score.f1:.3f}  precision {score.precision:.3f}, "
-                  f"recall {score.recall:.3f}  (TP {score.tp}, FP {score.fp}, FN {score.fn})")
-    table.add_row("detector", f"{result.detector_name}, threshold {result.threshold:.2f}, "
-                  f"{result.detector_mpp:g} µm/px")
+    table.add_row(
+        "F1 (7.5 µm)",
+        f"{score.f1:.3f}  precision {score.precision:.3f}, "
+        f"recall {score.recall:.3f}  (TP {score.tp}, FP {score.fp}, FN {score.fn})",
+    )
+    table.add_row(
+        "detector",
+        f"{result.detector_name}, threshold {result.threshold:.2f}, {result.detector_mpp:g} µm/px",
+    )
     table.add_row("time", f"{run.seconds:.0f} s ({result.timing.get('tiles')} tiles)")
     console.print(table)
     console.print(f"files in [bold]{run.slide.parent}[/bold]:")
-    for label, path in (("slide (open in QuPath)", run.slide),
-                        ("detections (QuPath: File > Import objects)", run.geojson),
-                        ("overview", run.overview), ("summary", run.summary)):
+    for label, path in (
+        ("slide (open in QuPath)", run.slide),
+        ("detections (QuPath: File > Import objects)", run.geojson),
+        ("overview", run.overview),
+        ("summary", run.summary),
+    ):
         console.print(f"  {label}: {path}")
     note = detector_note(result.detector_metadata)
     console.print(Panel(note or WARNING, title="synthetic data", style="yellow"))
 
 
-def write_overview(path: Path, result: MitosisResult, truth: GroundTruth, slide_path: Path,
-                   max_size: int = OVERVIEW_PX) -> Path:
+def write_overview(
+    path: Path,
+    result: MitosisResult,
+    truth: GroundTruth,
+    slide_path: Path,
+    max_size: int = OVERVIEW_PX,
+) -> Path:
     """A PNG of the slide with the tissue outline, the hotspot, the ground-truth figures
     (blue rings) and the detections (red dots; missed figures and false alarms stand out),
     longest side ``max_size`` px, with a legend. ``slide_path``: the slide ``result`` counted."""
@@ -199,9 +254,12 @@ def write_overview(path: Path, result: MitosisResult, truth: GroundTruth, slide_
         draw.ellipse((u - 4, v - 4, u + 4, v + 4), fill=MITOSIS_COLOR, outline=(255, 255, 255))
     matched, _ = match_points(detected, truth.mitoses, MIDOG_RADIUS_UM / result.slide_mpp)
     y0 = thumb.height + 6
-    items = [(TISSUE_COLOR, "tissue"), (HOTSPOT_COLOR, "hotspot (10 HPF)"),
-             (TRUTH_COLOR, f"ground truth ({len(truth.mitoses)})"),
-             (MITOSIS_COLOR, f"detections ({len(detected)}, {len(matched)} correct)")]
+    items = [
+        (TISSUE_COLOR, "tissue"),
+        (HOTSPOT_COLOR, "hotspot (10 HPF)"),
+        (TRUTH_COLOR, f"ground truth ({len(truth.mitoses)})"),
+        (MITOSIS_COLOR, f"detections ({len(detected)}, {len(matched)} correct)"),
+    ]
     x = 8
     for color, label in items:
         draw.rectangle((x, y0 + 2, x + 12, y0 + 14), fill=color)

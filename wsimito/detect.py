@@ -111,7 +111,9 @@ def check_tiles(tiles: Any, tile_size: int) -> torch.Tensor:
         hint = (
             "; this looks channels-last, use tiles.permute(0, 3, 1, 2)"
             if tiles.ndim == 4 and shape[-1] == 3
-            else "; add a batch axis with tiles[None]" if tiles.ndim == 3 else ""
+            else "; add a batch axis with tiles[None]"
+            if tiles.ndim == 3
+            else ""
         )
         raise TileInputError(f"tiles must have shape (N, 3, H, W), got {shape}{hint}")
     if tiles.dtype != torch.uint8:
@@ -241,8 +243,9 @@ def choose_batch_size(
     if device.type != "cuda":
         return cpu_batch_size
     free, _ = torch.cuda.mem_get_info(device)
-    probe = torch.zeros((1, 3, detector.tile_size, detector.tile_size), dtype=torch.uint8,
-                        device=device)
+    probe = torch.zeros(
+        (1, 3, detector.tile_size, detector.tile_size), dtype=torch.uint8, device=device
+    )
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)

@@ -114,12 +114,21 @@ def find_hotspot(
     if not 0.0 <= float(min_tissue) <= 1.0:
         raise ValueError(f"min_tissue must be a fraction between 0 and 1, got {min_tissue!r}")
     if abs(tissue.slide_mpp - slide_mpp) > 1e-6 * slide_mpp:
-        raise ValueError(f"the tissue was found on a slide at {tissue.slide_mpp:g} µm/px but "
-                         f"slide_mpp is {slide_mpp:g}; pass the tissue of this slide")
+        raise ValueError(
+            f"the tissue was found on a slide at {tissue.slide_mpp:g} µm/px but "
+            f"slide_mpp is {slide_mpp:g}; pass the tissue of this slide"
+        )
     if tissue.is_empty:
-        return Hotspot(count=0, polygon=shapely.Polygon(), area_mm2=0.0, tissue_fraction=0.0,
-                       count_per_10hpf=None, whole_tissue=True, step_um=0.0,
-                       note="no tissue: nothing was counted")
+        return Hotspot(
+            count=0,
+            polygon=shapely.Polygon(),
+            area_mm2=0.0,
+            tissue_fraction=0.0,
+            count_per_10hpf=None,
+            whole_tissue=True,
+            step_um=0.0,
+            note="no tissue: nothing was counted",
+        )
 
     side_um = math.sqrt(area_mm2) * 1000.0
     k = max(1, round(side_um / step_um))
@@ -139,13 +148,16 @@ def find_hotspot(
         count_per_10hpf=count * TEN_HPF_MM2 / area_mm2,
         whole_tissue=False,
         step_um=side_um / k,
-        note=(f"densest {area_mm2:g} mm² square ({side_um:.0f} µm side) with at least "
-              f"{min_tissue:.0%} tissue; placements every {side_um / k:.2f} µm"),
+        note=(
+            f"densest {area_mm2:g} mm² square ({side_um:.0f} µm side) with at least "
+            f"{min_tissue:.0%} tissue; placements every {side_um / k:.2f} µm"
+        ),
     )
 
 
-def _best_placement(pts: np.ndarray, tissue: Tissue, cell: float, k: int,
-                    min_tissue: float) -> tuple[int, int] | None:
+def _best_placement(
+    pts: np.ndarray, tissue: Tissue, cell: float, k: int, min_tissue: float
+) -> tuple[int, int] | None:
     """Raster origin ``(i, j)`` (cells) of the best window, or None when none is in tissue."""
     width, height = tissue.dimensions
     nx, ny = math.ceil(width / cell), math.ceil(height / cell)
@@ -201,7 +213,7 @@ def _cell_fractions(tissue: Tissue, cell: float, cx0: int, cy0: int, w: int, h: 
         i0 = min(int(v[r0]), rows - 1)
         i1 = max(i0 + 1, min(rows, math.ceil(v[r1])))
         along_x = _integrate(mask[i0:i1], u, axis=1)
-        out[r0:r1] = _integrate(along_x, v[r0:r1 + 1] - i0, axis=0)
+        out[r0:r1] = _integrate(along_x, v[r0 : r1 + 1] - i0, axis=0)
     return out * (s * s) / (cell * cell)
 
 
@@ -233,10 +245,17 @@ def _whole_tissue(pts: np.ndarray, tissue: Tissue, area_mm2: float, min_tissue: 
     count = int(np.count_nonzero(shapely.covers(geometry, shapely.points(pts)))) if len(pts) else 0
     tissue_mm2 = tissue.area_mm2
     return Hotspot(
-        count=count, polygon=geometry, area_mm2=tissue_mm2, tissue_fraction=1.0,
-        count_per_10hpf=None, whole_tissue=True, step_um=0.0,
-        note=(f"no {area_mm2:g} mm² square holds {min_tissue:.0%} tissue (tissue "
-              f"{tissue_mm2:.3g} mm²): the whole tissue was counted instead"),
+        count=count,
+        polygon=geometry,
+        area_mm2=tissue_mm2,
+        tissue_fraction=1.0,
+        count_per_10hpf=None,
+        whole_tissue=True,
+        step_um=0.0,
+        note=(
+            f"no {area_mm2:g} mm² square holds {min_tissue:.0%} tissue (tissue "
+            f"{tissue_mm2:.3g} mm²): the whole tissue was counted instead"
+        ),
     )
 
 

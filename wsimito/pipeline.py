@@ -95,15 +95,19 @@ def _as_detector(detector: Any, device: str | torch.device) -> Detector:
             "name such as 'demo' or a weights path."
         )
     if not 0 <= int(detector.overlap) < int(detector.tile_size):
-        raise ValueError(f"detector overlap ({detector.overlap} px) must be >= 0 and below its "
-                         f"tile_size ({detector.tile_size} px)")
+        raise ValueError(
+            f"detector overlap ({detector.overlap} px) must be >= 0 and below its "
+            f"tile_size ({detector.tile_size} px)"
+        )
     return detector
 
 
 def _as_tissue(tissue: Any, slide: Slide) -> Tissue:
     if isinstance(tissue, str):
         if tissue != "auto":
-            raise ValueError(f"tissue={tissue!r}: use 'auto', None (whole image), a Tissue or polygons")
+            raise ValueError(
+                f"tissue={tissue!r}: use 'auto', None (whole image), a Tissue or polygons"
+            )
         return detect_tissue(slide)
     if tissue is None:
         return Tissue.full(slide)
@@ -112,7 +116,9 @@ def _as_tissue(tissue: Any, slide: Slide) -> Tissue:
     return Tissue.from_polygons(tissue, slide)
 
 
-def _read_tile(slide: Slide, plan: ReadPlan, box: Sequence[float]) -> tuple[np.ndarray, tuple[float, float]]:
+def _read_tile(
+    slide: Slide, plan: ReadPlan, box: Sequence[float]
+) -> tuple[np.ndarray, tuple[float, float]]:
     """Read one tile's pixels at the plan's level; returns pixels and the patch corner (level px)."""
     x, y = box[0] / plan.downsample, box[1] / plan.downsample
     if plan.resample:
@@ -123,8 +129,9 @@ def _read_tile(slide: Slide, plan: ReadPlan, box: Sequence[float]) -> tuple[np.n
     return pixels, (float(lx), float(ly))
 
 
-def resample_batch(batch: torch.Tensor, offsets: torch.Tensor, factor: float, tile_size: int,
-                   pool: int = 1) -> torch.Tensor:
+def resample_batch(
+    batch: torch.Tensor, offsets: torch.Tensor, factor: float, tile_size: int, pool: int = 1
+) -> torch.Tensor:
     """Resample read patches to detector tiles on the batch's device.
 
     ``batch``: uint8 ``(N, 3, S, S)`` patches; ``offsets``: ``(N, 2)`` float,
@@ -144,8 +151,13 @@ def resample_batch(batch: torch.Tensor, offsets: torch.Tensor, factor: float, ti
     gx = (off[:, 0:1] + u[None, :] - shift) * (2.0 / size_x) - 1.0  # (N, T)
     gy = (off[:, 1:2] + u[None, :] - shift) * (2.0 / size_y) - 1.0
     n = x.shape[0]
-    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :].expand(n, tile_size, tile_size),
-                                               gy[:, :, None].expand(n, tile_size, tile_size)), dim=-1)
+    grid = torch.stack(
+        torch.broadcast_tensors(
+            gx[:, None, :].expand(n, tile_size, tile_size),
+            gy[:, :, None].expand(n, tile_size, tile_size),
+        ),
+        dim=-1,
+    )
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
@@ -153,13 +165,23 @@ def resample_batch(batch: torch.Tensor, offsets: torch.Tensor, factor: float, ti
 class _Reader:
     """Reader threads with their own slide handles and a bounded, ordered prefetch window."""
 
-    def __init__(self, slide: Slide, plan: ReadPlan, boxes: np.ndarray, *, workers: int,
-                 window: int, on_error: str) -> None:
+    def __init__(
+        self,
+        slide: Slide,
+        plan: ReadPlan,
+        boxes: np.ndarray,
+        *,
+        workers: int,
+        window: int,
+        on_error: str,
+    ) -> None:
         self.slide, self.plan, self.boxes = slide, plan, boxes
         self.on_error = on_error
         self.window = max(1, window)
         self._local = threading.local()
-        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="wsimito-read")
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, workers), thread_name_prefix="wsimito-read"
+        )
 
     def _handle(self) -> Slide:
         handle = getattr(self._local, "slide", None)
@@ -179,11 +201,15 @@ class _Reader:
                 error = exc
                 self._local.slide = None  # reopen the handle for the retry
         x, y, w, h = (float(v) for v in box)
-        message = (f"reading the tile at level-0 box (x={x:.1f}, y={y:.1f}, w={w:.1f}, h={h:.1f}) "
-                   f"failed twice: {type(error).__name__}: {error}")
+        message = (
+            f"reading the tile at level-0 box (x={x:.1f}, y={y:.1f}, w={w:.1f}, h={h:.1f}) "
+            f"failed twice: {type(error).__name__}: {error}"
+        )
         if self.on_error == "skip":
             return _TileRead(index, None, (0.0, 0.0), message)
-        raise TileReadError(message + ". Pass on_error='skip' to record it and continue.") from error
+        raise TileReadError(
+            message + ". Pass on_error='skip' to record it and continue."
+        ) from error
 
     def __iter__(self) -> Iterator[_TileRead]:
         pending: deque[Future] = deque()
@@ -212,8 +238,9 @@ def _batches(reads: Iterator[_TileRead], size: int) -> Iterator[list[_TileRead]]
         yield batch
 
 
-def _merge_across_tiles(points: np.ndarray, scores: np.ndarray, tiles: np.ndarray,
-                        radius_px: float) -> np.ndarray:
+def _merge_across_tiles(
+    points: np.ndarray, scores: np.ndarray, tiles: np.ndarray, radius_px: float
+) -> np.ndarray:
     """Indices to keep: highest score first, drop points of *other* tiles within ``radius_px``."""
     if len(points) < 2 or radius_px <= 0:
         return np.arange(len(points))
@@ -251,9 +278,14 @@ class _Progress:
                 TimeRemainingColumn,
             )
 
-            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                                 TimeRemainingColumn(), transient=False)
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                transient=False,
+            )
             self._task = self._bar.add_task(label, total=total, rate="")
             self._start = time.perf_counter()
             self._done = 0
@@ -336,14 +368,17 @@ def count_mitoses(
         if not isinstance(detector, (str, Path)) and device != "auto":
             target = resolve_device(device)
             if torch.device(det.device) != target:
-                raise ValueError(f"the detector object lives on {det.device}, not {target}; move it "
-                                 "there first or leave device='auto'")
+                raise ValueError(
+                    f"the detector object lives on {det.device}, not {target}; move it "
+                    "there first or leave device='auto'"
+                )
         slide_mpp = slide.mpp  # MissingMPPError before any work
         tissue_obj = _as_tissue(tissue, slide)
         t_tissue = time.perf_counter() - t_start
         tile_size, overlap = int(det.tile_size), int(det.overlap)
-        grid = TileGrid(slide, tile_size=tile_size, overlap=overlap, mpp=float(det.mpp),
-                        tissue=tissue_obj)
+        grid = TileGrid(
+            slide, tile_size=tile_size, overlap=overlap, mpp=float(det.mpp), tissue=tissue_obj
+        )
         plan = ReadPlan.for_slide(slide, float(det.mpp), tile_size, overlap)
         boxes, cores = grid.boxes(), grid.cores()
         dev = torch.device(det.device)
@@ -354,28 +389,43 @@ def count_mitoses(
         if stain is not None and hasattr(stain, "to"):
             stain = stain.to(dev)
         workers = num_workers if num_workers is not None else min(4, _cpu_count())
-        points, scores, tile_ids, skipped = _run(slide, det, plan, boxes, cores, batch_size, dev,
-                                                 stain, workers, on_error, progress)
-        radius_um = merge_radius_um if merge_radius_um is not None else \
-            float(getattr(det, "min_distance_um", None) or _DEFAULT_MERGE_RADIUS_UM)
+        points, scores, tile_ids, skipped = _run(
+            slide, det, plan, boxes, cores, batch_size, dev, stain, workers, on_error, progress
+        )
+        radius_um = (
+            merge_radius_um
+            if merge_radius_um is not None
+            else float(getattr(det, "min_distance_um", None) or _DEFAULT_MERGE_RADIUS_UM)
+        )
         keep = _merge_across_tiles(points, scores, tile_ids, radius_um / slide_mpp)
         points, scores = points[keep], scores[keep]
         seconds = time.perf_counter() - t_start
         infer_seconds = seconds - t_tissue
         if skipped:
-            warnings.warn(f"{len(skipped)} tile(s) could not be read and were skipped; see "
-                          "result.skipped_tiles", stacklevel=2)
+            warnings.warn(
+                f"{len(skipped)} tile(s) could not be read and were skipped; see "
+                "result.skipped_tiles",
+                stacklevel=2,
+            )
         return MitosisResult(
-            points=points, scores=scores,
+            points=points,
+            scores=scores,
             threshold=float(det.threshold if threshold is None else threshold),
-            slide_name=slide.name, slide_path=slide.path, slide_dimensions=slide.dimensions,
-            slide_mpp=slide_mpp, bounds_offset=tuple(float(v) for v in slide.bounds[:2]),
+            slide_name=slide.name,
+            slide_path=slide.path,
+            slide_dimensions=slide.dimensions,
+            slide_mpp=slide_mpp,
+            bounds_offset=tuple(float(v) for v in slide.bounds[:2]),
             tissue=tissue_obj,
             detector_name=str(getattr(det, "name", type(det).__name__)),
             detector_metadata=dict(getattr(det, "metadata", {}) or {}),
             detector_mpp=float(det.mpp),
-            timing={"tiles": len(boxes), "seconds": seconds, "tissue_seconds": t_tissue,
-                    "tiles_per_s": len(boxes) / infer_seconds if infer_seconds > 0 else 0.0},
+            timing={
+                "tiles": len(boxes),
+                "seconds": seconds,
+                "tissue_seconds": t_tissue,
+                "tiles_per_s": len(boxes) / infer_seconds if infer_seconds > 0 else 0.0,
+            },
             skipped_tiles=[tuple(float(v) for v in boxes[i]) for i in skipped],
             thumbnail=_overview(slide),
         )
@@ -396,20 +446,33 @@ def _overview(slide: Slide) -> np.ndarray | None:
 def _cpu_count() -> int:
     import os
 
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
 
 
-def _run(slide: Slide, det: Detector, plan: ReadPlan, boxes: np.ndarray, cores: np.ndarray,
-         batch_size: int, dev: torch.device, stain: Any, workers: int, on_error: str,
-         progress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+def _run(
+    slide: Slide,
+    det: Detector,
+    plan: ReadPlan,
+    boxes: np.ndarray,
+    cores: np.ndarray,
+    batch_size: int,
+    dev: torch.device,
+    stain: Any,
+    workers: int,
+    on_error: str,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
     """Stream every tile through the detector; returns kept points, scores, tile ids, skipped."""
     tile_size = int(det.tile_size)
     found_xy: list[np.ndarray] = []
     found_score: list[np.ndarray] = []
     found_tile: list[np.ndarray] = []
     skipped: list[int] = []
-    reader = _Reader(slide, plan, boxes, workers=workers, window=2 * batch_size + workers,
-                     on_error=on_error)
+    reader = _Reader(
+        slide, plan, boxes, workers=workers, window=2 * batch_size + workers, on_error=on_error
+    )
     bar = _Progress(progress, len(boxes), f"counting mitoses in {slide.name}")
     transform: Callable | None = None
     if stain is not None:
@@ -419,20 +482,45 @@ def _run(slide: Slide, det: Detector, plan: ReadPlan, boxes: np.ndarray, cores: 
             good = [item for item in batch if item.pixels is not None]
             skipped.extend(item.index for item in batch if item.pixels is None)
             if good:
-                _detect_batch(good, det, plan, boxes, cores, dev, tile_size, transform,
-                              found_xy, found_score, found_tile)
+                _detect_batch(
+                    good,
+                    det,
+                    plan,
+                    boxes,
+                    cores,
+                    dev,
+                    tile_size,
+                    transform,
+                    found_xy,
+                    found_score,
+                    found_tile,
+                )
             bar.advance(len(batch))
     finally:
         bar.close()
     if not found_xy:
         return np.empty((0, 2)), np.empty(0), np.empty(0, dtype=np.int64), skipped
-    return (np.concatenate(found_xy), np.concatenate(found_score), np.concatenate(found_tile),
-            skipped)
+    return (
+        np.concatenate(found_xy),
+        np.concatenate(found_score),
+        np.concatenate(found_tile),
+        skipped,
+    )
 
 
-def _detect_batch(good: list[_TileRead], det: Detector, plan: ReadPlan, boxes: np.ndarray,
-                  cores: np.ndarray, dev: torch.device, tile_size: int, transform: Callable | None,
-                  found_xy: list, found_score: list, found_tile: list) -> None:
+def _detect_batch(
+    good: list[_TileRead],
+    det: Detector,
+    plan: ReadPlan,
+    boxes: np.ndarray,
+    cores: np.ndarray,
+    dev: torch.device,
+    tile_size: int,
+    transform: Callable | None,
+    found_xy: list,
+    found_score: list,
+    found_tile: list,
+) -> None:
     batch = torch.from_numpy(np.stack([item.pixels for item in good])).permute(0, 3, 1, 2)
     if dev.type == "cuda":
         batch = batch.pin_memory().to(dev, non_blocking=True)
@@ -456,8 +544,10 @@ def _detect_batch(good: list[_TileRead], det: Detector, plan: ReadPlan, boxes: n
     with torch.inference_mode():
         outputs = det.detect(batch)
     if len(outputs) != len(good):
-        raise RuntimeError(f"{type(det).__name__}.detect returned {len(outputs)} results for "
-                           f"{len(good)} tiles; it must return one (K, 3) tensor per tile")
+        raise RuntimeError(
+            f"{type(det).__name__}.detect returned {len(outputs)} results for "
+            f"{len(good)} tiles; it must return one (K, 3) tensor per tile"
+        )
     for k, out in enumerate(outputs):
         out = out.detach().to("cpu", torch.float64).numpy().reshape(-1, 3)
         if not len(out):

@@ -109,32 +109,50 @@ class MitosisResult:
         scores = _frozen_array(self.scores, "scores")
         points = points.reshape(-1, 2) if points.size == 0 else points
         if points.ndim != 2 or points.shape[1] != 2:
-            raise ValueError(f"points must be an (N, 2) array of level-0 (x, y) px, got shape {points.shape}")
+            raise ValueError(
+                f"points must be an (N, 2) array of level-0 (x, y) px, got shape {points.shape}"
+            )
         if scores.shape != (len(points),):
-            raise ValueError(f"scores must be an (N,) array with one score per point; got {scores.shape} "
-                             f"for {len(points)} points")
+            raise ValueError(
+                f"scores must be an (N,) array with one score per point; got {scores.shape} "
+                f"for {len(points)} points"
+            )
         if not (np.isfinite(points).all() and np.isfinite(scores).all()):
-            raise ValueError("points and scores must be finite; drop NaN or infinite detections first")
+            raise ValueError(
+                "points and scores must be finite; drop NaN or infinite detections first"
+            )
         if scores.size and (scores.min() < 0 or scores.max() > 1):
-            raise ValueError(f"scores must lie in [0, 1], got {scores.min():g} to {scores.max():g}; "
-                             "apply a sigmoid to logits first")
+            raise ValueError(
+                f"scores must lie in [0, 1], got {scores.min():g} to {scores.max():g}; "
+                "apply a sigmoid to logits first"
+            )
         threshold = float(self.threshold)
         if not math.isfinite(threshold):
             raise ValueError(f"threshold must be a finite score, got {self.threshold!r}")
         slide_mpp = float(self.slide_mpp)
         if not (math.isfinite(slide_mpp) and slide_mpp > 0):
-            raise ValueError(f"slide_mpp must be a positive number of µm per pixel, got {self.slide_mpp!r}")
+            raise ValueError(
+                f"slide_mpp must be a positive number of µm per pixel, got {self.slide_mpp!r}"
+            )
         width, height = (int(v) for v in self.slide_dimensions)
         if tuple(self.tissue.dimensions) != (width, height):
-            raise ValueError(f"the tissue covers a {self.tissue.dimensions} px slide but slide_dimensions "
-                             f"is {(width, height)}; pass the tissue of this slide")
+            raise ValueError(
+                f"the tissue covers a {self.tissue.dimensions} px slide but slide_dimensions "
+                f"is {(width, height)}; pass the tissue of this slide"
+            )
         bx, by = (float(v) for v in self.bounds_offset)
-        for name, value in (("points", points), ("scores", scores), ("threshold", threshold),
-                            ("slide_mpp", slide_mpp), ("slide_dimensions", (width, height)),
-                            ("bounds_offset", (bx, by)), ("detector_mpp", float(self.detector_mpp)),
-                            ("detector_metadata", dict(self.detector_metadata)),
-                            ("timing", dict(self.timing)),
-                            ("skipped_tiles", [tuple(float(v) for v in b) for b in self.skipped_tiles])):
+        for name, value in (
+            ("points", points),
+            ("scores", scores),
+            ("threshold", threshold),
+            ("slide_mpp", slide_mpp),
+            ("slide_dimensions", (width, height)),
+            ("bounds_offset", (bx, by)),
+            ("detector_mpp", float(self.detector_mpp)),
+            ("detector_metadata", dict(self.detector_metadata)),
+            ("timing", dict(self.timing)),
+            ("skipped_tiles", [tuple(float(v) for v in b) for b in self.skipped_tiles]),
+        ):
             object.__setattr__(self, name, value)
 
     # -- counts ---------------------------------------------------------------------
@@ -209,17 +227,22 @@ class MitosisResult:
     # -- exports ---------------------------------------------------------------------
     def to_geo_dict(self, *, include_tissue: bool = True, include_hotspot: bool = True) -> dict:
         """The QuPath-ready GeoJSON FeatureCollection that :meth:`to_geojson` writes, as a dict."""
-        return feature_collection(self, include_tissue=include_tissue, include_hotspot=include_hotspot)
+        return feature_collection(
+            self, include_tissue=include_tissue, include_hotspot=include_hotspot
+        )
 
-    def to_geojson(self, path: str | os.PathLike, *, include_tissue: bool = True,
-                   include_hotspot: bool = True) -> Path:
+    def to_geojson(
+        self, path: str | os.PathLike, *, include_tissue: bool = True, include_hotspot: bool = True
+    ) -> Path:
         """Write the detections (and tissue outline, hotspot) as QuPath-ready GeoJSON.
 
         Coordinates are level-0 px minus ``bounds_offset``, as QuPath expects.
         Drag the file onto the slide in QuPath to import it. The file appears
         complete or not at all. Returns the path written.
         """
-        return write_geojson(self, path, include_tissue=include_tissue, include_hotspot=include_hotspot)
+        return write_geojson(
+            self, path, include_tissue=include_tissue, include_hotspot=include_hotspot
+        )
 
     def to_csv(self, path: str | os.PathLike) -> Path:
         """Write the detections as CSV: ``id, x, y`` (level-0 px), ``x_um, y_um`` (µm from
@@ -230,9 +253,19 @@ class MitosisResult:
         with atomic_write(path, newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["id", "x", "y", "x_um", "y_um", "score"])
-            for uid, (x, y), score in zip(ids, xy.tolist(), self.scores[index].tolist(), strict=True):
-                writer.writerow([uid, repr(x), repr(y), repr(x * self.slide_mpp),
-                                 repr(y * self.slide_mpp), repr(score)])
+            for uid, (x, y), score in zip(
+                ids, xy.tolist(), self.scores[index].tolist(), strict=True
+            ):
+                writer.writerow(
+                    [
+                        uid,
+                        repr(x),
+                        repr(y),
+                        repr(x * self.slide_mpp),
+                        repr(y * self.slide_mpp),
+                        repr(score),
+                    ]
+                )
         return Path(path)
 
     def to_sliderunner(self, path: str | os.PathLike) -> Path:
@@ -282,10 +315,12 @@ class MitosisResult:
     def __repr__(self) -> str:
         spot = self.hotspot
         where = "whole tissue" if spot.whole_tissue else "per 10 HPF"
-        return (f"<MitosisResult {self.slide_name}: {self.count} mitotic figures at threshold "
-                f"{self.threshold:g}, {self.tissue_area_mm2:.3g} mm² tissue, "
-                f"{self.density_per_mm2:.3g}/mm², hotspot {spot.count} ({where}), "
-                f"detector {self.detector_name}>")
+        return (
+            f"<MitosisResult {self.slide_name}: {self.count} mitotic figures at threshold "
+            f"{self.threshold:g}, {self.tissue_area_mm2:.3g} mm² tissue, "
+            f"{self.density_per_mm2:.3g}/mm², hotspot {spot.count} ({where}), "
+            f"detector {self.detector_name}>"
+        )
 
     def _repr_html_(self) -> str:
         """The overview with tissue, hotspot and detections drawn, the summary, and the
@@ -299,14 +334,18 @@ class MitosisResult:
             for key, value in self.summary().items()
         )
         use = self.detector_metadata.get("intended_use")
-        note = (f"<p><b>Detector {html.escape(self.detector_name)}</b>: intended use: "
-                f"{html.escape(str(use))}; trained on "
-                f"{html.escape(str(self.detector_metadata.get('training_data', 'unknown data')))}.</p>"
-                if use else
-                f"<p><b>Detector {html.escape(self.detector_name)}</b> states no intended use.</p>")
-        return (f"<div><div style='display:flex;gap:1em;align-items:flex-start'>"
-                f"<img src='data:image/png;base64,{b64}' alt='detections on {html.escape(self.slide_name)}'/>"
-                f"<table>{rows}</table></div>{note}</div>")
+        note = (
+            f"<p><b>Detector {html.escape(self.detector_name)}</b>: intended use: "
+            f"{html.escape(str(use))}; trained on "
+            f"{html.escape(str(self.detector_metadata.get('training_data', 'unknown data')))}.</p>"
+            if use
+            else f"<p><b>Detector {html.escape(self.detector_name)}</b> states no intended use.</p>"
+        )
+        return (
+            f"<div><div style='display:flex;gap:1em;align-items:flex-start'>"
+            f"<img src='data:image/png;base64,{b64}' alt='detections on {html.escape(self.slide_name)}'/>"
+            f"<table>{rows}</table></div>{note}</div>"
+        )
 
     def _overview(self) -> np.ndarray:
         """RGB overview, longest side 512 px: tissue outline (green), hotspot (orange),
@@ -335,7 +374,9 @@ class MitosisResult:
         r = _DOT_RADIUS
         for x, y in self.points[self._detected].tolist():
             u, v = x * sx, y * sy
-            draw.ellipse((u - r - 1, v - r - 1, u + r + 1, v + r + 1), outline=(255, 255, 255), width=1)
+            draw.ellipse(
+                (u - r - 1, v - r - 1, u + r + 1, v + r + 1), outline=(255, 255, 255), width=1
+            )
             draw.ellipse((u - r, v - r, u + r, v + r), outline=MITOSIS_COLOR, width=2)
         return np.asarray(image)
 

@@ -95,31 +95,57 @@ class TileGrid(Sequence[Tile]):
     (0.0, 0.0, 480.0, 480.0)
     """
 
-    def __init__(self, slide: Slide, tile_size: int = 512, overlap: int = 64, mpp: float = 0.25,
-                 tissue: Tissue | None = None, min_tissue: float = 0.05) -> None:
+    def __init__(
+        self,
+        slide: Slide,
+        tile_size: int = 512,
+        overlap: int = 64,
+        mpp: float = 0.25,
+        tissue: Tissue | None = None,
+        min_tissue: float = 0.05,
+    ) -> None:
         self._build(slide.dimensions, slide.mpp, tile_size, overlap, mpp, tissue, min_tissue)
 
     @classmethod
-    def from_dimensions(cls, dimensions: tuple[int, int], slide_mpp: float, tile_size: int = 512,
-                        overlap: int = 64, mpp: float = 0.25, tissue: Tissue | None = None,
-                        min_tissue: float = 0.05) -> TileGrid:
+    def from_dimensions(
+        cls,
+        dimensions: tuple[int, int],
+        slide_mpp: float,
+        tile_size: int = 512,
+        overlap: int = 64,
+        mpp: float = 0.25,
+        tissue: Tissue | None = None,
+        min_tissue: float = 0.05,
+    ) -> TileGrid:
         """A grid for a slide of ``dimensions = (width, height)`` level-0 px at ``slide_mpp`` µm/px."""
         grid = cls.__new__(cls)
         grid._build(dimensions, slide_mpp, tile_size, overlap, mpp, tissue, min_tissue)
         return grid
 
-    def _build(self, dimensions: tuple[int, int], slide_mpp: float, tile_size: int, overlap: int,
-               mpp: float, tissue: Tissue | None, min_tissue: float) -> None:
+    def _build(
+        self,
+        dimensions: tuple[int, int],
+        slide_mpp: float,
+        tile_size: int,
+        overlap: int,
+        mpp: float,
+        tissue: Tissue | None,
+        min_tissue: float,
+    ) -> None:
         width, height = (_integer(v, "slide dimensions (level-0 px)", 1) for v in dimensions)
         tile_size = _integer(tile_size, "tile_size (px at mpp)", 1)
         overlap = _integer(overlap, "overlap (px at mpp)", 0)
         if overlap >= tile_size:
-            raise ValueError(f"overlap must be in [0, tile_size) px, got {overlap} with tile_size {tile_size}")
+            raise ValueError(
+                f"overlap must be in [0, tile_size) px, got {overlap} with tile_size {tile_size}"
+            )
         slide_mpp = _positive(slide_mpp, "slide_mpp")
         mpp = _positive(mpp, "mpp")
         min_tissue = float(min_tissue)
         if not 0.0 <= min_tissue <= 1.0:
-            raise ValueError(f"min_tissue is a fraction of the tile's area in [0, 1], got {min_tissue}")
+            raise ValueError(
+                f"min_tissue is a fraction of the tile's area in [0, 1], got {min_tissue}"
+            )
         self.dimensions = (width, height)
         self.slide_mpp = slide_mpp
         self.mpp = mpp
@@ -141,7 +167,8 @@ class TileGrid(Sequence[Tile]):
     def _select(self, tissue: Tissue) -> np.ndarray:
         """Flat indices of the tiles to keep (see the class docstring for the rule)."""
         if tissue.dimensions != self.dimensions or not math.isclose(
-                tissue.slide_mpp, self.slide_mpp, rel_tol=1e-6):
+            tissue.slide_mpp, self.slide_mpp, rel_tol=1e-6
+        ):
             raise ValueError(
                 f"the tissue belongs to a {tissue.dimensions[0]}x{tissue.dimensions[1]} px slide at "
                 f"{tissue.slide_mpp:g} µm/px, this grid to a {self.dimensions[0]}x{self.dimensions[1]} "
@@ -190,10 +217,22 @@ class TileGrid(Sequence[Tile]):
             yield self._tile(i, row, col)
 
     def _tile(self, index: int, row: int, col: int) -> Tile:
-        core = (float(self._bx[col]), float(self._by[row]),
-                float(self._bx[col + 1]), float(self._by[row + 1]))
-        return Tile(float(self._x[col]), float(self._y[row]), self.tile_extent, self.tile_extent,
-                    core, row, col, index)
+        core = (
+            float(self._bx[col]),
+            float(self._by[row]),
+            float(self._bx[col + 1]),
+            float(self._by[row + 1]),
+        )
+        return Tile(
+            float(self._x[col]),
+            float(self._y[row]),
+            self.tile_extent,
+            self.tile_extent,
+            core,
+            row,
+            col,
+            index,
+        )
 
     # -- arrays ----------------------------------------------------------------------
     def positions(self) -> tuple[np.ndarray, np.ndarray]:
@@ -211,8 +250,9 @@ class TileGrid(Sequence[Tile]):
     def cores(self) -> np.ndarray:
         """``(N, 4)`` float64 half-open cores ``(x0, y0, x1, y1)`` of the kept tiles, level-0 px."""
         rows, cols = self.positions()
-        return np.stack([self._bx[cols], self._by[rows], self._bx[cols + 1], self._by[rows + 1]],
-                        axis=1)
+        return np.stack(
+            [self._bx[cols], self._by[rows], self._bx[cols + 1], self._by[rows + 1]], axis=1
+        )
 
     def locate(self, points: np.ndarray) -> np.ndarray:
         """Index of the kept tile whose core holds each level-0 point ``(x, y)``.
@@ -251,24 +291,35 @@ class TileGrid(Sequence[Tile]):
         rows, cols = self.positions()
         boxes, cores = self.boxes(), self.cores()
         columns = {
-            "row": rows, "col": cols,
-            "x": boxes[:, 0], "y": boxes[:, 1], "width": boxes[:, 2], "height": boxes[:, 3],
-            "core_x0": cores[:, 0], "core_y0": cores[:, 1],
-            "core_x1": cores[:, 2], "core_y1": cores[:, 3],
+            "row": rows,
+            "col": cols,
+            "x": boxes[:, 0],
+            "y": boxes[:, 1],
+            "width": boxes[:, 2],
+            "height": boxes[:, 3],
+            "core_x0": cores[:, 0],
+            "core_y0": cores[:, 1],
+            "core_x1": cores[:, 2],
+            "core_y1": cores[:, 3],
         }
         if self.tissue is not None:
             columns["tissue_fraction"] = self.tissue.fractions(boxes)
         if geometry == "tile":
-            shapes = shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 0] + boxes[:, 2],
-                                 boxes[:, 1] + boxes[:, 3])
+            shapes = shapely.box(
+                boxes[:, 0], boxes[:, 1], boxes[:, 0] + boxes[:, 2], boxes[:, 1] + boxes[:, 3]
+            )
         else:
             shapes = shapely.box(cores[:, 0], cores[:, 1], cores[:, 2], cores[:, 3])
         return geopandas.GeoDataFrame(columns, geometry=shapes)
 
     def __repr__(self) -> str:
-        kept = "" if self._kept is None else f" ({len(self)} of {self.shape[0] * self.shape[1]} kept)"
-        return (f"<TileGrid {self.shape[0]}x{self.shape[1]} tiles{kept} of {self.tile_size} px, "
-                f"overlap {self.overlap} px at {self.mpp:g} µm/px>")
+        kept = (
+            "" if self._kept is None else f" ({len(self)} of {self.shape[0] * self.shape[1]} kept)"
+        )
+        return (
+            f"<TileGrid {self.shape[0]}x{self.shape[1]} tiles{kept} of {self.tile_size} px, "
+            f"overlap {self.overlap} px at {self.mpp:g} µm/px>"
+        )
 
 
 def _axis(length: int, extent: float, stride: float, half: float) -> tuple[np.ndarray, np.ndarray]:

@@ -90,7 +90,9 @@ def detect_tissue(
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if threshold is not None and method != "fixed":
-        raise ValueError("threshold= applies to method='fixed' only; drop it or pass method='fixed'")
+        raise ValueError(
+            "threshold= applies to method='fixed' only; drop it or pass method='fixed'"
+        )
     mpp = _positive(mpp, "mpp", "µm per pixel, e.g. 8.0")
     min_object_um2 = _non_negative(min_object_um2, "min_object_um2")
     min_hole_um2 = _non_negative(min_hole_um2, "min_hole_um2")
@@ -103,11 +105,21 @@ def detect_tissue(
         rgb = np.asarray(Image.fromarray(rgb).resize((cols, rows), Image.Resampling.BOX))
     pixel_um2 = mpp * mpp
     mask, used = classify_tissue(
-        rgb, method=method, threshold=threshold,
-        min_object_px=min_object_um2 / pixel_um2, min_hole_px=min_hole_um2 / pixel_um2,
+        rgb,
+        method=method,
+        threshold=threshold,
+        min_object_px=min_object_um2 / pixel_um2,
+        min_hole_px=min_hole_um2 / pixel_um2,
     )
-    return Tissue(mask, mpp=mpp, slide_mpp=slide_mpp, dimensions=(width, height),
-                  image=_preview(rgb), method=method, threshold=used)
+    return Tissue(
+        mask,
+        mpp=mpp,
+        slide_mpp=slide_mpp,
+        dimensions=(width, height),
+        image=_preview(rgb),
+        method=method,
+        threshold=used,
+    )
 
 
 def classify_tissue(
@@ -137,7 +149,9 @@ def classify_tissue(
     return mask, float(t)
 
 
-def _drop_small_components(mask: np.ndarray, min_px: float, *, full_connectivity: bool) -> np.ndarray:
+def _drop_small_components(
+    mask: np.ndarray, min_px: float, *, full_connectivity: bool
+) -> np.ndarray:
     """``mask`` without its connected components of fewer than ``min_px`` pixels."""
     if min_px <= 1 or not mask.any():
         return mask
@@ -161,7 +175,7 @@ def _otsu_chroma_threshold(histogram: np.ndarray) -> float:
     counts = histogram.astype(np.float64)
     levels = np.arange(len(counts), dtype=np.float64)
     total = counts.sum()
-    if total == 0 or counts[int(_CHROMA_FLOOR):].sum() == 0:
+    if total == 0 or counts[int(_CHROMA_FLOOR) :].sum() == 0:
         return _CHROMA_FLOOR
     value = np.sqrt(levels)
     w0 = np.cumsum(counts)  # pixels with chroma <= k
@@ -171,8 +185,8 @@ def _otsu_chroma_threshold(histogram: np.ndarray) -> float:
         between = w0 * w1 * (s0 / w0 - (s0[-1] - s0) / w1) ** 2
     between[~np.isfinite(between)] = -1.0
     t = float(np.argmax(between) + 1)  # tissue: chroma >= t
-    lower = counts[:int(t)]
-    if lower.sum() == 0 or (lower @ levels[:int(t)]) / lower.sum() >= _GLASS_MAX_MEAN:
+    lower = counts[: int(t)]
+    if lower.sum() == 0 or (lower @ levels[: int(t)]) / lower.sum() >= _GLASS_MAX_MEAN:
         return _CHROMA_FLOOR
     return min(max(t, _CHROMA_FLOOR), _CHROMA_SURE)
 
@@ -212,7 +226,9 @@ class Tissue:
         self.slide_mpp = _positive(slide_mpp, "slide_mpp", "µm per pixel")
         width, height = (int(v) for v in dimensions)
         if width < 1 or height < 1:
-            raise ValueError(f"dimensions must be positive (width, height) in px, got {dimensions!r}")
+            raise ValueError(
+                f"dimensions must be positive (width, height) in px, got {dimensions!r}"
+            )
         self.dimensions = (width, height)
         mask = np.asarray(mask, dtype=bool)
         expected = _mask_shape(self.dimensions, self.scale)[::-1]
@@ -236,9 +252,14 @@ class Tissue:
         s = _positive(mpp, "mpp", "µm per pixel") / slide.mpp
         cols, rows = _mask_shape(slide.dimensions, s)
         width, height = slide.dimensions
-        return cls(np.ones((rows, cols), dtype=bool), mpp=mpp, slide_mpp=slide.mpp,
-                   dimensions=slide.dimensions, polygons=shapely.box(0, 0, width, height),
-                   method="full")
+        return cls(
+            np.ones((rows, cols), dtype=bool),
+            mpp=mpp,
+            slide_mpp=slide.mpp,
+            dimensions=slide.dimensions,
+            polygons=shapely.box(0, 0, width, height),
+            method="full",
+        )
 
     @classmethod
     def from_polygons(cls, polygons: Any, slide: Slide, mpp: float = 8.0) -> Tissue:
@@ -255,8 +276,14 @@ class Tissue:
         s = _positive(mpp, "mpp", "µm per pixel") / slide.mpp
         cols, rows = _mask_shape(slide.dimensions, s)
         mask = _rasterise_touched(geometry, s, (rows, cols))
-        return cls(mask, mpp=mpp, slide_mpp=slide.mpp, dimensions=slide.dimensions,
-                   polygons=geometry, method="polygons")
+        return cls(
+            mask,
+            mpp=mpp,
+            slide_mpp=slide.mpp,
+            dimensions=slide.dimensions,
+            polygons=geometry,
+            method="polygons",
+        )
 
     @staticmethod
     def mask_shape(dimensions: tuple[int, int], *, slide_mpp: float, mpp: float) -> tuple[int, int]:
@@ -279,10 +306,10 @@ class Tissue:
     def area_mm2(self) -> float:
         """Tissue area in mm², counting only the part inside the slide."""
         if self._geometry is not None:
-            return float(shapely.area(self._geometry)) * self.slide_mpp ** 2 * 1e-6
+            return float(shapely.area(self._geometry)) * self.slide_mpp**2 * 1e-6
         wx, wy = self._pixel_extents()
         area_px = float(wy @ self.mask.astype(np.float64) @ wx)
-        return area_px * self.slide_mpp ** 2 * 1e-6
+        return area_px * self.slide_mpp**2 * 1e-6
 
     @property
     def polygons(self) -> geopandas.GeoDataFrame:
@@ -298,7 +325,7 @@ class Tissue:
             geometry = self._geometry if self._geometry is not None else self._trace_mask()
             parts = shapely.get_parts(geometry) if not shapely.is_empty(geometry) else []
             parts = [p for p in parts if isinstance(p, shapely.Polygon) and p.area > 0]
-            area = np.array([p.area for p in parts], dtype=np.float64) * self.slide_mpp ** 2 * 1e-6
+            area = np.array([p.area for p in parts], dtype=np.float64) * self.slide_mpp**2 * 1e-6
             self._gdf = geopandas.GeoDataFrame({"area_mm2": area}, geometry=parts)
         return self._gdf
 
@@ -354,8 +381,12 @@ class Tissue:
     def _clip(self, x, y, w, h) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Boxes ``(x, y, w, h)`` clipped to the slide, as ``(x0, y0, x1, y1)`` level-0 px."""
         width, height = self.dimensions
-        return (np.clip(x, 0, width), np.clip(y, 0, height),
-                np.clip(x + w, 0, width), np.clip(y + h, 0, height))
+        return (
+            np.clip(x, 0, width),
+            np.clip(y, 0, height),
+            np.clip(x + w, 0, width),
+            np.clip(y + h, 0, height),
+        )
 
     def _pixel_extents(self) -> tuple[np.ndarray, np.ndarray]:
         """Width of each mask column and height of each row inside the slide, level-0 px."""
@@ -379,8 +410,12 @@ class Tissue:
 
     def _integral(self, u0, v0, u1, v1) -> np.ndarray:
         """Tissue area (mask px²) of the boxes ``[u0, u1) x [v0, v1)`` in mask px."""
-        return (self._corner(u1, v1) - self._corner(u0, v1)
-                - self._corner(u1, v0) + self._corner(u0, v0))
+        return (
+            self._corner(u1, v1)
+            - self._corner(u0, v1)
+            - self._corner(u1, v0)
+            + self._corner(u0, v0)
+        )
 
     def _corner(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Tissue area in ``[0, u) x [0, v)``: the summed-area table is bilinear inside a pixel."""
@@ -393,8 +428,7 @@ class Tissue:
         fu, fv = u - j, v - i
         s00, s01 = sat[i, j], sat[i, j + 1]
         s10, s11 = sat[i + 1, j], sat[i + 1, j + 1]
-        return ((1 - fv) * ((1 - fu) * s00 + fu * s01)
-                + fv * ((1 - fu) * s10 + fu * s11))
+        return (1 - fv) * ((1 - fu) * s00 + fu * s01) + fv * ((1 - fu) * s10 + fu * s11)
 
     def _trace_mask(self) -> shapely.Geometry:
         """Union of the mask's pixel runs, scaled to level-0 px and clipped to the slide."""
@@ -417,14 +451,20 @@ class Tissue:
         np.maximum.at(bottom, group, r + 1)
         s = self.scale
         width, height = self.dimensions
-        rects = shapely.box(a[key_changes] * s, top * s,
-                            np.minimum(b[key_changes] * s, width), np.minimum(bottom * s, height))
+        rects = shapely.box(
+            a[key_changes] * s,
+            top * s,
+            np.minimum(b[key_changes] * s, width),
+            np.minimum(bottom * s, height),
+        )
         return shapely.union_all(rects)
 
     def __repr__(self) -> str:
         rows, cols = self.mask.shape
-        return (f"<Tissue {self.area_mm2:.4g} mm², mask {cols}x{rows} px at {self.mpp:g} µm/px, "
-                f"method {self.method}>")
+        return (
+            f"<Tissue {self.area_mm2:.4g} mm², mask {cols}x{rows} px at {self.mpp:g} µm/px, "
+            f"method {self.method}>"
+        )
 
     def _repr_html_(self) -> str:
         """A thumbnail with the tissue outline, and the area."""
@@ -448,15 +488,20 @@ class Tissue:
         rows_html = "".join(
             f"<tr><th style='text-align:left'>{html.escape(k)}</th><td style='text-align:left'>"
             f"{html.escape(v)}</td></tr>"
-            for k, v in (("area", f"{self.area_mm2:.4g} mm²"),
-                         ("mask", f"{cols} x {rows} px at {self.mpp:g} µm/px"),
-                         ("method", str(self.method)))
+            for k, v in (
+                ("area", f"{self.area_mm2:.4g} mm²"),
+                ("mask", f"{cols} x {rows} px at {self.mpp:g} µm/px"),
+                ("method", str(self.method)),
+            )
         )
-        return (f"<div style='display:flex;gap:1em;align-items:flex-start'>"
-                f"<img src='data:image/png;base64,{b64}'/><table>{rows_html}</table></div>")
+        return (
+            f"<div style='display:flex;gap:1em;align-items:flex-start'>"
+            f"<img src='data:image/png;base64,{b64}'/><table>{rows_html}</table></div>"
+        )
 
 
 # -- helpers ------------------------------------------------------------------------
+
 
 def _mask_shape(dimensions: tuple[int, int], s: float) -> tuple[int, int]:
     """``(columns, rows)`` of a mask with ``s`` level-0 px per pixel covering the slide."""
@@ -481,7 +526,9 @@ def _non_negative(value: float, name: str) -> float:
 def _boxes(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     arr = np.asarray(boxes, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[1] != 4:
-        raise ValueError(f"boxes must be an (N, 4) array of level-0 (x, y, w, h) px, got shape {arr.shape}")
+        raise ValueError(
+            f"boxes must be an (N, 4) array of level-0 (x, y, w, h) px, got shape {arr.shape}"
+        )
     x, y, w, h = arr.T
     if np.any(w < 0) or np.any(h < 0):
         raise ValueError("box widths and heights must be >= 0 px")
@@ -504,9 +551,18 @@ def _polygonal(polygons: Any) -> shapely.Geometry:
     bad = [type(g).__name__ for g in geoms if not isinstance(g, shapely.Geometry)]
     if bad:
         raise TypeError(f"polygons must be shapely geometries in level-0 px; got {bad[0]}")
-    parts = [p for g in shapely.make_valid(np.asarray(geoms, dtype=object))
-             for p in shapely.get_parts(g)] if geoms else []
-    polys = [p for p in parts if isinstance(p, (shapely.Polygon, shapely.MultiPolygon)) and p.area > 0]
+    parts = (
+        [
+            p
+            for g in shapely.make_valid(np.asarray(geoms, dtype=object))
+            for p in shapely.get_parts(g)
+        ]
+        if geoms
+        else []
+    )
+    polys = [
+        p for p in parts if isinstance(p, (shapely.Polygon, shapely.MultiPolygon)) and p.area > 0
+    ]
     if not polys:
         return shapely.MultiPolygon()
     return shapely.union_all(polys)
@@ -530,7 +586,7 @@ def _rasterise_touched(geometry: shapely.Geometry, s: float, shape: tuple[int, i
     # Pixels on the outline: test each candidate exactly against the geometry.
     outline = shapely.segmentize(shapely.boundary(geometry), max_segment_length=s / 2)
     pts = np.floor(shapely.get_coordinates(outline) / s).astype(np.int64)
-    near = (pts[:, None, :] + np.array([(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)])[None])
+    near = pts[:, None, :] + np.array([(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)])[None]
     near = np.unique(near.reshape(-1, 2), axis=0)
     rows, cols = shape
     near = near[(near[:, 0] >= 0) & (near[:, 0] < cols) & (near[:, 1] >= 0) & (near[:, 1] < rows)]
@@ -557,5 +613,10 @@ def _resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def _erode(mask: np.ndarray) -> np.ndarray:
     padded = np.pad(mask, 1, constant_values=False)
-    return (padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1]
-            & padded[1:-1, :-2] & padded[1:-1, 2:])
+    return (
+        padded[1:-1, 1:-1]
+        & padded[:-2, 1:-1]
+        & padded[2:, 1:-1]
+        & padded[1:-1, :-2]
+        & padded[1:-1, 2:]
+    )

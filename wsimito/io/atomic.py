@@ -19,10 +19,14 @@ from typing import IO
 def _target(path: str | os.PathLike) -> Path:
     target = Path(path)
     if target.is_dir():
-        raise IsADirectoryError(f"{target} is a folder; give a file name, e.g. {target / 'result.geojson'}")
+        raise IsADirectoryError(
+            f"{target} is a folder; give a file name, e.g. {target / 'result.geojson'}"
+        )
     if not target.parent.is_dir():
-        raise FileNotFoundError(f"folder {target.parent} does not exist; create it first "
-                                f"(e.g. Path({str(target.parent)!r}).mkdir(parents=True))")
+        raise FileNotFoundError(
+            f"folder {target.parent} does not exist; create it first "
+            f"(e.g. Path({str(target.parent)!r}).mkdir(parents=True))"
+        )
     return target
 
 

@@ -65,8 +65,9 @@ def point_ids(slide_name: str, points: np.ndarray) -> list[str]:
     return ids
 
 
-def feature_collection(result: MitosisResult, *, include_tissue: bool = True,
-                       include_hotspot: bool = True) -> dict:
+def feature_collection(
+    result: MitosisResult, *, include_tissue: bool = True, include_hotspot: bool = True
+) -> dict:
     """The QuPath FeatureCollection of ``result`` as a JSON-ready dict.
 
     One ``Point`` detection per mitotic figure (``score >= threshold``), in the
@@ -101,8 +102,13 @@ def feature_collection(result: MitosisResult, *, include_tissue: bool = True,
     }
 
 
-def write_geojson(result: MitosisResult, path: str | os.PathLike, *, include_tissue: bool = True,
-                  include_hotspot: bool = True) -> Path:
+def write_geojson(
+    result: MitosisResult,
+    path: str | os.PathLike,
+    *,
+    include_tissue: bool = True,
+    include_hotspot: bool = True,
+) -> Path:
     """Write :func:`feature_collection` to ``path`` atomically (UTF-8); returns the path."""
     obj = feature_collection(result, include_tissue=include_tissue, include_hotspot=include_hotspot)
     with atomic_write(path) as fh:
@@ -122,34 +128,59 @@ def _tissue_features(result: MitosisResult, offset: tuple[float, float]) -> list
     xy = result.points[result.scores >= result.threshold]
     inside = int(np.count_nonzero(shapely.covers(geometry, shapely.points(xy)))) if len(xy) else 0
     area = result.tissue_area_mm2
-    return [_annotation(
-        geometry, offset, name="Tissue", cls=TISSUE_CLASS, color=TISSUE_COLOR,
-        key=f"{result.slide_name}:tissue",
-        measurements={"count": inside, "area_mm2": area,
-                      "density_per_mm2": inside / area if area > 0 else 0.0},
-    )]
+    return [
+        _annotation(
+            geometry,
+            offset,
+            name="Tissue",
+            cls=TISSUE_CLASS,
+            color=TISSUE_COLOR,
+            key=f"{result.slide_name}:tissue",
+            measurements={
+                "count": inside,
+                "area_mm2": area,
+                "density_per_mm2": inside / area if area > 0 else 0.0,
+            },
+        )
+    ]
 
 
 def _hotspot_features(result: MitosisResult, offset: tuple[float, float]) -> list[dict]:
     spot = result.hotspot
     if shapely.is_empty(spot.polygon):
         return []
-    measurements = {"count": spot.count, "area_mm2": spot.area_mm2,
-                    "tissue_fraction": spot.tissue_fraction,
-                    "density_per_mm2": spot.density_per_mm2}
+    measurements = {
+        "count": spot.count,
+        "area_mm2": spot.area_mm2,
+        "tissue_fraction": spot.tissue_fraction,
+        "density_per_mm2": spot.density_per_mm2,
+    }
     if spot.count_per_10hpf is not None:
         measurements["count_per_10hpf"] = spot.count_per_10hpf
     what = "whole tissue" if spot.whole_tissue else f"{spot.area_mm2:g} mm²"
-    return [_annotation(
-        spot.polygon, offset, name=f"Hotspot: {spot.count} mitotic figures in {what}",
-        cls=HOTSPOT_CLASS, color=HOTSPOT_COLOR,
-        key=f"{result.slide_name}:hotspot:{shapely.to_wkt(spot.polygon, rounding_precision=1)}",
-        measurements=measurements,
-    )]
+    return [
+        _annotation(
+            spot.polygon,
+            offset,
+            name=f"Hotspot: {spot.count} mitotic figures in {what}",
+            cls=HOTSPOT_CLASS,
+            color=HOTSPOT_COLOR,
+            key=f"{result.slide_name}:hotspot:{shapely.to_wkt(spot.polygon, rounding_precision=1)}",
+            measurements=measurements,
+        )
+    ]
 
 
-def _annotation(geometry: shapely.Geometry, offset: tuple[float, float], *, name: str, cls: str,
-                color: tuple[int, int, int], key: str, measurements: dict[str, float]) -> dict:
+def _annotation(
+    geometry: shapely.Geometry,
+    offset: tuple[float, float],
+    *,
+    name: str,
+    cls: str,
+    color: tuple[int, int, int],
+    key: str,
+    measurements: dict[str, float],
+) -> dict:
     shifted = shapely.transform(geometry, lambda c: c - np.asarray(offset))
     if not shifted.is_valid:
         shifted = _polygons_only(shapely.make_valid(shifted))
@@ -167,7 +198,9 @@ def _annotation(geometry: shapely.Geometry, offset: tuple[float, float], *, name
 
 
 def _polygons_only(geometry: shapely.Geometry) -> shapely.Geometry:
-    parts = [p for p in shapely.get_parts(geometry) if isinstance(p, shapely.Polygon) and p.area > 0]
+    parts = [
+        p for p in shapely.get_parts(geometry) if isinstance(p, shapely.Polygon) and p.area > 0
+    ]
     return parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts)
 
 

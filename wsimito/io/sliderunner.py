@@ -57,25 +57,37 @@ _TABLES = (
 
 # SQLite expressions standing in for SlideRunner's Python functions in its triggers.
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"  # Unix time, s
-_UUID4 = ("(lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' || "
-          "substr(lower(hex(randomblob(2))), 2) || '-' || substr('89ab', 1 + (random() & 3), 1) || "
-          "substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6))))")
-_COLOR = ("printf('#%02x%02x%02x', 30 + ((random() & 1023) % 225), 30 + ((random() & 1023) % 225), "
-          "30 + ((random() & 1023) % 225))")
+_UUID4 = (
+    "(lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' || "
+    "substr(lower(hex(randomblob(2))), 2) || '-' || substr('89ab', 1 + (random() & 3), 1) || "
+    "substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6))))"
+)
+_COLOR = (
+    "printf('#%02x%02x%02x', 30 + ((random() & 1023) % 225), 30 + ((random() & 1023) % 225), "
+    "30 + ((random() & 1023) % 225))"
+)
 
 
 def _triggers() -> list[str]:
     out = []
     for event in ("UPDATE", "INSERT"):
-        for name, table, key in (("fromLabel", "Annotations_label", "annoId"),
-                                 ("fromCoords", "Annotations_coordinates", "annoId"),
-                                 ("", "Annotations", "uid")):
-            out.append(f"CREATE TRIGGER updateAnnotation_{name}{event} AFTER {event} ON {table} "
-                       f"BEGIN UPDATE Annotations SET lastModified = {_NOW} WHERE uid = new.{key}; END")
-    out.append("CREATE TRIGGER updateAnnotation_ins AFTER INSERT ON Annotations BEGIN "
-               f"UPDATE Annotations SET guid = {_UUID4} WHERE uid = new.uid AND guid IS NULL; END")
-    out.append("CREATE TRIGGER setRandomcolor AFTER INSERT ON Classes BEGIN "
-               f"UPDATE Classes SET color = {_COLOR} WHERE uid = new.uid AND color IS NULL; END")
+        for name, table, key in (
+            ("fromLabel", "Annotations_label", "annoId"),
+            ("fromCoords", "Annotations_coordinates", "annoId"),
+            ("", "Annotations", "uid"),
+        ):
+            out.append(
+                f"CREATE TRIGGER updateAnnotation_{name}{event} AFTER {event} ON {table} "
+                f"BEGIN UPDATE Annotations SET lastModified = {_NOW} WHERE uid = new.{key}; END"
+            )
+    out.append(
+        "CREATE TRIGGER updateAnnotation_ins AFTER INSERT ON Annotations BEGIN "
+        f"UPDATE Annotations SET guid = {_UUID4} WHERE uid = new.uid AND guid IS NULL; END"
+    )
+    out.append(
+        "CREATE TRIGGER setRandomcolor AFTER INSERT ON Classes BEGIN "
+        f"UPDATE Classes SET color = {_COLOR} WHERE uid = new.uid AND color IS NULL; END"
+    )
     return out
 
 
@@ -99,24 +111,38 @@ def write_sliderunner(result: MitosisResult, path: str | os.PathLike) -> Path:
         try:
             for statement in _TABLES:
                 db.execute(statement)
-            db.execute("INSERT INTO Slides (uid, filename, width, height, directory, uuid, EXACTUSER) "
-                       "VALUES (1, ?, ?, ?, ?, '', 0)", (result.slide_name, width, height, directory))
-            db.execute("INSERT INTO Classes (uid, name, color) VALUES (1, ?, ?)",
-                       (MITOSIS_CLASS, "#{:02x}{:02x}{:02x}".format(*MITOSIS_COLOR)))
-            db.execute("INSERT INTO Persons (uid, name, isExactUser) VALUES (1, ?, 0)",
-                       (f"wsimito/{result.detector_name}",))
+            db.execute(
+                "INSERT INTO Slides (uid, filename, width, height, directory, uuid, EXACTUSER) "
+                "VALUES (1, ?, ?, ?, ?, '', 0)",
+                (result.slide_name, width, height, directory),
+            )
+            db.execute(
+                "INSERT INTO Classes (uid, name, color) VALUES (1, ?, ?)",
+                (MITOSIS_CLASS, "#{:02x}{:02x}{:02x}".format(*MITOSIS_COLOR)),
+            )
+            db.execute(
+                "INSERT INTO Persons (uid, name, isExactUser) VALUES (1, ?, 0)",
+                (f"wsimito/{result.detector_name}",),
+            )
             uids = range(1, len(guids) + 1)
             db.executemany(
                 "INSERT INTO Annotations (uid, slide, guid, lastModified, deleted, type, agreedClass, "
                 "description) VALUES (?, 1, ?, ?, 0, ?, 1, ?)",
-                [(uid, guid, now, SPOT, f"score={score:.6f}")
-                 for uid, guid, score in zip(uids, guids, scores, strict=True)])
+                [
+                    (uid, guid, now, SPOT, f"score={score:.6f}")
+                    for uid, guid, score in zip(uids, guids, scores, strict=True)
+                ],
+            )
             db.executemany(
                 "INSERT INTO Annotations_coordinates (coordinateX, coordinateY, coordinateZ, slide, "
                 "annoId, orderIdx) VALUES (?, ?, 0, 1, ?, 1)",
-                [(x, y, uid) for uid, (x, y) in zip(uids, coords, strict=True)])
-            db.executemany("INSERT INTO Annotations_label (person, class, exact_id, annoId) "
-                           "VALUES (1, 1, NULL, ?)", [(uid,) for uid in uids])
+                [(x, y, uid) for uid, (x, y) in zip(uids, coords, strict=True)],
+            )
+            db.executemany(
+                "INSERT INTO Annotations_label (person, class, exact_id, annoId) "
+                "VALUES (1, 1, NULL, ?)",
+                [(uid,) for uid in uids],
+            )
             for statement in _triggers():
                 db.execute(statement)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

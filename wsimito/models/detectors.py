@@ -98,10 +98,19 @@ class PointDetector(TorchDetector):
             raise ValueError(f"min_score is a probability in [0, 1], got {min_score}")
         if min_distance_um < 0:
             raise ValueError(f"min_distance_um must be >= 0 µm, got {min_distance_um}")
-        super().__init__(model, mpp=mpp, tile_size=tile_size, overlap=overlap,
-                         threshold=threshold, device=device, precision=precision,
-                         channels_last=channels_last, compile=compile, name=name,
-                         metadata=metadata)
+        super().__init__(
+            model,
+            mpp=mpp,
+            tile_size=tile_size,
+            overlap=overlap,
+            threshold=threshold,
+            device=device,
+            precision=precision,
+            channels_last=channels_last,
+            compile=compile,
+            name=name,
+            metadata=metadata,
+        )
         self.stride = stride
         self.min_score = float(min_score)
         self.min_distance_um = float(min_distance_um)
@@ -110,18 +119,27 @@ class PointDetector(TorchDetector):
     @property
     def settings(self) -> dict[str, Any]:
         """Everything besides the network that a checkpoint must restore."""
-        return {"mpp": self.mpp, "tile_size": self.tile_size, "overlap": self.overlap,
-                "threshold": self.threshold, "min_score": self.min_score,
-                "min_distance_um": self.min_distance_um, "mean": list(self.normalize.mean),
-                "std": list(self.normalize.std)}
+        return {
+            "mpp": self.mpp,
+            "tile_size": self.tile_size,
+            "overlap": self.overlap,
+            "threshold": self.threshold,
+            "min_score": self.min_score,
+            "min_distance_um": self.min_distance_um,
+            "mean": list(self.normalize.mean),
+            "std": list(self.normalize.std),
+        }
 
     def preprocess(self, tiles: torch.Tensor) -> torch.Tensor:
         return self.normalize(tiles)
 
     def postprocess(self, output: torch.Tensor) -> list[torch.Tensor]:
-        return find_peaks(torch.sigmoid(output.float()), stride=self.stride,
-                          min_score=self.min_score,
-                          min_distance=self.min_distance_um / self.mpp)
+        return find_peaks(
+            torch.sigmoid(output.float()),
+            stride=self.stride,
+            min_score=self.min_score,
+            min_distance=self.min_distance_um / self.mpp,
+        )
 
 
 class RetinaNetDetector(TorchDetector):
@@ -172,11 +190,22 @@ class RetinaNetDetector(TorchDetector):
             raise ValueError(f"class_score must be 'max' or 'mitosis', got {class_score!r}")
         model = RetinaNetDA() if model is None else model
         if len(scales) != model.n_anchors:
-            raise ValueError(f"{len(scales)} anchor scales for a model with {model.n_anchors} anchors")
-        super().__init__(model, mpp=mpp, tile_size=tile_size, overlap=overlap,
-                         threshold=threshold, device=device, precision=precision,
-                         channels_last=channels_last, compile=compile, name=name,
-                         metadata=MIDOG21_METADATA if metadata is None else metadata)
+            raise ValueError(
+                f"{len(scales)} anchor scales for a model with {model.n_anchors} anchors"
+            )
+        super().__init__(
+            model,
+            mpp=mpp,
+            tile_size=tile_size,
+            overlap=overlap,
+            threshold=threshold,
+            device=device,
+            precision=precision,
+            channels_last=channels_last,
+            compile=compile,
+            name=name,
+            metadata=MIDOG21_METADATA if metadata is None else metadata,
+        )
         self.min_score = float(min_score)
         self.nms_iou = float(nms_iou)
         self.class_score = class_score
@@ -190,19 +219,32 @@ class RetinaNetDetector(TorchDetector):
     @property
     def settings(self) -> dict[str, Any]:
         """Everything besides the network that a checkpoint must restore."""
-        return {"mpp": self.mpp, "tile_size": self.tile_size, "overlap": self.overlap,
-                "threshold": self.threshold, "min_score": self.min_score,
-                "nms_iou": self.nms_iou, "class_score": self.class_score,
-                "mean": list(self.normalize.mean), "std": list(self.normalize.std),
-                "scales": list(self.scales)}
+        return {
+            "mpp": self.mpp,
+            "tile_size": self.tile_size,
+            "overlap": self.overlap,
+            "threshold": self.threshold,
+            "min_score": self.min_score,
+            "nms_iou": self.nms_iou,
+            "class_score": self.class_score,
+            "mean": list(self.normalize.mean),
+            "std": list(self.normalize.std),
+            "scales": list(self.scales),
+        }
 
     def preprocess(self, tiles: torch.Tensor) -> torch.Tensor:
         return self.normalize(tiles)
 
     def postprocess(self, output: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
-        return boxes_to_points(output[0].float(), output[1].float(), self.anchors,
-                               tile_size=self.tile_size, min_score=self.min_score,
-                               nms_iou=self.nms_iou, class_score=self.class_score)
+        return boxes_to_points(
+            output[0].float(),
+            output[1].float(),
+            self.anchors,
+            tile_size=self.tile_size,
+            min_score=self.min_score,
+            nms_iou=self.nms_iou,
+            class_score=self.class_score,
+        )
 
 
 def boxes_to_points(
@@ -230,7 +272,7 @@ def boxes_to_points(
         keep = nms(boxes, tile_scores[candidates], nms_iou)
         boxes = boxes[keep]
         centre_yx = ((boxes[:, :2] + boxes[:, 2:]) / 2 + 1) * (tile_size / 2)
-        points.append(torch.stack([centre_yx[:, 1], centre_yx[:, 0],
-                                   tile_scores[candidates][keep]], dim=1))
+        points.append(
+            torch.stack([centre_yx[:, 1], centre_yx[:, 0], tile_scores[candidates][keep]], dim=1)
+        )
     return points
-

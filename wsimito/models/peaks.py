@@ -22,8 +22,9 @@ def _parabola_offset(left: torch.Tensor, centre: torch.Tensor, right: torch.Tens
     return offset.clamp(-0.5, 0.5)
 
 
-def refine_peaks(log_heat: torch.Tensor, n: torch.Tensor, i: torch.Tensor, j: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def refine_peaks(
+    log_heat: torch.Tensor, n: torch.Tensor, i: torch.Tensor, j: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sub-cell offsets (di, dj) of peaks at ``(n, i, j)`` in a ``(N, h, w)`` log-heatmap.
 
     Fits a parabola along each axis through the peak and its two neighbours;
@@ -85,8 +86,6 @@ def find_peaks(
     n, i, j = torch.nonzero((heat == pooled) & (heat >= min_score), as_tuple=True)
     log_heat = heat.clamp(min=1e-6).log()
     di, dj = refine_peaks(log_heat, n, i, j)
-    points = torch.stack(
-        [stride * (j + dj + 0.5), stride * (i + di + 0.5), heat[n, i, j]], dim=1
-    )
+    points = torch.stack([stride * (j + dj + 0.5), stride * (i + di + 0.5), heat[n, i, j]], dim=1)
     counts = torch.bincount(n, minlength=heat.shape[0]).tolist()
     return [suppress_close(p, min_distance) for p in torch.split(points, counts)]

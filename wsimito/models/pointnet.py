@@ -73,8 +73,9 @@ class PointHeatmapNet(nn.Module):
         self.width, self.depth, self.stride, self.blocks = width, depth, stride, blocks
         self.decoder_width = decoder_width or 2 * width
         channels = [width * 2 ** min(i, 3) for i in range(depth)]
-        self.stem = nn.Sequential(_conv_bn_relu(3, width, kernel=4, stride=2),
-                                  _conv_bn_relu(width, width))
+        self.stem = nn.Sequential(
+            _conv_bn_relu(3, width, kernel=4, stride=2), _conv_bn_relu(width, width)
+        )
         self.down = nn.ModuleList(
             nn.Sequential(
                 _conv_bn_relu(channels[i - 1], channels[i], kernel=2, stride=2),
@@ -93,8 +94,13 @@ class PointHeatmapNet(nn.Module):
     @property
     def config(self) -> dict[str, Any]:
         """Constructor arguments, for checkpoints."""
-        return {"width": self.width, "depth": self.depth, "stride": self.stride,
-                "blocks": self.blocks, "decoder_width": self.decoder_width}
+        return {
+            "width": self.width,
+            "depth": self.depth,
+            "stride": self.stride,
+            "blocks": self.blocks,
+            "decoder_width": self.decoder_width,
+        }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         multiple = 2**self.depth

@@ -66,7 +66,7 @@ REGISTRY: dict[str, RegistryEntry] = {
         architecture="retinanet-da",
         description="MIDOG 2021 reference RetinaNet (domain-adversarial), plain state dict",
         url="https://github.com/DeepMicroscopy/MIDOG_reference_docker/raw/master/"
-            "model_weights/RetinaNetDA.pth",
+        "model_weights/RetinaNetDA.pth",
         metadata=MIDOG21_METADATA,
     ),
 }
@@ -162,10 +162,14 @@ def _registry_file(name: str, entry: RegistryEntry) -> Path:
 def _download(url: str, sha256: str | None) -> Path:
     """Fetch ``url`` once into the user cache; checked by SHA-256 when it is known."""
     try:
-        return Path(pooch.retrieve(
-            url, known_hash=f"sha256:{sha256}" if sha256 else None,
-            path=pooch.os_cache("wsimito") / "weights", progressbar=False,
-        ))
+        return Path(
+            pooch.retrieve(
+                url,
+                known_hash=f"sha256:{sha256}" if sha256 else None,
+                path=pooch.os_cache("wsimito") / "weights",
+                progressbar=False,
+            )
+        )
     except Exception as exc:  # network errors, hash mismatch
         raise WeightsError(
             f"could not download {url} ({exc}); download it by hand and pass its local path"
@@ -200,14 +204,18 @@ def _unwrap(checkpoint: Any, path: Path) -> Mapping[str, torch.Tensor]:
     return checkpoint
 
 
-def _load_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor], architecture: str,
-                path: Path) -> None:
+def _load_state(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], architecture: str, path: Path
+) -> None:
     """Strictly load ``state_dict``; on any mismatch raise a WeightsError that lists it."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
-    mismatched = [f"{k}: file {tuple(state_dict[k].shape)}, model {tuple(v.shape)}"
-                  for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape]
+    mismatched = [
+        f"{k}: file {tuple(state_dict[k].shape)}, model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
     if missing or unexpected or mismatched:
         raise WeightsError(
             f"{path} does not fit the {architecture!r} architecture "
@@ -219,13 +227,18 @@ def _load_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor], archit
 
 
 def _listing(title: str, items: list[str], limit: int = 12) -> str:
-    shown = ", ".join(items[:limit]) + (f", ... ({len(items) - limit} more)" if len(items) > limit
-                                         else "")
+    shown = ", ".join(items[:limit]) + (
+        f", ... ({len(items) - limit} more)" if len(items) > limit else ""
+    )
     return f"  {title} ({len(items)}): {shown or '-'}"
 
 
-def _from_ours(checkpoint: Mapping[str, Any], path: Path, device: str | torch.device,
-               overrides: Mapping[str, Any]) -> PointDetector | RetinaNetDetector:
+def _from_ours(
+    checkpoint: Mapping[str, Any],
+    path: Path,
+    device: str | torch.device,
+    overrides: Mapping[str, Any],
+) -> PointDetector | RetinaNetDetector:
     version = checkpoint.get("version")
     if version != VERSION:
         raise WeightsError(
@@ -245,5 +258,10 @@ def _from_ours(checkpoint: Mapping[str, Any], path: Path, device: str | torch.de
         raise WeightsError(f"{path} has an invalid {architecture!r} config: {exc}") from exc
     _load_state(model, checkpoint["state_dict"], architecture, path)
     settings = {**checkpoint.get("settings", {}), **overrides}
-    return detector_cls(model, device=device, name=checkpoint.get("name", path.stem),
-                        metadata=checkpoint.get("metadata", {}), **settings)
+    return detector_cls(
+        model,
+        device=device,
+        name=checkpoint.get("name", path.stem),
+        metadata=checkpoint.get("metadata", {}),
+        **settings,
+    )

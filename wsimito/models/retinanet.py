@@ -90,10 +90,17 @@ class Discriminator(nn.Module):
     def __init__(self, channels: int, n_domains: int) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        for cin, cout in ((channels, channels), (channels, channels // 2),
-                          (channels // 2, channels // 4)):
-            layers += [nn.Conv2d(cin, cout, 3, bias=False), nn.BatchNorm2d(cout),
-                       nn.ReLU(inplace=True), nn.Dropout()]
+        for cin, cout in (
+            (channels, channels),
+            (channels, channels // 2),
+            (channels // 2, channels // 4),
+        ):
+            layers += [
+                nn.Conv2d(cin, cout, 3, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+                nn.Dropout(),
+            ]
         self.reducer = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1))
         self.reducer2 = nn.Linear(channels // 4, n_domains, bias=False)
 
@@ -102,8 +109,9 @@ class Discriminator(nn.Module):
 
 
 def _head(channels: int, outputs: int, n_conv: int, final_bias: float) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Sequential(_conv(channels, channels), nn.ReLU())
-                               for _ in range(n_conv)]
+    layers: list[nn.Module] = [
+        nn.Sequential(_conv(channels, channels), nn.ReLU()) for _ in range(n_conv)
+    ]
     final = _conv(channels, outputs)
     nn.init.zeros_(final.weight)
     nn.init.constant_(final.bias, final_bias)
@@ -154,9 +162,14 @@ class RetinaNetDA(nn.Module):
     @property
     def config(self) -> dict[str, Any]:
         """Constructor arguments, for checkpoints."""
-        return {"n_classes": self.n_classes, "n_anchors": self.n_anchors,
-                "channels": self.channels, "n_conv": self.n_conv,
-                "n_domains": self.n_domains, "sizes": list(self.sizes)}
+        return {
+            "n_classes": self.n_classes,
+            "n_anchors": self.n_anchors,
+            "channels": self.channels,
+            "n_conv": self.n_conv,
+            "n_domains": self.n_domains,
+            "sizes": list(self.sizes),
+        }
 
     def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps P3 ... P7 (strides 8 ... 128 px) whose grid size is in ``sizes``."""
@@ -171,13 +184,16 @@ class RetinaNetDA(nn.Module):
         levels = [self.smoothers[0](p3), self.smoothers[1](p4), self.smoothers[2](p5), p6, p7]
         return [p for p in levels if p.shape[-1] in self.sizes]
 
-    def _apply_head(self, head: nn.Module, levels: list[torch.Tensor], outputs: int
-                    ) -> torch.Tensor:
+    def _apply_head(
+        self, head: nn.Module, levels: list[torch.Tensor], outputs: int
+    ) -> torch.Tensor:
         return torch.cat(
             [head(p).permute(0, 2, 3, 1).reshape(p.shape[0], -1, outputs) for p in levels], dim=1
         )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         levels = self.pyramid(x)
-        return (self._apply_head(self.classifier, levels, self.n_classes),
-                self._apply_head(self.box_regressor, levels, 4))
+        return (
+            self._apply_head(self.classifier, levels, self.n_classes),
+            self._apply_head(self.box_regressor, levels, 4),
+        )

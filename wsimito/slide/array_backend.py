@@ -65,7 +65,7 @@ class ArrayBackend(Backend):
         self._mpp = parse_properties(props)
 
     def read_level(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
-        return self._array[y:y + height, x:x + width].copy()
+        return self._array[y : y + height, x : x + width].copy()
 
     def tile_size(self, level: int) -> tuple[int, int]:
         return (1024, 1024)
@@ -94,7 +94,10 @@ def _load_file(path: str) -> tuple[np.ndarray, dict[str, str]]:
         props = {}
         dpi = img.info.get("dpi")
         if dpi and dpi[0] and dpi[1]:
-            props = {"tiff.XResolution": str(float(dpi[0])), "tiff.YResolution": str(float(dpi[1])),
-                     "tiff.ResolutionUnit": "inch"}
+            props = {
+                "tiff.XResolution": str(float(dpi[0])),
+                "tiff.YResolution": str(float(dpi[1])),
+                "tiff.ResolutionUnit": "inch",
+            }
         img.load()
         return np.asarray(img.convert("RGBA") if img.mode in ("P", "PA", "LA") else img), props

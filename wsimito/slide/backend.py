@@ -49,11 +49,12 @@ class Backend(ABC):
             return self.read_level(x, y, level, width, height)
         out = np.full((height, width, 3), 255, dtype=np.uint8)
         if x1 > x0 and y1 > y0:
-            out[y0 - y:y1 - y, x0 - x:x1 - x] = self.read_level(x0, y0, level, x1 - x0, y1 - y0)
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = self.read_level(x0, y0, level, x1 - x0, y1 - y0)
         return out
 
-    def read_region(self, location: tuple[int, int], level: int,
-                    size: tuple[int, int]) -> np.ndarray:
+    def read_region(
+        self, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> np.ndarray:
         """OpenSlide-style read: ``location`` in level-0 px, ``size`` in level px.
 
         Pixels outside the level are white. Backends whose library handles

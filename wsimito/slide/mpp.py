@@ -13,11 +13,19 @@ from collections.abc import Mapping
 _MAX_PLAUSIBLE_MPP = 100.0
 
 _UNIT_TO_UM = {
-    "centimeter": 1e4, "cm": 1e4, "3": 1e4,
-    "inch": 25400.0, "2": 25400.0,
-    "millimeter": 1e3, "mm": 1e3,
-    "micrometer": 1.0, "micron": 1.0, "µm": 1.0, "um": 1.0,
-    "nanometer": 1e-3, "nm": 1e-3,
+    "centimeter": 1e4,
+    "cm": 1e4,
+    "3": 1e4,
+    "inch": 25400.0,
+    "2": 25400.0,
+    "millimeter": 1e3,
+    "mm": 1e3,
+    "micrometer": 1.0,
+    "micron": 1.0,
+    "µm": 1.0,
+    "um": 1.0,
+    "nanometer": 1e-3,
+    "nm": 1e-3,
 }
 
 MPPPair = tuple[float, float]
@@ -110,5 +118,7 @@ def tifffile_properties(page) -> dict[str, str]:
             num, den = tags[f"{axis}Resolution"].value
             props[f"tiff.{axis}Resolution"] = repr(num / den) if den else "0"
         unit = tags["ResolutionUnit"].value if "ResolutionUnit" in tags else 2
-        props["tiff.ResolutionUnit"] = {1: "none", 2: "inch", 3: "centimeter"}.get(int(unit), "none")
+        props["tiff.ResolutionUnit"] = {1: "none", 2: "inch", 3: "centimeter"}.get(
+            int(unit), "none"
+        )
     return props

@@ -106,9 +106,15 @@ def open_slide(source: Any, *, backend: str = "auto", mpp: float | None = None) 
     if not isinstance(source, (str, Path)):
         if backend not in ("auto", "array"):
             raise ValueError(f"in-memory images use backend='array', not {backend!r}")
-        if isinstance(source, np.ndarray) or hasattr(source, "__array__") or hasattr(source, "mode"):
+        if (
+            isinstance(source, np.ndarray)
+            or hasattr(source, "__array__")
+            or hasattr(source, "mode")
+        ):
             return Slide(ArrayBackend(source), mpp=mpp)
-        raise TypeError(f"cannot open a {type(source).__name__}; pass a path or an (h, w, 3) uint8 array")
+        raise TypeError(
+            f"cannot open a {type(source).__name__}; pass a path or an (h, w, 3) uint8 array"
+        )
     path = str(source)
     if "://" not in path and not Path(path).exists():
         raise SlideOpenError(f"{path}: no such file or directory")
@@ -122,7 +128,8 @@ def open_slide(source: Any, *, backend: str = "auto", mpp: float | None = None) 
         except Exception as exc:  # each backend raises its own types
             errors.append(f"{name}: {type(exc).__name__}: {exc}")
     raise SlideOpenError(
-        f"cannot open {path}: " + "; ".join(errors)
+        f"cannot open {path}: "
+        + "; ".join(errors)
         + ". Check that the file is complete and a supported format (SVS, NDPI, MRXS, SCN, "
         "DICOM, TIFF, OME-Zarr, PNG/JPEG), or choose another backend=."
     )

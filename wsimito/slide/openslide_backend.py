@@ -33,8 +33,9 @@ class OpenSlideBackend(Backend):
         self.properties = {str(k): str(v) for k, v in self._osr.properties.items()}
 
     def read_region(self, location, level, size):
-        img = self._osr.read_region((int(location[0]), int(location[1])), level,
-                                    (int(size[0]), int(size[1])))
+        img = self._osr.read_region(
+            (int(location[0]), int(location[1])), level, (int(size[0]), int(size[1]))
+        )
         if img.getextrema()[3][0] == 255:  # fully opaque: drop alpha in C
             return np.array(img.convert("RGB"))
         return rgba_on_white(np.asarray(img))
@@ -61,8 +62,12 @@ class OpenSlideBackend(Backend):
         w, h = self.level_dimensions[0]
         if "openslide.bounds-x" not in p:
             return (0, 0, w, h)
-        return (int(p.get("openslide.bounds-x", 0)), int(p.get("openslide.bounds-y", 0)),
-                int(p.get("openslide.bounds-width", w)), int(p.get("openslide.bounds-height", h)))
+        return (
+            int(p.get("openslide.bounds-x", 0)),
+            int(p.get("openslide.bounds-y", 0)),
+            int(p.get("openslide.bounds-width", w)),
+            int(p.get("openslide.bounds-height", h)),
+        )
 
     def close(self):
         self._osr.close()

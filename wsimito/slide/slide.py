@@ -106,8 +106,11 @@ class Slide:
         """Level-0 resolution in µm per pixel; raises :class:`MissingMPPError` if unknown."""
         mx, my = self._mpp_xy
         if mx is None or my is None:
-            where = f"wsimito.open_slide({self.path!r}, mpp=0.25)" if self.path else \
-                "wsimito.open_slide(array, mpp=0.25)"
+            where = (
+                f"wsimito.open_slide({self.path!r}, mpp=0.25)"
+                if self.path
+                else "wsimito.open_slide(array, mpp=0.25)"
+            )
             raise MissingMPPError(
                 f"{self.name} carries no resolution (µm per pixel) and none was given. "
                 f"Pass it when opening, e.g. {where}: a 40x scan is about 0.25 µm/px, "
@@ -128,8 +131,9 @@ class Slide:
         return best
 
     # -- pixels -------------------------------------------------------------
-    def read_region(self, location: tuple[int, int], level: int,
-                    size: tuple[int, int]) -> np.ndarray:
+    def read_region(
+        self, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> np.ndarray:
         """Read ``size = (w, h)`` px of ``level`` whose top-left is ``location`` (level-0 px).
 
         Returns ``(h, w, 3)`` uint8 RGB; pixels outside the slide or
@@ -139,7 +143,9 @@ class Slide:
         if w < 0 or h < 0:
             raise ValueError(f"size must be non-negative (w, h) in px, got {size!r}")
         if not 0 <= level < self.level_count:
-            raise ValueError(f"level {level} does not exist; this slide has levels 0..{self.level_count - 1}")
+            raise ValueError(
+                f"level {level} does not exist; this slide has levels 0..{self.level_count - 1}"
+            )
         if w == 0 or h == 0:
             return np.empty((h, w, 3), dtype=np.uint8)
         return self._backend.read_region((int(location[0]), int(location[1])), level, (w, h))
@@ -170,12 +176,17 @@ class Slide:
         level = self.best_level(scale)
         return self._resample_level(level, x, y, w, h, out_w, out_h)
 
-    def _resample_level(self, level: int, x: float, y: float, w: float, h: float,
-                        out_w: int, out_h: int) -> np.ndarray:
+    def _resample_level(
+        self, level: int, x: float, y: float, w: float, h: float, out_w: int, out_h: int
+    ) -> np.ndarray:
         ds = self.level_downsamples[level]
         fx0, fy0, fw, fh = x / ds, y / ds, w / ds, h / ds
-        if (fx0.is_integer() and fy0.is_integer() and abs(fw - out_w) < 1e-6
-                and abs(fh - out_h) < 1e-6):
+        if (
+            fx0.is_integer()
+            and fy0.is_integer()
+            and abs(fw - out_w) < 1e-6
+            and abs(fh - out_h) < 1e-6
+        ):
             return self._backend.read_level_box(int(fx0), int(fy0), level, out_w, out_h)
         shrinking = fw >= out_w
         resample = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
@@ -191,8 +202,9 @@ class Slide:
             iy0, iy1 = math.floor(sy0) - pad, math.ceil(sy1) + pad
             src = self._backend.read_level_box(ix0, iy0, level, ix1 - ix0, iy1 - iy0)
             img = Image.fromarray(src)
-            part = img.resize((out_w, r1 - r0), resample,
-                              box=(fx0 - ix0, sy0 - iy0, fx0 + fw - ix0, sy1 - iy0))
+            part = img.resize(
+                (out_w, r1 - r0), resample, box=(fx0 - ix0, sy0 - iy0, fx0 + fw - ix0, sy1 - iy0)
+            )
             out[r0:r1] = np.asarray(part)
         return out
 
@@ -209,7 +221,9 @@ class Slide:
         from dask.highlevelgraph import HighLevelGraph
 
         if not 0 <= level < self.level_count:
-            raise ValueError(f"level {level} does not exist; this slide has levels 0..{self.level_count - 1}")
+            raise ValueError(
+                f"level {level} does not exist; this slide has levels 0..{self.level_count - 1}"
+            )
         lw, lh = self.level_dimensions[level]
         tw, th = self._backend.tile_size(level)
         tw, th = max(1, tw * chunk_tiles), max(1, th * chunk_tiles)
@@ -225,8 +239,13 @@ class Slide:
                 x0 += cw
             y0 += ch
         graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
-        return da.Array(graph, name, chunks=(ys, xs, (3,)), dtype=np.uint8,
-                        meta=np.empty((0, 0, 0), dtype=np.uint8))
+        return da.Array(
+            graph,
+            name,
+            chunks=(ys, xs, (3,)),
+            dtype=np.uint8,
+            meta=np.empty((0, 0, 0), dtype=np.uint8),
+        )
 
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:
         """An RGB overview whose longer side is at most ``max_size`` px."""
@@ -278,16 +297,27 @@ class Slide:
         b64 = base64.b64encode(buf.getvalue()).decode()
         w, h = self.dimensions
         rows = [
-            ("file", self.name), ("backend", self.backend),
+            ("file", self.name),
+            ("backend", self.backend),
             ("size (level 0)", f"{w} x {h} px"),
             ("mpp", f"{self.mpp:.4g} µm/px" if self.has_mpp else "unknown (pass mpp=)"),
-            ("size", f"{w * self.mpp / 1000:.2f} x {h * self.mpp / 1000:.2f} mm" if self.has_mpp else "-"),
+            (
+                "size",
+                f"{w * self.mpp / 1000:.2f} x {h * self.mpp / 1000:.2f} mm"
+                if self.has_mpp
+                else "-",
+            ),
             ("levels", ", ".join(f"{ds:.4g}x" for ds in self.level_downsamples)),
         ]
-        table = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
-                        f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>" for k, v in rows)
-        return (f"<div style='display:flex;gap:1em;align-items:flex-start'>"
-                f"<img src='data:image/png;base64,{b64}'/><table>{table}</table></div>")
+        table = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+            f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>"
+            for k, v in rows
+        )
+        return (
+            f"<div style='display:flex;gap:1em;align-items:flex-start'>"
+            f"<img src='data:image/png;base64,{b64}'/><table>{table}</table></div>"
+        )
 
 
 def _read_chunk(slide: Slide, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:

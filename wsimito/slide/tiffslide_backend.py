@@ -29,7 +29,7 @@ class TiffSlideBackend(Backend):
         # pixel where the downsample is not a whole number.
         group = self._ts.zarr_group
         arr = group[str(level)] if len(self.level_dimensions) > 1 or "0" in group else group
-        arr = np.asarray(arr[y:y + height, x:x + width])
+        arr = np.asarray(arr[y : y + height, x : x + width])
         if arr.ndim == 2:
             arr = np.repeat(arr[:, :, None], 3, axis=2)
         elif arr.shape[2] == 4:
@@ -37,7 +37,9 @@ class TiffSlideBackend(Backend):
 
             arr = rgba_on_white(arr)
         if arr.dtype != np.uint8:
-            raise TypeError(f"{self.source}: {arr.dtype} pixels are not supported; wsimito reads 8-bit RGB")
+            raise TypeError(
+                f"{self.source}: {arr.dtype} pixels are not supported; wsimito reads 8-bit RGB"
+            )
         return np.ascontiguousarray(arr)
 
     def tile_size(self, level):

@@ -28,7 +28,9 @@ class ZarrBackend(Backend):
         self._mpp: tuple[float | None, float | None] = (None, None)
         if "multiscales" in ome:
             ms = ome["multiscales"][0]
-            axes = [a["name"] if isinstance(a, dict) else a for a in ms.get("axes", ["c", "y", "x"])]
+            axes = [
+                a["name"] if isinstance(a, dict) else a for a in ms.get("axes", ["c", "y", "x"])
+            ]
             units = {a["name"]: a.get("unit") for a in ms.get("axes", []) if isinstance(a, dict)}
             self._arrays = [node[d["path"]] for d in ms["datasets"]]
             scales = [_scale(d, axes) for d in ms["datasets"]]
@@ -56,7 +58,9 @@ class ZarrBackend(Backend):
     def _index(self, x: int, y: int, width: int, height: int) -> tuple[Any, ...]:
         idx: list[Any] = []
         for a in self._axes:
-            idx.append({"x": slice(x, x + width), "y": slice(y, y + height), "c": slice(0, 3)}.get(a, 0))
+            idx.append(
+                {"x": slice(x, x + width), "y": slice(y, y + height), "c": slice(0, 3)}.get(a, 0)
+            )
         return tuple(idx)
 
     def read_level(self, x, y, level, width, height):
@@ -68,7 +72,9 @@ class ZarrBackend(Backend):
         if arr.shape[2] == 1:
             arr = np.repeat(arr, 3, axis=2)
         if arr.dtype != np.uint8:
-            raise TypeError(f"{self.source}: {arr.dtype} pixels are not supported; wsimito reads 8-bit RGB")
+            raise TypeError(
+                f"{self.source}: {arr.dtype} pixels are not supported; wsimito reads 8-bit RGB"
+            )
         return np.ascontiguousarray(arr)
 
     def tile_size(self, level):

@@ -12,5 +12,13 @@ from .macenko import Macenko
 from .reinhard import Reinhard
 from .vahadane import Vahadane
 
-__all__ = ["FDA", "HEDJitter", "Macenko", "RandomFDA", "Reinhard", "StainNormalizer", "Vahadane",
-           "fda"]
+__all__ = [
+    "FDA",
+    "HEDJitter",
+    "Macenko",
+    "RandomFDA",
+    "Reinhard",
+    "StainNormalizer",
+    "Vahadane",
+    "fda",
+]

@@ -34,8 +34,9 @@ def _shape_error(what: str, shape: tuple[int, ...]) -> ValueError:
     )
 
 
-def as_batch(images: Image, *, what: str = "batch",
-             allow_float: bool = False) -> tuple[torch.Tensor, Layout]:
+def as_batch(
+    images: Image, *, what: str = "batch", allow_float: bool = False
+) -> tuple[torch.Tensor, Layout]:
     """Return ``images`` as a ``(N, 3, H, W)`` tensor (no copy where possible) and its layout.
 
     Pixels must be uint8; with ``allow_float`` floating-point pixels are

@@ -50,8 +50,11 @@ class HEDJitter:
             raise ValueError(f"sigma and bias must be >= 0, got sigma={sigma}, bias={bias}")
         self.sigma, self.bias = float(sigma), float(bias)
 
-    def draw(self, n: int, generator: torch.Generator | None = None,
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+    def draw(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image scales (n, 3) and shifts (n, 3) of the H, E and D concentrations."""
         u = _uniform((2, n, 3), generator)
         return 1 + self.sigma * (2 * u[0] - 1), self.bias * (2 * u[1] - 1)
@@ -61,10 +64,10 @@ class HEDJitter:
         x, layout = as_batch(batch)
         n, _, h, w = x.shape
         scale, shift = (t.to(x.device) for t in self.draw(n, generator))
-        mix = RGB_FROM_HED.to(x.device).T                               # OD = mix @ c
+        mix = RGB_FROM_HED.to(x.device).T  # OD = mix @ c
         unmix = torch.linalg.inv(mix)
-        matrix = mix @ (scale[..., None] * unmix)                       # (N, 3, 3)
-        offset = (mix @ shift[..., None])                               # (N, 3, 1)
+        matrix = mix @ (scale[..., None] * unmix)  # (N, 3, 3)
+        offset = mix @ shift[..., None]  # (N, 3, 1)
         neg_od = x.reshape(n, 3, h * w).float().add_(1.0).div_(256.0).log_()
         out = torch.baddbmm(-offset, matrix, neg_od).exp_().mul_(256.0).sub_(1.0)
         return restore(out.view(n, 3, h, w), layout)
@@ -91,8 +94,12 @@ class RandomFDA:
     torch.Size([8, 3, 64, 64])
     """
 
-    def __init__(self, targets: Image | Sequence[Image],
-                 beta: float | tuple[float, float] = (0.0, 0.01), p: float = 0.5) -> None:
+    def __init__(
+        self,
+        targets: Image | Sequence[Image],
+        beta: float | tuple[float, float] = (0.0, 0.01),
+        p: float = 0.5,
+    ) -> None:
         low, high = (beta, beta) if isinstance(beta, (int, float)) else beta
         self.beta = (check_beta(low), check_beta(high))
         if low > high:
@@ -119,4 +126,3 @@ class RandomFDA:
 
     def __repr__(self) -> str:
         return f"RandomFDA({len(self.bank)} targets, beta={self.beta}, p={self.p})"
-

@@ -33,7 +33,7 @@ def lightness_below(x: torch.Tensor, lightness: float) -> torch.Tensor:
     lin = srgb_to_linear(x.float() / 255.0)
     y = 0.212671 * lin[:, 0] + 0.715160 * lin[:, 1] + 0.072169 * lin[:, 2]
     f = (lightness + 16.0) / 116.0
-    limit = f ** 3 if f > 6.0 / 29.0 else lightness / 903.3
+    limit = f**3 if f > 6.0 / 29.0 else lightness / 903.3
     return y < limit
 
 
@@ -45,8 +45,9 @@ def sample_indices(count: int, n_samples: int | None, device: torch.device) -> t
     return torch.randperm(count, generator=g)[:n_samples].sort().values.to(device)
 
 
-def masked_percentile(values: torch.Tensor, mask: torch.Tensor | None,
-                      q: list[float]) -> torch.Tensor:
+def masked_percentile(
+    values: torch.Tensor, mask: torch.Tensor | None, q: list[float]
+) -> torch.Tensor:
     """Percentiles ``q`` (0-100) along the last axis of ``values`` over entries where ``mask`` holds.
 
     Linear interpolation between order statistics, as numpy's default. Only
@@ -67,13 +68,13 @@ def masked_percentile(values: torch.Tensor, mask: torch.Tensor | None,
         k = min(size, int(share * (size - 1)) + 2)
         fill = -torch.inf if upper else torch.inf
         v = values if mask is None else torch.where(mask, values, fill)
-        ends = v.topk(k, dim=-1, largest=upper, sorted=True).values    # from the nearer end
-        pos = (percent / 100.0) * last.to(values.dtype)                   # ascending position
+        ends = v.topk(k, dim=-1, largest=upper, sorted=True).values  # from the nearer end
+        pos = (percent / 100.0) * last.to(values.dtype)  # ascending position
         lo = pos.floor().long()
         hi = torch.minimum(lo + 1, last)
         frac = (pos - lo).unsqueeze(-1)
         if upper:
-            lo, hi = last - lo, last - hi                                 # descending positions
+            lo, hi = last - lo, last - hi  # descending positions
         a = ends.gather(-1, lo.clamp_max(k - 1).unsqueeze(-1))
         b = ends.gather(-1, hi.clamp_max(k - 1).unsqueeze(-1))
         value = torch.where(frac > 0, a + (b - a) * frac, a)
@@ -96,28 +97,35 @@ def _slide_pixels(slide: Any, tissue: Any, mpp: float | None, n_pixels: int) -> 
             "stain normalizer on; pass another slide, or a tissue mask (tissue=) that marks tissue"
         )
     read_mpp = slide.mpp if mpp is None else float(mpp)
-    cell = float(tissue.mpp) / slide.mpp                 # level-0 px per mask cell
+    cell = float(tissue.mpp) / slide.mpp  # level-0 px per mask cell
     width, height = slide.dimensions
-    side = min(_PATCH * read_mpp / slide.mpp, width, height)   # level-0 px per patch
+    side = min(_PATCH * read_mpp / slide.mpp, width, height)  # level-0 px per patch
     side = round(side) if abs(side - round(side)) < 1e-6 else side
-    n_patches = min(len(ys), math.ceil(n_pixels / _PATCH ** 2))
+    n_patches = min(len(ys), math.ceil(n_pixels / _PATCH**2))
     pick = np.random.default_rng(0).choice(len(ys), size=n_patches, replace=False)
     patches = []
     for i in pick:
         x0 = round(min(max((xs[i] + 0.5) * cell - side / 2, 0.0), width - side))
         y0 = round(min(max((ys[i] + 0.5) * cell - side / 2, 0.0), height - side))
         patch = slide.read((x0, y0, side, side), mpp=read_mpp)
-        step = side / patch.shape[0]                      # level-0 px per patch px
+        step = side / patch.shape[0]  # level-0 px per patch px
         rows = ((y0 + (np.arange(patch.shape[0]) + 0.5) * step) // cell).astype(int)
         cols = ((x0 + (np.arange(patch.shape[1]) + 0.5) * step) // cell).astype(int)
-        inside = mask[np.minimum(rows, mask.shape[0] - 1)[:, None],
-                      np.minimum(cols, mask.shape[1] - 1)[None, :]]
+        inside = mask[
+            np.minimum(rows, mask.shape[0] - 1)[:, None],
+            np.minimum(cols, mask.shape[1] - 1)[None, :],
+        ]
         patches.append(patch[inside])
     return np.concatenate(patches)[:n_pixels]
 
 
-def reference_pixels(reference: Any, *, tissue: Any = None, mpp: float | None = None,
-                     n_pixels: int = DEFAULT_N_PIXELS) -> torch.Tensor:
+def reference_pixels(
+    reference: Any,
+    *,
+    tissue: Any = None,
+    mpp: float | None = None,
+    n_pixels: int = DEFAULT_N_PIXELS,
+) -> torch.Tensor:
     """The reference as a uint8 pixel tensor ``(1, 3, P)``: every pixel of an image (a
     pseudo-random ``n_pixels`` if there are more), or ``n_pixels`` sampled from a slide's tissue.
     """
@@ -129,7 +137,9 @@ def reference_pixels(reference: Any, *, tissue: Any = None, mpp: float | None = 
         pixels = torch.from_numpy(_slide_pixels(reference, tissue, mpp, n_pixels))
         return pixels.T.contiguous()[None]
     if tissue is not None or mpp is not None:
-        raise ValueError("tissue= and mpp= apply to a Slide reference; for an image, crop it instead")
+        raise ValueError(
+            "tissue= and mpp= apply to a Slide reference; for an image, crop it instead"
+        )
     x, _ = as_batch(reference, what="reference")
     flat = x.permute(1, 0, 2, 3).reshape(3, -1)
     index = sample_indices(flat.shape[1], n_pixels, flat.device)
@@ -153,8 +163,14 @@ class StainNormalizer:
     def fitted(self) -> bool:
         return all(getattr(self, name, None) is not None for name in self._tensors)
 
-    def fit(self: Self, reference: Any, *, tissue: Any = None, mpp: float | None = None,
-            n_pixels: int = DEFAULT_N_PIXELS) -> Self:
+    def fit(
+        self: Self,
+        reference: Any,
+        *,
+        tissue: Any = None,
+        mpp: float | None = None,
+        n_pixels: int = DEFAULT_N_PIXELS,
+    ) -> Self:
         """Fit to ``reference`` and return ``self``.
 
         ``reference``: an image (numpy (H, W, 3) / (N, H, W, 3), torch
@@ -228,8 +244,9 @@ class StainNormalizer:
             found = blob.get("normalizer") if isinstance(blob, dict) else type(blob).__name__
             raise ValueError(
                 f"{path} holds {found!r} parameters, not {cls.__name__}; load it with "
-                f"wsimito.stain.{found}.load(path)" if found else
-                f"{path} is not a saved {cls.__name__}; write one with {cls.__name__}(...).save(path)"
+                f"wsimito.stain.{found}.load(path)"
+                if found
+                else f"{path} is not a saved {cls.__name__}; write one with {cls.__name__}(...).save(path)"
             )
         return cls().load_state_dict(blob["state"])
 

@@ -46,8 +46,9 @@ def check_beta(beta: float) -> float:
     return beta
 
 
-def _bases(n: int, b: int, dtype: torch.dtype,
-           device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _bases(
+    n: int, b: int, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of ``2 pi k m / n`` for pixels ``m`` (rows) and frequencies ``k = -b..b``."""
     m = torch.arange(n, dtype=torch.int64, device=device)
     k = torch.arange(-b, b + 1, dtype=torch.int64, device=device)
@@ -66,7 +67,7 @@ def low_frequencies(x: torch.Tensor, b: int) -> torch.Tensor:
     s = 2 * b + 1
     rows = (x.reshape(-1, w) @ torch.cat([cw, -sw], dim=1)).view(*x.shape[:3], -1)  # (N, C, H, 2S)
     z = torch.complex(rows[..., :s], rows[..., s:])
-    e_h = torch.complex(ch, -sh).transpose(0, 1)      # (S, H)
+    e_h = torch.complex(ch, -sh).transpose(0, 1)  # (S, H)
     return e_h @ z
 
 
@@ -75,15 +76,16 @@ def _add_low_frequencies_(x: torch.Tensor, delta: torch.Tensor, b: int) -> torch
     _, _, h, w = x.shape
     cw, sw = _bases(w, b, x.dtype, x.device)
     ch, sh = _bases(h, b, x.dtype, x.device)
-    p = torch.complex(ch, sh) @ delta                 # (N, C, H, S)
+    p = torch.complex(ch, sh) @ delta  # (N, C, H, S)
     rows = torch.cat([p.real, p.imag], dim=-1).reshape(-1, 2 * (2 * b + 1))
     back = torch.cat([cw.T, -sw.T], dim=0) / (h * w)  # (2S, W)
     x.view(-1, w).addmm_(rows, back)
     return x
 
 
-def swap_amplitudes_(x: torch.Tensor, target_amplitude: torch.Tensor,
-                     b_per_image: torch.Tensor | None = None) -> torch.Tensor:
+def swap_amplitudes_(
+    x: torch.Tensor, target_amplitude: torch.Tensor, b_per_image: torch.Tensor | None = None
+) -> torch.Tensor:
     """Core of FDA on a contiguous float batch ``x`` (N, 3, H, W), overwritten with the result.
 
     ``target_amplitude`` is (N, 3, S, S) with ``S = 2b + 1``; ``b_per_image``
@@ -94,13 +96,13 @@ def swap_amplitudes_(x: torch.Tensor, target_amplitude: torch.Tensor,
     b = (s - 1) // 2
     spec = low_frequencies(x, b)
     mag = spec.abs()
-    dc = mag[..., b:b + 1, b:b + 1]
+    dc = mag[..., b : b + 1, b : b + 1]
     meaningful = mag > _PHASE_TOLERANCE * dc
     swapped = torch.where(meaningful, spec * (target_amplitude / mag.clamp_min(1e-30)), spec)
     delta = swapped - spec
     if b_per_image is not None:
         k = torch.arange(-b, b + 1, device=x.device).abs()
-        reach = torch.maximum(k[:, None], k[None, :])                     # (S, S)
+        reach = torch.maximum(k[:, None], k[None, :])  # (S, S)
         delta = delta * (reach[None] <= b_per_image.to(x.device)[:, None, None])[:, None]
     return _add_low_frequencies_(x, delta, b)
 
@@ -188,15 +190,23 @@ class FDA:
     def __len__(self) -> int:
         return len(self._targets)
 
-    def amplitudes(self, height: int, width: int, b: int, *,
-                   device: torch.device | str = "cpu",
-                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def amplitudes(
+        self,
+        height: int,
+        width: int,
+        b: int,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
         """Amplitudes (K, 3, 2b+1, 2b+1) of the K targets resized to ``height`` x ``width`` px."""
         device = torch.device(device)
         key = (height, width, b, device, dtype)
         if key not in self._cache:
-            amps = [low_frequencies(_resized(t[None].to(device, dtype), (height, width)), b).abs()
-                    for t in self._targets]
+            amps = [
+                low_frequencies(_resized(t[None].to(device, dtype), (height, width)), b).abs()
+                for t in self._targets
+            ]
             self._cache[key] = torch.cat(amps)
         return self._cache[key]
 
@@ -233,6 +243,8 @@ def fda_reference_numpy(source: np.ndarray, target: np.ndarray, beta: float) -> 
     h, w = source.shape[:2]
     b = int(np.floor(min(h, w) * beta))
     ch, cw = h // 2, w // 2
-    amp_s[ch - b:ch + b + 1, cw - b:cw + b + 1] = amp_t[ch - b:ch + b + 1, cw - b:cw + b + 1]
+    amp_s[ch - b : ch + b + 1, cw - b : cw + b + 1] = amp_t[
+        ch - b : ch + b + 1, cw - b : cw + b + 1
+    ]
     amp = np.fft.ifftshift(amp_s, axes=(0, 1))
     return np.real(np.fft.ifft2(amp * np.exp(1j * np.angle(spec_s)), axes=(0, 1)))

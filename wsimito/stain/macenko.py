@@ -40,14 +40,15 @@ def optical_density(x: torch.Tensor, Io: float) -> torch.Tensor:
     return -torch.log((x + 1.0) / Io)
 
 
-def estimate_stains(od: torch.Tensor, *, alpha: float, beta: float,
-                    min_tissue: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def estimate_stains(
+    od: torch.Tensor, *, alpha: float, beta: float, min_tissue: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stain matrices (N, 3, 2), 99th-percentile concentrations (N, 2) and a validity mask (N,).
 
     ``od``: optical densities (N, 3, P). An image is valid when it has at least
     ``min_tissue`` tissue pixels and a positive 99th-percentile concentration.
     """
-    tissue = (od >= beta).all(dim=1)                                    # (N, P)
+    tissue = (od >= beta).all(dim=1)  # (N, P)
     count = tissue.sum(dim=1)
     weight = tissue.to(od.dtype)[:, None]
     mean = (od * weight).sum(-1, keepdim=True) / count.clamp_min(1)[:, None, None]
@@ -56,17 +57,17 @@ def estimate_stains(od: torch.Tensor, *, alpha: float, beta: float,
     enough = count >= min_tissue
     cov = torch.where(enough[:, None, None], cov, torch.eye(3, dtype=cov.dtype, device=cov.device))
     _, vectors = torch.linalg.eigh(cov)
-    plane = vectors[..., 1:3].to(od.dtype)                              # (N, 3, 2), largest last
-    proj = plane.transpose(1, 2) @ od                                   # (N, 2, P)
+    plane = vectors[..., 1:3].to(od.dtype)  # (N, 3, 2), largest last
+    proj = plane.transpose(1, 2) @ od  # (N, 2, P)
     phi = torch.atan2(proj[:, 1], proj[:, 0])
-    bounds = masked_percentile(phi, tissue, [alpha, 100 - alpha])       # (N, 2)
+    bounds = masked_percentile(phi, tissue, [alpha, 100 - alpha])  # (N, 2)
     bounds = torch.where(torch.isfinite(bounds), bounds, 0.0)
-    directions = torch.stack([bounds.cos(), bounds.sin()], dim=1)       # (N, 2, 2)
-    v = plane @ directions                                              # (N, 3, 2): vMin, vMax
+    directions = torch.stack([bounds.cos(), bounds.sin()], dim=1)  # (N, 2, 2)
+    v = plane @ directions  # (N, 3, 2): vMin, vMax
     swap = v[:, 0, 0] <= v[:, 0, 1]
     he = torch.where(swap[:, None, None], v.flip(-1), v)
-    conc = torch.linalg.pinv(he) @ od                                   # (N, 2, P)
-    max_c = masked_percentile(conc, None, [99.0])[..., 0]               # (N, 2)
+    conc = torch.linalg.pinv(he) @ od  # (N, 2, P)
+    max_c = masked_percentile(conc, None, [99.0])[..., 0]  # (N, 2)
     valid = enough & (max_c > 1e-3).all(dim=1)
     return he, max_c, valid
 
@@ -94,12 +95,23 @@ class Macenko(StainNormalizer):
     _tensors = ("stain_matrix", "max_concentrations")
     _settings = ("Io", "alpha", "beta", "n_samples")
 
-    def __init__(self, *, Io: float = 240.0, alpha: float = 1.0, beta: float = 0.15,
-                 n_samples: int | None = 16384) -> None:
+    def __init__(
+        self,
+        *,
+        Io: float = 240.0,
+        alpha: float = 1.0,
+        beta: float = 0.15,
+        n_samples: int | None = 16384,
+    ) -> None:
         super().__init__()
         if not 0 <= alpha < 50:
             raise ValueError(f"alpha is a percentile in [0, 50), got {alpha}")
-        self.Io, self.alpha, self.beta, self.n_samples = float(Io), float(alpha), float(beta), n_samples
+        self.Io, self.alpha, self.beta, self.n_samples = (
+            float(Io),
+            float(alpha),
+            float(beta),
+            n_samples,
+        )
         self.stain_matrix: torch.Tensor = HE_REFERENCE.clone()
         self.max_concentrations: torch.Tensor = MAX_CONCENTRATION_REFERENCE.clone()
 
@@ -121,19 +133,23 @@ class Macenko(StainNormalizer):
         index = sample_indices(flat.shape[-1], self.n_samples, batch.device)
         sample = flat if index is None else flat[..., index]
         min_tissue = max(_MIN_TISSUE_PIXELS, int(_MIN_TISSUE_FRACTION * sample.shape[-1]))
-        return estimate_stains(optical_density(sample.float(), self.Io), alpha=self.alpha,
-                               beta=self.beta, min_tissue=min_tissue)
+        return estimate_stains(
+            optical_density(sample.float(), self.Io),
+            alpha=self.alpha,
+            beta=self.beta,
+            min_tissue=min_tissue,
+        )
 
     def _transform(self, x: torch.Tensor) -> torch.Tensor:
         p = self.params(x.device)
         he_ref, max_ref = p["stain_matrix"], p["max_concentrations"]
         he, max_c, valid = self.estimate(x)
         he = torch.where(valid[:, None, None], he, he_ref)
-        scale = torch.where(valid[:, None], max_ref / max_c, 1.0)        # (N, 2)
-        mix = he_ref @ (scale[..., None] * torch.linalg.pinv(he))        # (N, 3, 3)
+        scale = torch.where(valid[:, None], max_ref / max_c, 1.0)  # (N, 2)
+        mix = he_ref @ (scale[..., None] * torch.linalg.pinv(he))  # (N, 3, 3)
         # Io * exp(-mix @ OD) with OD = log(Io) - log(1 + I), as exp(bias + mix @ log(1 + I))
         log_io = math.log(self.Io)
-        bias = log_io * (1.0 - mix.sum(dim=2, keepdim=True))               # (N, 3, 1)
+        bias = log_io * (1.0 - mix.sum(dim=2, keepdim=True))  # (N, 3, 1)
         n, _, h, w = x.shape
         log_light = x.reshape(n, 3, h * w).float().log1p_()
         return torch.baddbmm(bias, mix, log_light).exp_().view(n, 3, h, w)

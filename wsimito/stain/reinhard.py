@@ -14,9 +14,9 @@ import torch
 from ..errors import EmptyTissueError
 from .base import StainNormalizer, sample_indices, srgb_to_linear
 
-_RGB_TO_XYZ = torch.tensor([[0.412453, 0.357580, 0.180423],
-                            [0.212671, 0.715160, 0.072169],
-                            [0.019334, 0.119193, 0.950227]])
+_RGB_TO_XYZ = torch.tensor(
+    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
+)
 _WHITE = torch.tensor([0.95047, 1.0, 1.08883])
 _EPS = (6.0 / 29.0) ** 3
 _MIN_TISSUE_PIXELS = 64
@@ -30,8 +30,12 @@ def rgb_to_lab(x: torch.Tensor) -> torch.Tensor:
     lin = srgb_to_linear(x.float() / 255.0)
     m = (_RGB_TO_XYZ / _WHITE[:, None]).to(x.device)
     xyz = torch.einsum("ij,nj...->ni...", m, lin)
-    f = torch.where(xyz > _EPS, xyz.clamp_min(_EPS).pow(1.0 / 3.0), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
-    return torch.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], dim=1)
+    f = torch.where(
+        xyz > _EPS, xyz.clamp_min(_EPS).pow(1.0 / 3.0), xyz / (3 * (6 / 29) ** 2) + 4 / 29
+    )
+    return torch.stack(
+        [116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], dim=1
+    )
 
 
 def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
@@ -41,8 +45,9 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     xyz = torch.where(f > 6 / 29, f.pow(3), 3 * (6 / 29) ** 2 * (f - 4 / 29))
     m = torch.linalg.inv(_RGB_TO_XYZ / _WHITE[:, None]).to(lab.device)
     lin = torch.einsum("ij,nj...->ni...", m, xyz).clamp(0.0, 1.0)
-    srgb = torch.where(lin > 0.0031308, 1.055 * lin.clamp_min(0.0031308).pow(1 / 2.4) - 0.055,
-                       12.92 * lin)
+    srgb = torch.where(
+        lin > 0.0031308, 1.055 * lin.clamp_min(0.0031308).pow(1 / 2.4) - 0.055, 12.92 * lin
+    )
     return srgb * 255.0
 
 

@@ -31,7 +31,8 @@ from .base import StainNormalizer, lightness_below, masked_percentile, sample_in
 
 # Ruifrok & Johnston's haematoxylin and eosin OD vectors (columns), the starting point.
 _RUIFROK_HE = torch.nn.functional.normalize(
-    torch.tensor([[0.650, 0.072], [0.704, 0.990], [0.286, 0.105]]), dim=0)
+    torch.tensor([[0.650, 0.072], [0.704, 0.990], [0.286, 0.105]]), dim=0
+)
 _MIN_TISSUE_PIXELS = 64
 _MIN_TISSUE_FRACTION = 0.02
 
@@ -46,34 +47,37 @@ def nonnegative_lasso(stains: torch.Tensor, od: torch.Tensor, sparsity: float) -
 
     ``stains``: (N, 3, 2); ``od``: (N, 3, P). Exact, per pixel.
     """
-    gram = stains.transpose(1, 2) @ stains                               # (N, 2, 2)
+    gram = stains.transpose(1, 2) @ stains  # (N, 2, 2)
     g00, g01, g11 = gram[:, 0, 0, None], gram[:, 0, 1, None], gram[:, 1, 1, None]
-    r = stains.transpose(1, 2) @ od - sparsity                           # (N, 2, P)
+    r = stains.transpose(1, 2) @ od - sparsity  # (N, 2, P)
     r0, r1 = r[:, 0], r[:, 1]
     det = (g00 * g11 - g01 * g01).clamp_min(1e-8)
     c0, c1 = (g11 * r0 - g01 * r1) / det, (g00 * r1 - g01 * r0) / det
     interior = (c0 >= 0) & (c1 >= 0)
-    a0 = (r0 / g00).clamp_min(0)                                         # haematoxylin only
-    b1 = (r1 / g11).clamp_min(0)                                         # eosin only
+    a0 = (r0 / g00).clamp_min(0)  # haematoxylin only
+    b1 = (r1 / g11).clamp_min(0)  # eosin only
     first = (0.5 * g00 * a0 - r0) * a0 <= (0.5 * g11 * b1 - r1) * b1
     c0 = torch.where(interior, c0, torch.where(first, a0, 0.0))
     c1 = torch.where(interior, c1, torch.where(first, 0.0, b1))
     return torch.stack([c0, c1], dim=1)
 
 
-def learn_stains(od: torch.Tensor, tissue: torch.Tensor, *, sparsity: float,
-                 iterations: int) -> torch.Tensor:
+def learn_stains(
+    od: torch.Tensor, tissue: torch.Tensor, *, sparsity: float, iterations: int
+) -> torch.Tensor:
     """Stain matrices (N, 3, 2) factorizing the tissue pixels of ``od`` (N, 3, P)."""
-    y = od * tissue.to(od.dtype)[:, None]                                # background: zero
+    y = od * tissue.to(od.dtype)[:, None]  # background: zero
     init = _RUIFROK_HE.to(od.device, od.dtype).expand(od.shape[0], 3, 2)
     stains = init.clone()
     for _ in range(iterations):
         c = nonnegative_lasso(stains, y, sparsity)
         ct = c.transpose(1, 2)
-        a, b = c @ ct, y @ ct                                            # (N, 2, 2), (N, 3, 2)
-        for j in range(2):                                               # the two stains
+        a, b = c @ ct, y @ ct  # (N, 2, 2), (N, 3, 2)
+        for j in range(2):  # the two stains
             ajj = a[:, j, j, None]
-            u = stains[:, :, j] + (b[:, :, j] - (stains @ a[:, :, j, None])[..., 0]) / ajj.clamp_min(1e-12)
+            u = stains[:, :, j] + (
+                b[:, :, j] - (stains @ a[:, :, j, None])[..., 0]
+            ) / ajj.clamp_min(1e-12)
             u = u.clamp_min(0)
             u = u / u.norm(dim=1, keepdim=True).clamp_min(1.0)
             stains[:, :, j] = torch.where(ajj > 1e-12, u, stains[:, :, j])
@@ -103,21 +107,41 @@ class Vahadane(StainNormalizer):
     """
 
     _tensors = ("stain_matrix", "max_concentrations")
-    _settings = ("Io", "sparsity", "concentration_sparsity", "iterations",
-                 "tissue_lightness", "n_samples")
+    _settings = (
+        "Io",
+        "sparsity",
+        "concentration_sparsity",
+        "iterations",
+        "tissue_lightness",
+        "n_samples",
+    )
 
-    def __init__(self, *, Io: float = 255.0, sparsity: float = 0.1,
-                 concentration_sparsity: float = 0.01, iterations: int = 20,
-                 tissue_lightness: float = 80.0, n_samples: int | None = 16384) -> None:
+    def __init__(
+        self,
+        *,
+        Io: float = 255.0,
+        sparsity: float = 0.1,
+        concentration_sparsity: float = 0.01,
+        iterations: int = 20,
+        tissue_lightness: float = 80.0,
+        n_samples: int | None = 16384,
+    ) -> None:
         super().__init__()
         self.Io, self.sparsity = float(Io), float(sparsity)
-        self.concentration_sparsity, self.iterations = float(concentration_sparsity), int(iterations)
+        self.concentration_sparsity, self.iterations = (
+            float(concentration_sparsity),
+            int(iterations),
+        )
         self.tissue_lightness, self.n_samples = float(tissue_lightness), n_samples
         self.stain_matrix: torch.Tensor | None = None
         self.max_concentrations: torch.Tensor | None = None
 
-    def estimate(self, pixels: torch.Tensor, *, iterations: int | None = None,
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def estimate(
+        self,
+        pixels: torch.Tensor,
+        *,
+        iterations: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Stain matrices (N, 3, 2), 99th-percentile concentrations (N, 2) and whether each
         image had enough tissue (N,), from 0-255 pixels (N, 3, P); ``iterations``
         overrides the setting."""
@@ -125,8 +149,12 @@ class Vahadane(StainNormalizer):
         sample = (pixels if index is None else pixels[..., index]).float()
         tissue = lightness_below(sample, self.tissue_lightness)
         od = optical_density(sample, self.Io)
-        stains = learn_stains(od, tissue, sparsity=self.sparsity,
-                              iterations=self.iterations if iterations is None else iterations)
+        stains = learn_stains(
+            od,
+            tissue,
+            sparsity=self.sparsity,
+            iterations=self.iterations if iterations is None else iterations,
+        )
         conc = nonnegative_lasso(stains, od, self.concentration_sparsity)
         max_c = masked_percentile(conc, None, [99.0])[..., 0]
         count = tissue.sum(dim=1)
@@ -150,6 +178,8 @@ class Vahadane(StainNormalizer):
         stains, max_c, valid = self.estimate(flat)
         stains = torch.where(valid[:, None, None], stains, p["stain_matrix"])
         scale = torch.where(valid[:, None], p["max_concentrations"] / max_c, 1.0)
-        conc = nonnegative_lasso(stains, optical_density(flat, self.Io), self.concentration_sparsity)
+        conc = nonnegative_lasso(
+            stains, optical_density(flat, self.Io), self.concentration_sparsity
+        )
         od = p["stain_matrix"] @ (conc * scale[..., None])
         return od.neg_().exp_().mul_(self.Io).view(n, 3, h, w)

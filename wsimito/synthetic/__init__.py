@@ -22,18 +22,35 @@ from .virtual import VirtualSlide, VirtualSlideBackend, virtual_slide
 from .writer import write_slide
 
 __all__ = [
-    "IMPOSTERS_PER_MITOSIS", "MITOTIC_DENSITY_MEAN", "PRESETS", "GroundTruth", "Scene",
-    "StainModel", "VirtualSlide", "VirtualSlideBackend", "make_slide", "random_stain",
-    "sample_mitotic_density", "virtual_slide", "write_slide",
+    "IMPOSTERS_PER_MITOSIS",
+    "MITOTIC_DENSITY_MEAN",
+    "PRESETS",
+    "GroundTruth",
+    "Scene",
+    "StainModel",
+    "VirtualSlide",
+    "VirtualSlideBackend",
+    "make_slide",
+    "random_stain",
+    "sample_mitotic_density",
+    "virtual_slide",
+    "write_slide",
 ]
 
 
-def make_slide(width: int, height: int, *, mpp: float = 0.25, seed: int = 0,
-               stain: str | StainModel = "random", tissue_fraction: float = 0.45,
-               tissue_scale_um: float = 1500.0, tumour_fraction: float = 0.55,
-               mitoses_per_mm2: float = MITOTIC_DENSITY_MEAN,
-               imposters_per_mitosis: float = IMPOSTERS_PER_MITOSIS,
-               ) -> tuple[np.ndarray, GroundTruth]:
+def make_slide(
+    width: int,
+    height: int,
+    *,
+    mpp: float = 0.25,
+    seed: int = 0,
+    stain: str | StainModel = "random",
+    tissue_fraction: float = 0.45,
+    tissue_scale_um: float = 1500.0,
+    tumour_fraction: float = 0.55,
+    mitoses_per_mm2: float = MITOTIC_DENSITY_MEAN,
+    imposters_per_mitosis: float = IMPOSTERS_PER_MITOSIS,
+) -> tuple[np.ndarray, GroundTruth]:
     """Render a synthetic H&E image of ``width`` x ``height`` px at ``mpp`` µm/px.
 
     Returns ``(image, truth)``: ``(height, width, 3)`` uint8 RGB and the
@@ -53,8 +70,16 @@ def make_slide(width: int, height: int, *, mpp: float = 0.25, seed: int = 0,
     >>> image.shape, truth.mitoses.shape[1]
     ((1024, 1024, 3), 2)
     """
-    scene = Scene.build(width, height, mpp=mpp, seed=seed, stain=stain,
-                        tissue_fraction=tissue_fraction, tissue_scale_um=tissue_scale_um,
-                        tumour_fraction=tumour_fraction, mitoses_per_mm2=mitoses_per_mm2,
-                        imposters_per_mitosis=imposters_per_mitosis)
+    scene = Scene.build(
+        width,
+        height,
+        mpp=mpp,
+        seed=seed,
+        stain=stain,
+        tissue_fraction=tissue_fraction,
+        tissue_scale_um=tissue_scale_um,
+        tumour_fraction=tumour_fraction,
+        mitoses_per_mm2=mitoses_per_mm2,
+        imposters_per_mitosis=imposters_per_mitosis,
+    )
     return scene.render_image(), scene.truth()

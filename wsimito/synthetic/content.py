@@ -58,7 +58,7 @@ def _smoothstep(t: np.ndarray) -> np.ndarray:
 def _octave_std() -> float:
     t = (np.arange(4096) + 0.5) / 4096
     s = _smoothstep(t)
-    one_axis = float(np.mean((1 - s) ** 2 + s ** 2))
+    one_axis = float(np.mean((1 - s) ** 2 + s**2))
     return float(np.sqrt(one_axis * one_axis / 3.0))  # lattice values uniform in [-1, 1]
 
 
@@ -78,9 +78,11 @@ class Noise:
     octaves: int = 1
 
     def _norm(self) -> float:
-        return _OCTAVE_STD * float(np.sqrt(sum(0.25 ** o for o in range(self.octaves))))
+        return _OCTAVE_STD * float(np.sqrt(sum(0.25**o for o in range(self.octaves))))
 
-    def grid(self, seed: int, xs: np.ndarray, ys: np.ndarray, min_spacing: float = 0.0) -> np.ndarray:
+    def grid(
+        self, seed: int, xs: np.ndarray, ys: np.ndarray, min_spacing: float = 0.0
+    ) -> np.ndarray:
         """Values at the grid ``ys[:, None], xs[None, :]`` (µm, float64); float32 ``(len(ys), len(xs))``.
 
         Octaves whose lattice spacing is below ``min_spacing`` µm (detail the
@@ -88,7 +90,7 @@ class Noise:
         """
         out = np.zeros((len(ys), len(xs)), dtype=np.float32)
         for o in range(self.octaves):
-            s = self.spacing / 2 ** o
+            s = self.spacing / 2**o
             if o and s < min_spacing:
                 break
             ix, tx = _axis(xs / s)
@@ -100,14 +102,13 @@ class Noise:
             rows = lat[:, jx] * (1 - tx) + lat[:, jx + 1] * tx
             val = rows[jy] * (1 - ty)[:, None]
             val += rows[jy + 1] * ty[:, None]
-            val *= np.float32(0.5 ** o)
+            val *= np.float32(0.5**o)
             out += val
         out *= np.float32(1.0 / self._norm())
         return out
 
 
-def noise_points(seed: int, noises: tuple[Noise, ...], x: np.ndarray,
-                 y: np.ndarray) -> np.ndarray:
+def noise_points(seed: int, noises: tuple[Noise, ...], x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Values of several noises at points ``(x, y)`` in µm (1-d float64): ``(len(noises), n)``.
 
     All octaves of all noises are evaluated in one vectorised pass.
@@ -117,8 +118,8 @@ def noise_points(seed: int, noises: tuple[Noise, ...], x: np.ndarray,
         for o in range(nz.octaves):
             keys.append(nz.key)
             octs.append(o)
-            spacing.append(nz.spacing / 2 ** o)
-            weight.append(0.5 ** o / nz._norm())
+            spacing.append(nz.spacing / 2**o)
+            weight.append(0.5**o / nz._norm())
             owner.append(i)
     s = np.asarray(spacing)[:, None]
     k = np.asarray(keys)[:, None]
@@ -153,14 +154,14 @@ def threshold_for_fraction(fraction: float) -> float:
 
 
 # -- the fields every scene uses --------------------------------------------
-FAINT = Noise(2, 700.0, 3)        # faint, thin or poorly stained areas
-REGION = Noise(3, 220.0, 4)       # tumour nests (high) versus stroma (low)
-LUMEN = Noise(4, 70.0, 3)         # clefts and lumina inside tumour nests
-LYMPH = Noise(5, 120.0, 3)        # lymphocyte aggregates in stroma
-HOTSPOT = Noise(6, 600.0, 3)      # regional variation of mitotic activity
-EOSIN = Noise(7, 40.0, 2)         # eosin strength of stroma and cytoplasm
-WARP = Noise(8, 30.0, 2)          # waviness of collagen fibres
-FIBRE_AMP = Noise(12, 15.0, 2)    # where fibres are dense or loose
+FAINT = Noise(2, 700.0, 3)  # faint, thin or poorly stained areas
+REGION = Noise(3, 220.0, 4)  # tumour nests (high) versus stroma (low)
+LUMEN = Noise(4, 70.0, 3)  # clefts and lumina inside tumour nests
+LYMPH = Noise(5, 120.0, 3)  # lymphocyte aggregates in stroma
+HOTSPOT = Noise(6, 600.0, 3)  # regional variation of mitotic activity
+EOSIN = Noise(7, 40.0, 2)  # eosin strength of stroma and cytoplasm
+WARP = Noise(8, 30.0, 2)  # waviness of collagen fibres
+FIBRE_AMP = Noise(12, 15.0, 2)  # where fibres are dense or loose
 TISSUE_KEY = 1
 
 
@@ -184,8 +185,9 @@ class Texture:
     sigma_um: float
     stretch: float = 1.0
 
-    def grid(self, seed: int, cols: np.ndarray, rows: np.ndarray, mpp_r: float,
-             angle: float = 0.0) -> np.ndarray:
+    def grid(
+        self, seed: int, cols: np.ndarray, rows: np.ndarray, mpp_r: float, angle: float = 0.0
+    ) -> np.ndarray:
         """Values at level pixels ``rows[:, None], cols[None, :]`` of a level at ``mpp_r`` µm/px.
 
         ``rows`` and ``cols`` are consecutive integer ranges. The result may be
@@ -193,17 +195,19 @@ class Texture:
         """
         r0, c0 = int(rows[0]) % _TABLE, int(cols[0]) % _TABLE
         if len(rows) <= _TABLE and len(cols) <= _TABLE:
-            big = _doubled_table(seed, self.key, round(self.sigma_um / mpp_r, 3), self.stretch,
-                                 round(angle, 4))
-            return big[r0:r0 + len(rows), c0:c0 + len(cols)]
+            big = _doubled_table(
+                seed, self.key, round(self.sigma_um / mpp_r, 3), self.stretch, round(angle, 4)
+            )
+            return big[r0 : r0 + len(rows), c0 : c0 + len(cols)]
         table = self.table(seed, mpp_r, angle)
         out = np.take(table, np.arange(r0, r0 + len(rows)), axis=0, mode="wrap")
         return np.take(out, np.arange(c0, c0 + len(cols)), axis=1, mode="wrap")
 
     def table(self, seed: int, mpp_r: float, angle: float = 0.0) -> np.ndarray:
         """The ``(512, 512)`` float32 period of the texture at ``mpp_r`` µm/px."""
-        return _texture_table(seed, self.key, round(self.sigma_um / mpp_r, 3), self.stretch,
-                              round(angle, 4))
+        return _texture_table(
+            seed, self.key, round(self.sigma_um / mpp_r, 3), self.stretch, round(angle, 4)
+        )
 
     def fade(self, mpp_r: float) -> float:
         """Amplitude kept at ``mpp_r`` µm/px: texture finer than about a pixel fades out."""
@@ -211,8 +215,9 @@ class Texture:
 
 
 @functools.lru_cache(maxsize=64)
-def _texture_table(seed: int, key: int, sigma_px: float, stretch: float,
-                   angle: float) -> np.ndarray:
+def _texture_table(
+    seed: int, key: int, sigma_px: float, stretch: float, angle: float
+) -> np.ndarray:
     rng = np.random.default_rng([seed, key, 0x7E47])
     white = rng.standard_normal((_TABLE, _TABLE))
     f = np.fft.fftfreq(_TABLE)
@@ -220,7 +225,7 @@ def _texture_table(seed: int, key: int, sigma_px: float, stretch: float,
     along = fx * np.cos(angle) + fy * np.sin(angle)
     across = -fx * np.sin(angle) + fy * np.cos(angle)
     s = max(sigma_px, 0.3)
-    gain = np.exp(-2 * np.pi ** 2 * s * s * (across ** 2 + (stretch * along) ** 2))
+    gain = np.exp(-2 * np.pi**2 * s * s * (across**2 + (stretch * along) ** 2))
     out = np.fft.ifft2(np.fft.fft2(white) * gain).real
     out /= out.std()
     out = out.astype(np.float32)
@@ -229,18 +234,19 @@ def _texture_table(seed: int, key: int, sigma_px: float, stretch: float,
 
 
 @functools.lru_cache(maxsize=64)
-def _doubled_table(seed: int, key: int, sigma_px: float, stretch: float,
-                   angle: float) -> np.ndarray:
+def _doubled_table(
+    seed: int, key: int, sigma_px: float, stretch: float, angle: float
+) -> np.ndarray:
     big = np.tile(_texture_table(seed, key, sigma_px, stretch, angle), (2, 2))
     big.flags.writeable = False
     return big
 
 
-CYTO = Texture(9, 1.2)            # granular cytoplasm
-CHROM_FINE = Texture(10, 0.3)     # fine chromatin speckle
-CHROM_COARSE = Texture(11, 0.6)   # clumped chromatin, ragged mitotic edges
+CYTO = Texture(9, 1.2)  # granular cytoplasm
+CHROM_FINE = Texture(10, 0.3)  # fine chromatin speckle
+CHROM_COARSE = Texture(11, 0.6)  # clumped chromatin, ragged mitotic edges
 FIBRES = Texture(13, 0.45, 12.0)  # collagen fibres, streaks along the slide's fibre angle
-CELLS = Texture(14, 2.2)          # cell-sized cytoplasm variation; its zero lines act as membranes
+CELLS = Texture(14, 2.2)  # cell-sized cytoplasm variation; its zero lines act as membranes
 
 
 def tissue_noise(scale_um: float) -> Noise:
@@ -275,9 +281,15 @@ PYKNOTIC, APOPTOTIC, DARK_LYMPHOCYTE, DEBRIS, HYPERCHROMATIC = 20, 21, 22, 23, 2
 
 #: Names of the mitotic phases and look-alike kinds, by kind code.
 KIND_NAMES = {
-    PROPHASE: "prophase", METAPHASE: "metaphase", ANAPHASE: "anaphase", TELOPHASE: "telophase",
-    PYKNOTIC: "pyknotic nucleus", APOPTOTIC: "apoptotic body", DARK_LYMPHOCYTE: "lymphocyte",
-    DEBRIS: "dark debris", HYPERCHROMATIC: "hyperchromatic nucleus",
+    PROPHASE: "prophase",
+    METAPHASE: "metaphase",
+    ANAPHASE: "anaphase",
+    TELOPHASE: "telophase",
+    PYKNOTIC: "pyknotic nucleus",
+    APOPTOTIC: "apoptotic body",
+    DARK_LYMPHOCYTE: "lymphocyte",
+    DEBRIS: "dark debris",
+    HYPERCHROMATIC: "hyperchromatic nucleus",
 }
 MITOTIC_KINDS = (PROPHASE, METAPHASE, ANAPHASE, TELOPHASE)
 #: Share of each phase among mitotic figures (prophase/prometaphase and metaphase dominate).
@@ -289,12 +301,12 @@ IMPOSTER_SHARES = (0.22, 0.24, 0.18, 0.14, 0.22)
 MAX_RADIUS_UM = 12.0
 N_PARAMS = 16
 
-_CELL_GRID_UM = 15.0     # one slot per tumour cell or fibroblast
-_LYMPH_GRID_UM = 7.5     # one slot per lymphocyte in aggregates
-_RARE_GRID_UM = 64.0     # mitoses and look-alikes: a few slots per cell
+_CELL_GRID_UM = 15.0  # one slot per tumour cell or fibroblast
+_LYMPH_GRID_UM = 7.5  # one slot per lymphocyte in aggregates
+_RARE_GRID_UM = 64.0  # mitoses and look-alikes: a few slots per cell
 _RARE_SLOTS = 16
-_HOTSPOT_SIGMA = 0.6     # log-normal spread of regional mitotic activity
-_HOTSPOT_MAX = 4.0       # cap of that multiplier (mean about 1)
+_HOTSPOT_SIGMA = 0.6  # log-normal spread of regional mitotic activity
+_HOTSPOT_MAX = 4.0  # cap of that multiplier (mean about 1)
 
 
 @dataclass
@@ -310,22 +322,28 @@ class Objects:
 
     @staticmethod
     def empty() -> Objects:
-        return Objects(np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros((0, N_PARAMS)),
-                       np.zeros(0))
+        return Objects(
+            np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros((0, N_PARAMS)), np.zeros(0)
+        )
 
     def __len__(self) -> int:
         return len(self.kind)
 
     def take(self, keep: np.ndarray) -> Objects:
-        return Objects(self.kind[keep], self.x[keep], self.y[keep], self.params[keep],
-                       self.gain[keep])
+        return Objects(
+            self.kind[keep], self.x[keep], self.y[keep], self.params[keep], self.gain[keep]
+        )
 
     @staticmethod
     def concat(parts: list[Objects]) -> Objects:
         if not parts:
             return Objects.empty()
-        return Objects(*(np.concatenate([getattr(p, f) for p in parts])
-                         for f in ("kind", "x", "y", "params", "gain")))
+        return Objects(
+            *(
+                np.concatenate([getattr(p, f) for p in parts])
+                for f in ("kind", "x", "y", "params", "gain")
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -361,13 +379,21 @@ def site_fields(layout: Layout, x: np.ndarray, y: np.ndarray) -> dict[str, np.nd
     """What may sit at points (µm): tissue cover, tumour membership, stain gain,
     lymphocyte-aggregate noise and the hotspot multiplier of mitotic activity."""
     t, r, lu, f, ly, hs = noise_points(
-        layout.seed, (tissue_noise(layout.tissue_scale_um), REGION, LUMEN, FAINT, LYMPH, HOTSPOT),
-        x, y)
+        layout.seed,
+        (tissue_noise(layout.tissue_scale_um), REGION, LUMEN, FAINT, LYMPH, HOTSPOT),
+        x,
+        y,
+    )
     tum = tumour_weight(r, layout.tumour_threshold)
     cover = tissue_alpha(t, layout.tissue_threshold) * (1 - lumen_weight(lu) * tum)
-    hot = np.minimum(np.exp(_HOTSPOT_SIGMA * hs - _HOTSPOT_SIGMA ** 2 / 2), _HOTSPOT_MAX)
-    return {"tissue": cover, "tumour": tum, "gain": cover * faint_gain(f), "lymph": ly,
-            "hotspot": hot}
+    hot = np.minimum(np.exp(_HOTSPOT_SIGMA * hs - _HOTSPOT_SIGMA**2 / 2), _HOTSPOT_MAX)
+    return {
+        "tissue": cover,
+        "tumour": tum,
+        "gain": cover * faint_gain(f),
+        "lymph": ly,
+        "hotspot": hot,
+    }
 
 
 def _grid_sites(layout: Layout, grid_id: int, grid: float, box, jitter: float):
@@ -385,19 +411,29 @@ def cell_nuclei(layout: Layout, box: tuple[float, float, float, float]) -> Objec
     f = site_fields(layout, x, y)
     tum = f["tumour"] > 0.5
     present = (f["tissue"] > 0.5) & (pick < np.where(tum, 0.93, 0.2))
-    cells = Objects(np.where(tum, TUMOUR, FIBROBLAST)[present], x[present], y[present],
-                    params[present], f["gain"][present])
+    cells = Objects(
+        np.where(tum, TUMOUR, FIBROBLAST)[present],
+        x[present],
+        y[present],
+        params[present],
+        f["gain"][present],
+    )
     lx, ly, lpick, lparams = _grid_sites(layout, 102, _LYMPH_GRID_UM, box, 0.35)
     lf = site_fields(layout, lx, ly)
     aggregate = lf["lymph"] > 1.3
     chance = np.where(aggregate & (lf["tumour"] < 0.5), 0.85, 0.012)
     lpresent = (lf["tissue"] > 0.5) & (lpick < chance)
-    lymph = Objects(np.full(int(lpresent.sum()), LYMPHOCYTE), lx[lpresent], ly[lpresent],
-                    lparams[lpresent], lf["gain"][lpresent])
+    lymph = Objects(
+        np.full(int(lpresent.sum()), LYMPHOCYTE),
+        lx[lpresent],
+        ly[lpresent],
+        lparams[lpresent],
+        lf["gain"][lpresent],
+    )
     if len(lymph):
         # aggregates replace the stromal cells they overlap
         d2 = (cells.x[:, None] - lymph.x[None, :]) ** 2 + (cells.y[:, None] - lymph.y[None, :]) ** 2
-        cells = cells.take(~(d2 < 6.0 ** 2).any(axis=1))
+        cells = cells.take(~(d2 < 6.0**2).any(axis=1))
     return Objects.concat([cells, lymph])
 
 
@@ -413,8 +449,12 @@ def rare_objects(layout: Layout, box: tuple[float, float, float, float]) -> Obje
     parts = []
     for group, rate, kinds, shares in (
         (201, layout.mitoses_per_mm2_tumour, MITOTIC_KINDS, PHASE_SHARES),
-        (202, layout.mitoses_per_mm2_tumour * layout.imposters_per_mitosis, IMPOSTER_KINDS,
-         IMPOSTER_SHARES),
+        (
+            202,
+            layout.mitoses_per_mm2_tumour * layout.imposters_per_mitosis,
+            IMPOSTER_KINDS,
+            IMPOSTER_SHARES,
+        ),
     ):
         p_slot = rate * _HOTSPOT_MAX * cell_mm2 / _RARE_SLOTS
         if p_slot <= 0:
@@ -425,8 +465,14 @@ def rare_objects(layout: Layout, box: tuple[float, float, float, float]) -> Obje
         ccx = np.repeat(cx, _RARE_SLOTS)[cand]
         ccy = np.repeat(cy, _RARE_SLOTS)[cand]
         cslot = np.tile(slot, len(cx))[cand]
-        u = uniform(layout.seed, group, ccy[:, None], ccx[:, None], cslot[:, None],
-                    np.arange(N_PARAMS + 4)[None, :])
+        u = uniform(
+            layout.seed,
+            group,
+            ccy[:, None],
+            ccx[:, None],
+            cslot[:, None],
+            np.arange(N_PARAMS + 4)[None, :],
+        )
         x = (ccx + u[:, 0]) * _RARE_GRID_UM
         y = (ccy + u[:, 1]) * _RARE_GRID_UM
         inside = _in_box(x, y, box)
@@ -436,8 +482,9 @@ def rare_objects(layout: Layout, box: tuple[float, float, float, float]) -> Obje
         accept = u[:, 2] * _HOTSPOT_MAX < local
         x, y, u, gain = x[accept], y[accept], u[accept], f["gain"][accept]
         edges = np.cumsum(shares)
-        kind = np.asarray(kinds)[np.minimum(np.searchsorted(edges, u[:, 3] * edges[-1]),
-                                            len(kinds) - 1)]
+        kind = np.asarray(kinds)[
+            np.minimum(np.searchsorted(edges, u[:, 3] * edges[-1]), len(kinds) - 1)
+        ]
         parts.append(Objects(kind, x, y, u[:, 4:], gain))
     return Objects.concat(parts)
 
@@ -448,6 +495,7 @@ def rare_objects(layout: Layout, box: tuple[float, float, float, float]) -> Obje
 # the same pixels and the edge width in µm, and returns per-pixel maps:
 # "hem" haematoxylin OD of nuclear material, "tf"/"tc" fine/coarse chromatin
 # texture amplitude, "halo" clear cytoplasm (0..1), "eos" extra eosin OD.
+
 
 def _col(p: np.ndarray, i: int, lo: float, hi: float) -> np.ndarray:
     return (lo + (hi - lo) * p[:, i])[:, None, None].astype(np.float32)
@@ -499,8 +547,12 @@ def _prophase(p, U, V, cc, edge):
     d = _ellipse_d(U, V, a, b) - 0.06 * cc
     m = _inside(d, b, edge)
     threads = np.clip(1.3 - np.abs(cc) * 1.1, 0.0, 1.0)  # condensed chromosomes: coarse threads
-    return {"hem": m * _col(p, 4, 0.95, 1.25) * (0.45 + 0.75 * threads), "tf": m * 0.2, "tc": m * 0.0,
-            "halo": _halo(U, V, a * 1.45, b * 1.45, edge)}
+    return {
+        "hem": m * _col(p, 4, 0.95, 1.25) * (0.45 + 0.75 * threads),
+        "tf": m * 0.2,
+        "tc": m * 0.0,
+        "halo": _halo(U, V, a * 1.45, b * 1.45, edge),
+    }
 
 
 def _metaphase(p, U, V, cc, edge):
@@ -508,8 +560,12 @@ def _metaphase(p, U, V, cc, edge):
     b = _col(p, 2, 1.6, 2.4)
     d = _ellipse_d(U, V + _col(p, 3, -0.04, 0.04) * U * U, a, b)
     m = _inside(d - 0.2 * cc, b, edge)  # ragged, hairy edges
-    return {"hem": m * _col(p, 4, 1.05, 1.35), "tf": m * 0.15, "tc": m * 0.35,
-            "halo": _halo(U, V, a + 1.5, b + 4.0, edge)}
+    return {
+        "hem": m * _col(p, 4, 1.05, 1.35),
+        "tf": m * 0.15,
+        "tc": m * 0.35,
+        "halo": _halo(U, V, a + 1.5, b + 4.0, edge),
+    }
 
 
 def _pair(U, V, gap, a, b, bend, edge, cc, rag):
@@ -523,8 +579,12 @@ def _anaphase(p, U, V, cc, edge):
     b = _col(p, 2, 1.1, 1.7)
     gap = _col(p, 5, 4.0, 8.0)
     m = _pair(U, V, gap, a, b, _col(p, 3, 0.02, 0.07), edge, cc, 0.12)
-    return {"hem": m * _col(p, 4, 1.05, 1.35), "tf": m * 0.15, "tc": m * 0.35,
-            "halo": _halo(U, V, a + 2.0, gap / 2 + b + 3.5, edge)}
+    return {
+        "hem": m * _col(p, 4, 1.05, 1.35),
+        "tf": m * 0.15,
+        "tc": m * 0.35,
+        "halo": _halo(U, V, a + 2.0, gap / 2 + b + 3.5, edge),
+    }
 
 
 def _telophase(p, U, V, cc, edge):
@@ -533,8 +593,10 @@ def _telophase(p, U, V, cc, edge):
     gap = _col(p, 5, 7.0, 12.0)
     m = _pair(U, V, gap, a, b, _col(p, 3, 0.05, 0.12), edge, cc, 0.15)
     r = b + 2.2
-    cell = np.maximum(_inside(np.sqrt(U * U + (V - gap / 2) ** 2) / r, r, edge * 8),
-                      _inside(np.sqrt(U * U + (V + gap / 2) ** 2) / r, r, edge * 8))
+    cell = np.maximum(
+        _inside(np.sqrt(U * U + (V - gap / 2) ** 2) / r, r, edge * 8),
+        _inside(np.sqrt(U * U + (V + gap / 2) ** 2) / r, r, edge * 8),
+    )
     return {"hem": m * _col(p, 4, 1.0, 1.3), "tf": m * 0.2, "tc": m * 0.45, "halo": cell * 0.4}
 
 
@@ -544,8 +606,13 @@ def _pyknotic(p, U, V, cc, edge):
     d = _ellipse_d(U, V, a, b)
     m = _inside(d, b, edge * 0.6)
     body = _inside(d / 1.7, b * 1.7, edge)
-    return {"hem": m * _col(p, 4, 1.2, 1.5), "tf": m * 0.05, "tc": m * 0.05,
-            "halo": _inside(d / 2.1, b * 2.1, edge * 6) * 0.3, "eos": body * 0.2}
+    return {
+        "hem": m * _col(p, 4, 1.2, 1.5),
+        "tf": m * 0.05,
+        "tc": m * 0.05,
+        "halo": _inside(d / 2.1, b * 2.1, edge * 6) * 0.3,
+        "eos": body * 0.2,
+    }
 
 
 def _apoptotic(p, U, V, cc, edge):
@@ -562,8 +629,13 @@ def _apoptotic(p, U, V, cc, edge):
         fy = (rho * np.sin(phi))[:, None, None]
         fk = _inside(np.sqrt((U - fx) ** 2 + (V - fy) ** 2) / r, r, edge * 0.6)
         frag = np.maximum(frag, fk * (k < count)[:, None, None])
-    return {"hem": frag * _col(p, 4, 1.2, 1.5), "tf": frag * 0.05, "tc": frag * 0.05,
-            "halo": _inside(d * rb / (rb + 1.5), rb + 1.5, edge * 6) * 0.35, "eos": body * 0.25}
+    return {
+        "hem": frag * _col(p, 4, 1.2, 1.5),
+        "tf": frag * 0.05,
+        "tc": frag * 0.05,
+        "halo": _inside(d * rb / (rb + 1.5), rb + 1.5, edge * 6) * 0.35,
+        "eos": body * 0.25,
+    }
 
 
 def _dark_lymphocyte(p, U, V, cc, edge):
@@ -588,9 +660,16 @@ def _hyperchromatic(p, U, V, cc, edge):
 
 #: kind -> (shape function, largest reach from the centre in µm).
 SHAPES = {
-    TUMOUR: (_tumour, 7.0), FIBROBLAST: (_fibroblast, 8.0), LYMPHOCYTE: (_lymphocyte, 4.2),
-    PROPHASE: (_prophase, 9.0), METAPHASE: (_metaphase, 9.0), ANAPHASE: (_anaphase, 9.0),
-    TELOPHASE: (_telophase, 11.0), PYKNOTIC: (_pyknotic, 9.0), APOPTOTIC: (_apoptotic, 8.0),
-    DARK_LYMPHOCYTE: (_dark_lymphocyte, 4.5), DEBRIS: (_debris, 9.0),
+    TUMOUR: (_tumour, 7.0),
+    FIBROBLAST: (_fibroblast, 8.0),
+    LYMPHOCYTE: (_lymphocyte, 4.2),
+    PROPHASE: (_prophase, 9.0),
+    METAPHASE: (_metaphase, 9.0),
+    ANAPHASE: (_anaphase, 9.0),
+    TELOPHASE: (_telophase, 11.0),
+    PYKNOTIC: (_pyknotic, 9.0),
+    APOPTOTIC: (_apoptotic, 8.0),
+    DARK_LYMPHOCYTE: (_dark_lymphocyte, 4.5),
+    DEBRIS: (_debris, 9.0),
     HYPERCHROMATIC: (_hyperchromatic, 6.5),
 }

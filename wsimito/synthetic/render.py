@@ -23,12 +23,12 @@ from .truth import GroundTruth
 
 #: Coarsest level resolution (µm/px) at which nuclei and figures are drawn one by one.
 DETAIL_MPP = 2.0
-_COARSE_STEP_UM = 2.0      # spacing of the sub-grid that smooth fields are evaluated on
+_COARSE_STEP_UM = 2.0  # spacing of the sub-grid that smooth fields are evaluated on
 _COARSE_STEP_COARSE_UM = 8.0  # the same on levels drawn without objects
 _FIBRE_PERIOD_UM = 5.0
 _GRAIN_TABLE = 256
-_BLOCK = 1024              # px per side rendered at once by render_image
-_BLOCK_UM = 256.0          # objects are enumerated and cached per block of this side
+_BLOCK = 1024  # px per side rendered at once by render_image
+_BLOCK_UM = 256.0  # objects are enumerated and cached per block of this side
 # Mean nuclear haematoxylin OD per area, for levels drawn without objects
 # (tumour nests, stroma): measured by area-averaging level-0 renders.
 _MEAN_NUCLEAR_OD = (0.12, 0.02)
@@ -47,23 +47,35 @@ class Scene:
     tumour_fraction: float
 
     @classmethod
-    def build(cls, width: int, height: int, *, mpp: float = 0.25, seed: int = 0,
-              stain: str | StainModel = "random", tissue_fraction: float = 0.45,
-              tissue_scale_um: float = 1500.0, tumour_fraction: float = 0.55,
-              mitoses_per_mm2: float = MITOTIC_DENSITY_MEAN,
-              imposters_per_mitosis: float = IMPOSTERS_PER_MITOSIS) -> Scene:
+    def build(
+        cls,
+        width: int,
+        height: int,
+        *,
+        mpp: float = 0.25,
+        seed: int = 0,
+        stain: str | StainModel = "random",
+        tissue_fraction: float = 0.45,
+        tissue_scale_um: float = 1500.0,
+        tumour_fraction: float = 0.55,
+        mitoses_per_mm2: float = MITOTIC_DENSITY_MEAN,
+        imposters_per_mitosis: float = IMPOSTERS_PER_MITOSIS,
+    ) -> Scene:
         """Check the knobs and build a scene (see :func:`wsimito.synthetic.make_slide`)."""
         if int(width) <= 0 or int(height) <= 0:
             raise ValueError(f"width and height must be positive px, got {width} x {height}")
         if not (math.isfinite(mpp) and mpp > 0):
             raise ValueError(f"mpp must be a positive number of µm per pixel, got {mpp!r}")
-        for name, value in (("tissue_fraction", tissue_fraction),
-                            ("tumour_fraction", tumour_fraction)):
+        for name, value in (
+            ("tissue_fraction", tissue_fraction),
+            ("tumour_fraction", tumour_fraction),
+        ):
             if not 0 <= value <= 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
         if tumour_fraction == 0 and mitoses_per_mm2 > 0:
-            raise ValueError("mitotic figures sit in tumour nests: use tumour_fraction > 0 "
-                             "or mitoses_per_mm2=0")
+            raise ValueError(
+                "mitotic figures sit in tumour nests: use tumour_fraction > 0 or mitoses_per_mm2=0"
+            )
         if mitoses_per_mm2 < 0 or imposters_per_mitosis < 0:
             raise ValueError("mitoses_per_mm2 and imposters_per_mitosis must be >= 0")
         if tissue_scale_um <= 0:
@@ -72,22 +84,38 @@ class Scene:
         rate = mitoses_per_mm2 / tumour_fraction if tumour_fraction > 0 else 0.0
         limit = c.max_rare_rate() * tumour_fraction / max(1.0, imposters_per_mitosis)
         if mitoses_per_mm2 > limit:
-            raise ValueError(f"mitoses_per_mm2={mitoses_per_mm2:g} is more than this layout holds; "
-                             f"use at most {limit:.0f} (or raise tumour_fraction)")
-        layout = c.Layout(seed, float(tissue_scale_um), c.threshold_for_fraction(tissue_fraction),
-                          c.threshold_for_fraction(tumour_fraction), rate,
-                          float(imposters_per_mitosis))
-        return cls(int(width), int(height), float(mpp), seed, resolve_stain(stain, seed), layout,
-                   float(tumour_fraction))
+            raise ValueError(
+                f"mitoses_per_mm2={mitoses_per_mm2:g} is more than this layout holds; "
+                f"use at most {limit:.0f} (or raise tumour_fraction)"
+            )
+        layout = c.Layout(
+            seed,
+            float(tissue_scale_um),
+            c.threshold_for_fraction(tissue_fraction),
+            c.threshold_for_fraction(tumour_fraction),
+            rate,
+            float(imposters_per_mitosis),
+        )
+        return cls(
+            int(width),
+            int(height),
+            float(mpp),
+            seed,
+            resolve_stain(stain, seed),
+            layout,
+            float(tumour_fraction),
+        )
 
     # -- objects and truth -------------------------------------------------
     def objects(self, box_um: tuple[float, float, float, float]) -> c.Objects:
         """Everything drawn whose centre lies in ``box_um`` (x0, y0, x1, y1 µm)."""
         x0, y0, x1, y1 = box_um
         b = _BLOCK_UM
-        parts = [_block_objects(self.layout, bx, by)
-                 for by in range(math.floor(y0 / b), math.floor(y1 / b) + 1)
-                 for bx in range(math.floor(x0 / b), math.floor(x1 / b) + 1)]
+        parts = [
+            _block_objects(self.layout, bx, by)
+            for by in range(math.floor(y0 / b), math.floor(y1 / b) + 1)
+            for bx in range(math.floor(x0 / b), math.floor(x1 / b) + 1)
+        ]
         objs = c.Objects.concat(parts)
         return objs.take((objs.x >= x0) & (objs.x < x1) & (objs.y >= y0) & (objs.y < y1))
 
@@ -105,8 +133,14 @@ class Scene:
         pts = np.stack([objs.x / m, objs.y / m], axis=1).reshape(-1, 2)
         mit = np.isin(objs.kind, c.MITOTIC_KINDS)
         names = np.array([c.KIND_NAMES.get(int(k), "") for k in objs.kind], dtype=object)
-        return GroundTruth(pts[mit], names[mit].astype(str), pts[~mit], names[~mit].astype(str),
-                           m, (float(x), float(y), float(w), float(h)))
+        return GroundTruth(
+            pts[mit],
+            names[mit].astype(str),
+            pts[~mit],
+            names[~mit].astype(str),
+            m,
+            (float(x), float(y), float(w), float(h)),
+        )
 
     # -- pixels ---------------------------------------------------------------
     def render(self, x: int, y: int, w: int, h: int, downsample: float = 1.0) -> np.ndarray:
@@ -158,8 +192,9 @@ class Scene:
         grain = self._grain(x, y, w, h)
         return beer_lambert(hem, eos, self.stain, grain)
 
-    def _smooth_fields(self, x: int, y: int, w: int, h: int, ds: float,
-                       detail: bool) -> list[np.ndarray]:
+    def _smooth_fields(
+        self, x: int, y: int, w: int, h: int, ds: float, detail: bool
+    ) -> list[np.ndarray]:
         """Slowly varying maps on a coarse absolute sub-grid, interpolated to every pixel.
 
         Eosin and cytoplasm haematoxylin, then with ``detail`` fibre contrast and
@@ -186,12 +221,14 @@ class Scene:
         eos_var = 1.0 + 0.25 * field(c.EOSIN)
         stroma = 1.0 - tum
         maps = [
-            cover * eos_var * (0.42 * stroma + 0.3 * tum),   # eosin of stroma and cytoplasm
-            cover * (0.02 * stroma + 0.2 * tum),              # haematoxylin tint of cytoplasm
+            cover * eos_var * (0.42 * stroma + 0.3 * tum),  # eosin of stroma and cytoplasm
+            cover * (0.02 * stroma + 0.2 * tum),  # haematoxylin tint of cytoplasm
         ]
         if detail:
-            maps += [cover * stroma * 0.13 * np.clip(1.0 + field(c.FIBRE_AMP), 0, 2),
-                     6.0 * field(c.WARP)]                     # fibre contrast; waviness in µm
+            maps += [
+                cover * stroma * 0.13 * np.clip(1.0 + field(c.FIBRE_AMP), 0, 2),
+                6.0 * field(c.WARP),
+            ]  # fibre contrast; waviness in µm
         else:
             maps += [cover, cover * tum]
         fields = np.stack(maps).astype(np.float32)
@@ -211,12 +248,17 @@ class Scene:
         mpp_r = self.mpp * ds
         scale = ds * self.mpp
         reach = c.MAX_RADIUS_UM
-        box_um = (x * scale - reach, y * scale - reach, (x + w) * scale + reach,
-                  (y + h) * scale + reach)
+        box_um = (
+            x * scale - reach,
+            y * scale - reach,
+            (x + w) * scale + reach,
+            (y + h) * scale + reach,
+        )
         objs = self.objects(box_um)
         maps = {name: np.zeros((h, w), np.float32) for name in ("hem", "tf", "tc", "halo", "eos")}
-        cc = (c.CHROM_COARSE.grid(self.seed, np.arange(x, x + w), np.arange(y, y + h), mpp_r)
-              * c.CHROM_COARSE.fade(mpp_r))
+        cc = c.CHROM_COARSE.grid(
+            self.seed, np.arange(x, x + w), np.arange(y, y + h), mpp_r
+        ) * c.CHROM_COARSE.fade(mpp_r)
         maps["cc"] = cc
         edge = max(0.45, 0.6 * mpp_r)  # µm: blur of object outlines
         for kind in np.unique(objs.kind):
@@ -252,7 +294,7 @@ class Scene:
                     continue
                 for name, patch in patches.items():
                     dst = maps[name][a0:a1, b0:b1]
-                    np.maximum(dst, patch[i, a0 - r0:a1 - r0, b0 - c0:b1 - c0], out=dst)
+                    np.maximum(dst, patch[i, a0 - r0 : a1 - r0, b0 - c0 : b1 - c0], out=dst)
         return maps
 
     def _grain(self, x: int, y: int, w: int, h: int) -> np.ndarray:
@@ -265,7 +307,7 @@ class Scene:
         for y0 in range(0, self.height, _BLOCK):
             for x0 in range(0, self.width, _BLOCK):
                 bw, bh = min(_BLOCK, self.width - x0), min(_BLOCK, self.height - y0)
-                out[y0:y0 + bh, x0:x0 + bw] = self.render(x0, y0, bw, bh)
+                out[y0 : y0 + bh, x0 : x0 + bw] = self.render(x0, y0, bw, bh)
         return out
 
 

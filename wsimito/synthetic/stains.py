@@ -41,8 +41,9 @@ class StainModel:
 
     def matrix(self) -> np.ndarray:
         """``(2, 3)`` float32: optical density per unit h and e over (R, G, B), gains applied."""
-        return np.stack([_unit(self.h_od) * self.h_gain,
-                         _unit(self.e_od) * self.e_gain]).astype(np.float32)
+        return np.stack([_unit(self.h_od) * self.h_gain, _unit(self.e_od) * self.e_gain]).astype(
+            np.float32
+        )
 
 
 # Ruifrok & Johnston (2001) and Macenko et al. (2009) reference stain vectors.
@@ -52,18 +53,25 @@ _MACENKO_H = (0.5626, 0.7201, 0.4062)
 _MACENKO_E = (0.2159, 0.8012, 0.5581)
 
 #: Named stain set-ups imitating common lab and scanner looks.
-PRESETS: dict[str, StainModel] = {m.name: m for m in (
-    StainModel("standard", _MACENKO_H, (0.17, 0.86, 0.48)),
-    StainModel("ruifrok", _RUIFROK_H, _RUIFROK_E, 0.95, 0.8),
-    StainModel("pale", _MACENKO_H, _MACENKO_E, 0.62, 0.7, (246.0, 245.0, 247.0)),
-    StainModel("dark", (0.58, 0.74, 0.34), (0.16, 0.87, 0.46), 1.3, 1.15, (238.0, 236.0, 240.0)),
-    StainModel("eosin-rich", _MACENKO_H, (0.10, 0.92, 0.38), 0.85, 1.45),
-    StainModel("haematoxylin-rich", (0.66, 0.68, 0.32), _MACENKO_E, 1.3, 0.7),
-    StainModel("warm-scanner", (0.56, 0.74, 0.37), (0.20, 0.83, 0.52), 1.0, 1.0,
-               (248.0, 240.0, 226.0)),
-    StainModel("cool-scanner", (0.60, 0.68, 0.42), (0.22, 0.78, 0.58), 1.0, 0.95,
-               (232.0, 238.0, 250.0)),
-)}
+PRESETS: dict[str, StainModel] = {
+    m.name: m
+    for m in (
+        StainModel("standard", _MACENKO_H, (0.17, 0.86, 0.48)),
+        StainModel("ruifrok", _RUIFROK_H, _RUIFROK_E, 0.95, 0.8),
+        StainModel("pale", _MACENKO_H, _MACENKO_E, 0.62, 0.7, (246.0, 245.0, 247.0)),
+        StainModel(
+            "dark", (0.58, 0.74, 0.34), (0.16, 0.87, 0.46), 1.3, 1.15, (238.0, 236.0, 240.0)
+        ),
+        StainModel("eosin-rich", _MACENKO_H, (0.10, 0.92, 0.38), 0.85, 1.45),
+        StainModel("haematoxylin-rich", (0.66, 0.68, 0.32), _MACENKO_E, 1.3, 0.7),
+        StainModel(
+            "warm-scanner", (0.56, 0.74, 0.37), (0.20, 0.83, 0.52), 1.0, 1.0, (248.0, 240.0, 226.0)
+        ),
+        StainModel(
+            "cool-scanner", (0.60, 0.68, 0.42), (0.22, 0.78, 0.58), 1.0, 0.95, (232.0, 238.0, 250.0)
+        ),
+    )
+}
 
 
 def random_stain(seed: int) -> StainModel:
@@ -78,9 +86,14 @@ def random_stain(seed: int) -> StainModel:
     e = np.clip(_unit(base.e_od) + rng.normal(0, 0.05, 3), 0.02, None)
     gains = np.exp(rng.normal(0, 0.12, 2))
     bg = np.clip(np.asarray(base.background) + rng.uniform(-6, 6, 3), 200, 255)
-    return StainModel(f"random-{seed}({base.name})", tuple(_unit(h)), tuple(_unit(e)),
-                      float(base.h_gain * gains[0]), float(base.e_gain * gains[1]),
-                      tuple(float(v) for v in bg))
+    return StainModel(
+        f"random-{seed}({base.name})",
+        tuple(_unit(h)),
+        tuple(_unit(e)),
+        float(base.h_gain * gains[0]),
+        float(base.e_gain * gains[1]),
+        tuple(float(v) for v in bg),
+    )
 
 
 def resolve_stain(stain: str | StainModel, seed: int) -> StainModel:
@@ -91,12 +104,14 @@ def resolve_stain(stain: str | StainModel, seed: int) -> StainModel:
         return random_stain(seed)
     if stain in PRESETS:
         return PRESETS[stain]
-    raise ValueError(f"unknown stain {stain!r}; use 'random', a StainModel, or one of "
-                     f"{sorted(PRESETS)}")
+    raise ValueError(
+        f"unknown stain {stain!r}; use 'random', a StainModel, or one of {sorted(PRESETS)}"
+    )
 
 
-def beer_lambert(h: np.ndarray, e: np.ndarray, stain: StainModel,
-                 grain: np.ndarray | None = None) -> np.ndarray:
+def beer_lambert(
+    h: np.ndarray, e: np.ndarray, stain: StainModel, grain: np.ndarray | None = None
+) -> np.ndarray:
     """RGB uint8 ``(rows, cols, 3)`` from stain amounts ``h`` and ``e`` (``(rows, cols)`` float32).
 
     ``grain``: optional ``(rows, cols)`` additive sensor noise in grey levels.

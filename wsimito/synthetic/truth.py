@@ -39,13 +39,20 @@ class GroundTruth:
             raise ValueError(f"box width and height must be non-negative px, got {box!r}")
 
         def inside(pts: np.ndarray) -> np.ndarray:
-            return ((pts[:, 0] >= x) & (pts[:, 0] < x + w)
-                    & (pts[:, 1] >= y) & (pts[:, 1] < y + h))
+            return (pts[:, 0] >= x) & (pts[:, 0] < x + w) & (pts[:, 1] >= y) & (pts[:, 1] < y + h)
 
         m, i = inside(self.mitoses), inside(self.imposters)
-        return GroundTruth(self.mitoses[m], self.phases[m], self.imposters[i],
-                           self.imposter_kinds[i], self.mpp, (x, y, w, h))
+        return GroundTruth(
+            self.mitoses[m],
+            self.phases[m],
+            self.imposters[i],
+            self.imposter_kinds[i],
+            self.mpp,
+            (x, y, w, h),
+        )
 
     def __repr__(self) -> str:
-        return (f"<GroundTruth {len(self.mitoses)} mitotic figures, {len(self.imposters)} "
-                f"look-alikes in {self.box[2]:.0f}x{self.box[3]:.0f} px at {self.mpp:g} µm/px>")
+        return (
+            f"<GroundTruth {len(self.mitoses)} mitotic figures, {len(self.imposters)} "
+            f"look-alikes in {self.box[2]:.0f}x{self.box[3]:.0f} px at {self.mpp:g} µm/px>"
+        )

@@ -42,7 +42,8 @@ class VirtualSlideBackend(Backend):
         self.level_downsamples = tuple(downs)
         self.properties = {
             "openslide.vendor": "wsimito-synthetic",
-            "openslide.mpp-x": repr(scene.mpp), "openslide.mpp-y": repr(scene.mpp),
+            "openslide.mpp-x": repr(scene.mpp),
+            "openslide.mpp-y": repr(scene.mpp),
             "wsimito.synthetic.seed": str(scene.seed),
             "wsimito.synthetic.stain": scene.stain.name,
         }
@@ -81,8 +82,16 @@ class VirtualSlide(Slide):
         return self.scene.truth(box)
 
 
-def virtual_slide(width: int, height: int, *, mpp: float = 0.25, seed: int = 0,
-                  stain: str = "random", tile_size: int = 512, **scene_kwargs) -> VirtualSlide:
+def virtual_slide(
+    width: int,
+    height: int,
+    *,
+    mpp: float = 0.25,
+    seed: int = 0,
+    stain: str = "random",
+    tile_size: int = 512,
+    **scene_kwargs,
+) -> VirtualSlide:
     """A synthetic slide of ``width`` x ``height`` level-0 px at ``mpp`` µm/px, rendered on demand.
 
     ``scene_kwargs`` are the knobs of :func:`wsimito.synthetic.make_slide`

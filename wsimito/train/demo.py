@@ -121,16 +121,21 @@ def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     return np.asarray(Image.open(buf).convert("RGB"))
 
 
-def render_training_slide(index: int, seed: int, stain: StainModel
-                          ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def render_training_slide(
+    index: int, seed: int, stain: StainModel
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Four ``CROP`` x ``CROP`` px crops at ``DEMO_MPP`` of one training slide and their
     mitotic-figure points (x, y in crop px). ``index`` picks the rendering path."""
     rng = np.random.default_rng([seed, 0xDE30])
     side = 2 * CROP
-    kwargs = {"seed": seed, "stain": stain,
-              "tissue_fraction": 1.0 if index % 4 else 0.6, "tumour_fraction": 0.8,
-              "mitoses_per_mm2": float(rng.uniform(120, 300)),
-              "imposters_per_mitosis": float(rng.uniform(1.2, 2.5))}
+    kwargs = {
+        "seed": seed,
+        "stain": stain,
+        "tissue_fraction": 1.0 if index % 4 else 0.6,
+        "tumour_fraction": 0.8,
+        "mitoses_per_mm2": float(rng.uniform(120, 300)),
+        "imposters_per_mitosis": float(rng.uniform(1.2, 2.5)),
+    }
     if index % 2 == 0:
         fine, truth = make_slide(2 * side, 2 * side, mpp=DEMO_MPP / 2, **kwargs)
         image = fine.reshape(side, 2, side, 2, 3).mean(axis=(1, 3)).round().astype(np.uint8)
@@ -146,7 +151,7 @@ def render_training_slide(index: int, seed: int, stain: StainModel
         for x in (0, CROP):
             pts = points - (x, y)
             keep = np.all((pts > -margin) & (pts < CROP + margin), axis=1)
-            crop = np.ascontiguousarray(image[y:y + CROP, x:x + CROP].transpose(2, 0, 1))
+            crop = np.ascontiguousarray(image[y : y + CROP, x : x + CROP].transpose(2, 0, 1))
             crops.append((torch.from_numpy(crop), torch.from_numpy(pts[keep]).float()))
     return crops
 
@@ -158,13 +163,19 @@ def build_dataset(recipe: Recipe, log: Log = print) -> list[tuple[torch.Tensor, 
     for index, (seed, stain) in enumerate(training_stains(recipe.train_slides, TRAIN_SEED0)):
         crops.extend(render_training_slide(index, seed, stain))
         if (index + 1) % 40 == 0:
-            log(f"  rendered {index + 1}/{recipe.train_slides} training slides "
-                f"({time.perf_counter() - start:.0f} s)")
+            log(
+                f"  rendered {index + 1}/{recipe.train_slides} training slides "
+                f"({time.perf_counter() - start:.0f} s)"
+            )
     return crops
 
 
-def stain_views(crops: Sequence[tuple[torch.Tensor, torch.Tensor]], views: int = 3,
-                seed: int = 0, batch: int = 64) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def stain_views(
+    crops: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    views: int = 3,
+    seed: int = 0,
+    batch: int = 64,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Every crop as it is plus ``views - 1`` stain-augmented copies, computed batched once.
 
     Each copy gets, with probability 0.3, a Fourier domain adaptation (β up to
@@ -179,19 +190,29 @@ def stain_views(crops: Sequence[tuple[torch.Tensor, torch.Tensor]], views: int =
     out = list(crops)
     for _ in range(views - 1):
         for start in range(0, len(crops), batch):
-            part = crops[start:start + batch]
-            images = jitter(fda(torch.stack([c[0] for c in part]), generator=generator),
-                            generator=generator)
+            part = crops[start : start + batch]
+            images = jitter(
+                fda(torch.stack([c[0] for c in part]), generator=generator), generator=generator
+            )
             out.extend(zip(images.unbind(0), (c[1] for c in part), strict=True))
     return out
 
 
-def new_detector(model: torch.nn.Module, threshold: float = 0.5,
-                 metadata: dict[str, Any] | None = None) -> PointDetector:
+def new_detector(
+    model: torch.nn.Module, threshold: float = 0.5, metadata: dict[str, Any] | None = None
+) -> PointDetector:
     """The demo's :class:`PointDetector` settings around ``model``, on the CPU."""
-    return PointDetector(model, mpp=DEMO_MPP, tile_size=TILE_SIZE, overlap=OVERLAP,
-                         threshold=threshold, min_score=0.1, device="cpu", name="demo",
-                         metadata={**DEMO_METADATA, **(metadata or {})})
+    return PointDetector(
+        model,
+        mpp=DEMO_MPP,
+        tile_size=TILE_SIZE,
+        overlap=OVERLAP,
+        threshold=threshold,
+        min_score=0.1,
+        device="cpu",
+        name="demo",
+        metadata={**DEMO_METADATA, **(metadata or {})},
+    )
 
 
 def train_demo_detector(recipe: Recipe, log: Log = print) -> PointDetector:
@@ -200,19 +221,30 @@ def train_demo_detector(recipe: Recipe, log: Log = print) -> PointDetector:
     start = time.perf_counter()
     crops = build_dataset(recipe, log)
     n_points = sum(len(p) for _, p in crops)
-    log(f"dataset: {len(crops)} crops of {CROP} px at {DEMO_MPP} µm/px, {n_points} figures, "
-        f"{time.perf_counter() - start:.0f} s")
+    log(
+        f"dataset: {len(crops)} crops of {CROP} px at {DEMO_MPP} µm/px, {n_points} figures, "
+        f"{time.perf_counter() - start:.0f} s"
+    )
     model = PointHeatmapNet(**NETWORK)
     start = time.perf_counter()
 
     def report(step: int, loss: float) -> None:
         if (step + 1) % 50 == 0 or step == 0:
-            log(f"  step {step + 1}/{recipe.steps}: loss {loss:.3f} "
-                f"({time.perf_counter() - start:.0f} s)")
+            log(
+                f"  step {step + 1}/{recipe.steps}: loss {loss:.3f} "
+                f"({time.perf_counter() - start:.0f} s)"
+            )
 
-    train_point_detector(model, stain_views(crops, seed=recipe.seed), steps=recipe.steps,
-                         batch_size=recipe.batch_size, lr=recipe.lr, device="cpu",
-                         seed=recipe.seed, callback=report)
+    train_point_detector(
+        model,
+        stain_views(crops, seed=recipe.seed),
+        steps=recipe.steps,
+        batch_size=recipe.batch_size,
+        lr=recipe.lr,
+        device="cpu",
+        seed=recipe.seed,
+        callback=report,
+    )
     log(f"training: {recipe.steps} steps in {time.perf_counter() - start:.0f} s")
     return new_detector(model)
 
@@ -222,24 +254,37 @@ class Scored:
     """Candidates and truth of evaluated slides: pooled scores at any threshold."""
 
     candidates: list[np.ndarray] = field(default_factory=list)  # (K, 3) x, y, score; level-0 px
-    truths: list[np.ndarray] = field(default_factory=list)      # (M, 2) level-0 px
+    truths: list[np.ndarray] = field(default_factory=list)  # (M, 2) level-0 px
 
     def score(self, threshold: float) -> DetectionScore:
         """TP, FP and FN pooled over the slides, at 7.5 µm (MIDOG)."""
-        return sum((score_points(c, t, mpp=SLIDE_MPP, threshold=threshold)
-                    for c, t in zip(self.candidates, self.truths, strict=True)), DetectionScore())
+        return sum(
+            (
+                score_points(c, t, mpp=SLIDE_MPP, threshold=threshold)
+                for c, t in zip(self.candidates, self.truths, strict=True)
+            ),
+            DetectionScore(),
+        )
 
 
 def render_slide(spec: SlideSpec, folder: Path) -> tuple[Path, GroundTruth]:
     """Write ``spec`` as a JPEG SVS at 0.25 µm/px into ``folder``; returns the path and truth."""
     path = folder / f"{spec.variation.replace(' ', '_')}-{spec.seed}.svs"
-    truth = write_slide(path, spec.size, spec.size, mpp=SLIDE_MPP, seed=spec.seed,
-                        stain=spec.stain, mitoses_per_mm2=spec.mitoses_per_mm2)
+    truth = write_slide(
+        path,
+        spec.size,
+        spec.size,
+        mpp=SLIDE_MPP,
+        seed=spec.seed,
+        stain=spec.stain,
+        mitoses_per_mm2=spec.mitoses_per_mm2,
+    )
     return path, truth
 
 
-def run_slides(detector: Any, slides: Iterable[tuple[SlideSpec, Path, GroundTruth]]
-               ) -> dict[str, Scored]:
+def run_slides(
+    detector: Any, slides: Iterable[tuple[SlideSpec, Path, GroundTruth]]
+) -> dict[str, Scored]:
     """Run ``detector`` through :func:`wsimito.count_mitoses` (tissue "auto") on each slide;
     candidates and truth grouped by variation."""
     from ..pipeline import count_mitoses
@@ -271,12 +316,15 @@ def select_threshold(scored: Iterable[Scored]) -> tuple[float, DetectionScore]:
 
 def validation_specs(recipe: Recipe) -> list[SlideSpec]:
     """Validation slides: unseen seeds, random stains of the training presets."""
-    return [SlideSpec("validation", seed, stain, recipe.validation_size, 150.0)
-            for seed, stain in training_stains(recipe.validation_slides, VALIDATION_SEED0)]
+    return [
+        SlideSpec("validation", seed, stain, recipe.validation_size, 150.0)
+        for seed, stain in training_stains(recipe.validation_slides, VALIDATION_SEED0)
+    ]
 
 
-def test_specs(size: int = 4000, per_variation: int = 2, mean_density_size: int = 6000
-               ) -> list[SlideSpec]:
+def test_specs(
+    size: int = 4000, per_variation: int = 2, mean_density_size: int = 6000
+) -> list[SlideSpec]:
     """Held-out slides: the two held-out presets, the exact "standard" preset, three random
     stains of unseen seeds, ``per_variation`` each of ``size`` px (at 0.25 µm/px) at 100
     figures per mm² of tissue; and two slides of ``mean_density_size`` px at the MIDOG++
@@ -286,23 +334,35 @@ def test_specs(size: int = 4000, per_variation: int = 2, mean_density_size: int 
     for k in range(3):
         stain = random_stain(TEST_SEED0 + 100 + k)
         stains.append((stain.name, stain))
-    specs = [SlideSpec(label, TEST_SEED0 + 10 * v + i, stain, size, 100.0)
-             for v, (label, stain) in enumerate(stains) for i in range(per_variation)]
+    specs = [
+        SlideSpec(label, TEST_SEED0 + 10 * v + i, stain, size, 100.0)
+        for v, (label, stain) in enumerate(stains)
+        for i in range(per_variation)
+    ]
     for i in range(2):
         stain = random_stain(TEST_SEED0 + 200 + i)
-        specs.append(SlideSpec("MIDOG++ mean density, random stains", TEST_SEED0 + 200 + i,
-                               stain, mean_density_size, 10.3))
+        specs.append(
+            SlideSpec(
+                "MIDOG++ mean density, random stains",
+                TEST_SEED0 + 200 + i,
+                stain,
+                mean_density_size,
+                10.3,
+            )
+        )
     return specs
 
 
-def rendered(specs: Sequence[SlideSpec], folder: Path
-             ) -> list[tuple[SlideSpec, Path, GroundTruth]]:
+def rendered(specs: Sequence[SlideSpec], folder: Path) -> list[tuple[SlideSpec, Path, GroundTruth]]:
     """Write every slide of ``specs`` into ``folder``."""
     return [(spec, *render_slide(spec, folder)) for spec in specs]
 
 
-def evaluate(detector: Any, slides: Sequence[tuple[SlideSpec, Path, GroundTruth]],
-             threshold: float | None = None) -> dict[str, DetectionScore]:
+def evaluate(
+    detector: Any,
+    slides: Sequence[tuple[SlideSpec, Path, GroundTruth]],
+    threshold: float | None = None,
+) -> dict[str, DetectionScore]:
     """Pooled TP/FP/FN per variation (and ``"all"``) at ``threshold`` (default: the
     detector's), MIDOG matching at 7.5 µm."""
     threshold = float(detector.threshold if threshold is None else threshold)
@@ -319,8 +379,14 @@ def tune_dark_blobs(slides: Sequence[tuple[SlideSpec, Path, GroundTruth]], log: 
 
     best: tuple[float, Any] = (-math.inf, None)
     for blob_um in (5.0, 7.0, 9.0):
-        det = DarkBlobDetector(mpp=DEMO_MPP, tile_size=TILE_SIZE, overlap=OVERLAP,
-                               blob_um=blob_um, level=0.45, device="cpu")
+        det = DarkBlobDetector(
+            mpp=DEMO_MPP,
+            tile_size=TILE_SIZE,
+            overlap=OVERLAP,
+            blob_um=blob_um,
+            level=0.45,
+            device="cpu",
+        )
         threshold, score = select_threshold(run_slides(det, slides).values())
         log(f"  dark blobs {blob_um} µm: threshold {threshold:.2f}, F1 {score.f1:.3f}")
         if score.f1 > best[0]:

@@ -56,8 +56,9 @@ def heatmap_targets(
     return torch.stack(maps)[:, None]
 
 
-def focal_heatmap_loss(logits: torch.Tensor, targets: torch.Tensor, n_points: int,
-                       gamma: float = 2.0) -> torch.Tensor:
+def focal_heatmap_loss(
+    logits: torch.Tensor, targets: torch.Tensor, n_points: int, gamma: float = 2.0
+) -> torch.Tensor:
     """Focal loss for soft targets, summed and divided by ``max(1, n_points)``.
 
     Per cell: ``|t - p| ** gamma * BCE(p, t)`` with ``p = sigmoid(logit)``
