@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from wsimito.classes import MITOSIS_COLOR
 from wsimito.io.atomic import atomic_write
-from wsimito.io.geojson import MITOSIS_COLOR
 from wsimito.result import MitosisResult
 from wsimito.slide.array_backend import ArrayBackend
 from wsimito.slide.slide import Slide

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .classes import HOTSPOT_COLOR, MITOSIS_COLOR, TISSUE_COLOR
 from .evaluate import MIDOG_RADIUS_UM, DetectionScore, match_points, score_points
 from .io.atomic import atomic_path, atomic_write
-from .io.geojson import HOTSPOT_COLOR, MITOSIS_COLOR, TISSUE_COLOR
 from .result import MitosisResult
 from .synthetic import GroundTruth, random_stain, write_slide
 
@@ -173,7 +173,7 @@ def _print(console: Any, run: DemoRun) -> None:
     from rich.panel import Panel
     from rich.table import Table
 
-    from .cli import detector_note
+    from .models.metadata import detector_note
 
     result, score, spot = run.result, run.score, run.result.hotspot
     table = Table(title=f"wsimito demo: {run.slide.name}", show_header=False)

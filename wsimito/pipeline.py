@@ -125,7 +125,7 @@ def _read_tile(
         lx, ly = math.floor(x) - 1, math.floor(y) - 1
     else:
         lx, ly = round(x), round(y)
-    pixels = slide._backend.read_level_box(lx, ly, plan.level, plan.read_size, plan.read_size)
+    pixels = slide.read_level_box(lx, ly, plan.level, plan.read_size, plan.read_size)
     return pixels, (float(lx), float(ly))
 
 

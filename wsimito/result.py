@@ -23,12 +23,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .classes import HOTSPOT_COLOR, MITOSIS_COLOR, TISSUE_COLOR
 from .hotspot import Hotspot, find_hotspot
 from .io.atomic import atomic_write
 from .io.geojson import (
-    HOTSPOT_COLOR,
-    MITOSIS_COLOR,
-    TISSUE_COLOR,
     feature_collection,
     point_ids,
     write_geojson,

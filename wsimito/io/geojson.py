@@ -29,20 +29,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import shapely
 
+from ..classes import (
+    HOTSPOT_CLASS,
+    HOTSPOT_COLOR,
+    ID_NAMESPACE,
+    MITOSIS_CLASS,
+    MITOSIS_COLOR,
+    TISSUE_CLASS,
+    TISSUE_COLOR,
+)
 from .atomic import atomic_write
 
 if TYPE_CHECKING:
     from ..result import MitosisResult
 
-MITOSIS_CLASS = "Mitotic figure"
-MITOSIS_COLOR = (220, 20, 60)
-TISSUE_CLASS = "Tissue"
-TISSUE_COLOR = (0, 160, 60)
-HOTSPOT_CLASS = "Hotspot"
-HOTSPOT_COLOR = (255, 140, 0)
-
-# Namespace of the stable feature ids (uuid5 of the slide name and the point).
-ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://wsimito/detections")
 # Decimals (level-0 px) a point is rounded to before it is hashed into its id.
 ID_DECIMALS = 1
 

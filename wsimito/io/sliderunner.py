@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..classes import MITOSIS_CLASS, MITOSIS_COLOR
 from .atomic import atomic_path
-from .geojson import MITOSIS_CLASS, MITOSIS_COLOR, point_ids
+from .geojson import point_ids
 
 if TYPE_CHECKING:
     from ..result import MitosisResult

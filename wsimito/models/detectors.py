@@ -15,19 +15,9 @@ from torch import nn
 
 from ..detect import TorchDetector
 from .anchors import create_anchors, cthw_to_tlbr, decode_boxes, nms
+from .metadata import MIDOG21_METADATA
 from .peaks import find_peaks
 from .retinanet import RetinaNetDA
-
-DEMO_METADATA = {
-    "training_data": "synthetic H&E from wsimito.synthetic (no real slides)",
-    "intended_use": "demonstration only; trained on synthetic data; not for diagnostic use",
-}
-
-MIDOG21_METADATA = {
-    "training_data": "MIDOG 2021 training set (4 scanners, human breast cancer)",
-    "intended_use": "research; MIDOG 2021 reference algorithm (Wilm, Breininger, Aubreville)",
-    "source": "https://github.com/DeepMicroscopy/MIDOG_reference_docker",
-}
 
 # RGB mean and std (of values / 255) the reference RetinaNet was trained with.
 MIDOG21_MEAN = (0.7481, 0.5692, 0.7225)

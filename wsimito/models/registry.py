@@ -28,7 +28,8 @@ from torch import nn
 
 from ..detect import TorchDetector
 from ..errors import WeightsError
-from .detectors import DEMO_METADATA, MIDOG21_METADATA, PointDetector, RetinaNetDetector
+from .detectors import PointDetector, RetinaNetDetector
+from .metadata import DEMO_METADATA, MIDOG21_METADATA
 from .pointnet import PointHeatmapNet
 from .retinanet import RetinaNetDA
 

@@ -150,6 +150,26 @@ class Slide:
             return np.empty((h, w, 3), dtype=np.uint8)
         return self._backend.read_region((int(location[0]), int(location[1])), level, (w, h))
 
+    def read_level_box(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
+        """Read ``width`` x ``height`` px of ``level`` whose top-left is ``(x, y)`` in **level** px.
+
+        Unlike :meth:`read_region`, the corner is given in the level's own
+        pixels, which is what tile readers that work at one level need. The box
+        may cross the level's edge: pixels outside are white.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(height, width, 3)`` uint8 RGB.
+        """
+        if not 0 <= level < self.level_count:
+            raise ValueError(
+                f"level {level} does not exist; this slide has levels 0..{self.level_count - 1}"
+            )
+        if width <= 0 or height <= 0:
+            raise ValueError(f"width and height must be positive px, got {width} x {height}")
+        return self._backend.read_level_box(int(x), int(y), level, int(width), int(height))
+
     def read(self, box: tuple[float, float, float, float], mpp: float | None = None) -> np.ndarray:
         """Read the level-0 box ``(x, y, w, h)`` (px) resampled to ``mpp`` (µm/px).
 
@@ -321,4 +341,4 @@ class Slide:
 
 
 def _read_chunk(slide: Slide, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
-    return slide._backend.read_level_box(x, y, level, w, h)
+    return slide.read_level_box(x, y, level, w, h)

@@ -42,7 +42,7 @@ from PIL import Image
 
 from ..evaluate import DetectionScore, score_points
 from ..models import PointDetector, PointHeatmapNet
-from ..models.detectors import DEMO_METADATA
+from ..models.metadata import DEMO_METADATA
 from ..stain import HEDJitter, RandomFDA
 from ..synthetic import PRESETS, StainModel, make_slide, random_stain, write_slide
 from ..synthetic.truth import GroundTruth

@@ -1,0 +1,48 @@
+"""Class names, colours and ids shared by every reader, writer and plot.
+
+The names are what QuPath shows and what SlideRunner stores; the colours are
+RGB 0-255. Annotation readers tell mitotic figures from look-alikes by name:
+:data:`MITOSIS_NAMES` and :data:`LOOKALIKE_NAMES` are the defaults (compared
+case-insensitively, ignoring surrounding spaces), and every reader takes an
+argument to override them.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+MITOSIS_CLASS = "Mitotic figure"
+MITOSIS_COLOR = (220, 20, 60)
+LOOKALIKE_CLASS = "Non-mitotic figure"
+LOOKALIKE_COLOR = (70, 130, 180)
+TISSUE_CLASS = "Tissue"
+TISSUE_COLOR = (0, 160, 60)
+HOTSPOT_CLASS = "Hotspot"
+HOTSPOT_COLOR = (255, 140, 0)
+
+#: Class names that mean "mitotic figure" in MIDOG, MIDOG++, SlideRunner and QuPath files.
+MITOSIS_NAMES = frozenset({"mitotic figure", "mitosis", "mitotic", "mitoses", "mitotic figures"})
+#: Class names that mean "look-alike" (hard negative, "imposter").
+LOOKALIKE_NAMES = frozenset(
+    {
+        "non-mitotic figure",
+        "not mitotic figure",
+        "mitotic figure lookalike",
+        "mitotic-like figure",
+        "hard negative",
+        "imposter",
+        "impostor",
+        "non-mitosis",
+        "nonmitosis",
+        "lookalike",
+        "look-alike",
+    }
+)
+
+#: Namespace of the stable feature ids (uuid5 of the slide name and the point).
+ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://wsimito/detections")
+
+
+def hex_color(rgb: tuple[int, int, int]) -> str:
+    """``(r, g, b)`` 0-255 as ``"#rrggbb"`` (SlideRunner's colour format)."""
+    return "#{:02x}{:02x}{:02x}".format(*rgb)

@@ -1,0 +1,37 @@
+"""What bundled detectors say about themselves, and the warning shown for them.
+
+Kept apart from the networks so that the command line, results and exporters
+can use it without importing torch models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+DEMO_METADATA = {
+    "training_data": "synthetic H&E from wsimito.synthetic (no real slides)",
+    "intended_use": "demonstration only; trained on synthetic data; not for diagnostic use",
+}
+
+MIDOG21_METADATA = {
+    "training_data": "MIDOG 2021 training set (4 scanners, human breast cancer)",
+    "intended_use": "research; MIDOG 2021 reference algorithm (Wilm, Breininger, Aubreville)",
+    "source": "https://github.com/DeepMicroscopy/MIDOG_reference_docker",
+}
+
+
+def trained_on_synthetic(metadata: Mapping[str, Any]) -> bool:
+    """Whether ``metadata["training_data"]`` says the detector saw synthetic images only."""
+    return "synthetic" in str(metadata.get("training_data", "")).lower()
+
+
+def detector_note(metadata: Mapping[str, Any]) -> str:
+    """A one-line warning for detectors trained on synthetic data or not meant for diagnosis."""
+    parts = []
+    if trained_on_synthetic(metadata):
+        parts.append("This detector was trained on synthetic data only.")
+    use = metadata.get("intended_use")
+    if use:
+        parts.append(f"Intended use: {use}.")
+    return " ".join(parts)
