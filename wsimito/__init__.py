@@ -32,15 +32,15 @@ _LAZY = {
     "MitosisResult": ("wsimito.result", "MitosisResult"),
     "Hotspot": ("wsimito.hotspot", "Hotspot"),
     "find_hotspot": ("wsimito.hotspot", "find_hotspot"),
-    "DarkBlobDetector": ("wsimito.baselines", "DarkBlobDetector"),
+    "DarkBlobDetector": ("wsimito.models.detectors", "DarkBlobDetector"),
 }
 _SUBMODULES = {"stain", "synthetic", "evaluate", "models", "data", "io", "train"}
 
 if TYPE_CHECKING:
-    from .baselines import DarkBlobDetector
     from .detect import Detector
     from .hotspot import Hotspot, find_hotspot
     from .models import load_detector, save_detector
+    from .models.detectors import DarkBlobDetector
     from .pipeline import count_mitoses
     from .result import MitosisResult
 
