@@ -15,7 +15,7 @@ from wsimito.models.detectors import DarkBlobDetector
 from wsimito.models.registry import REGISTRY
 from wsimito.pipeline import count_mitoses
 from wsimito.synthetic import PRESETS, write_slide
-from wsimito.train.demo import HELD_OUT_PRESETS, TEST_SEED0, training_stains
+from wsimito.train.demo_recipe import HELD_OUT_PRESETS, TEST_SEED0, training_stains
 
 SLIDE_MPP = 0.25
 HELD_OUT_SEED = TEST_SEED0 + 900  # not in any range the recipe uses
