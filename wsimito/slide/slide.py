@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import MissingMPPError
+from ..errors import MissingMPPError, SlideReadError, WsimitoError
 from .backend import Backend
 
 # Two resolutions closer than this (relative) count as equal when picking a
@@ -89,7 +89,17 @@ class Slide:
         return self._backend.level_downsamples
 
     @property
+    def level_tile_sizes(self) -> tuple[tuple[int, int], ...]:
+        """The file's native tile ``(width, height)`` at each level, px of that level.
+
+        Reads that follow these tiles decode each file tile once; files
+        without tiles report the blocks their reader works in.
+        """
+        return tuple(self._backend.tile_size(level) for level in range(self.level_count))
+
+    @property
     def properties(self) -> dict[str, str]:
+        """Vendor and reader metadata, all values ``str``."""
         return self._backend.properties
 
     @property
@@ -123,7 +133,18 @@ class Slide:
         return self.mpp * self.level_downsamples[level]
 
     def best_level(self, downsample: float) -> int:
-        """The coarsest level whose downsample does not exceed ``downsample`` (level-0 px per px)."""
+        """The coarsest level whose downsample does not exceed ``downsample`` (level-0 px per px).
+
+        Parameters
+        ----------
+        downsample : float
+            Level-0 px per output px.
+
+        Returns
+        -------
+        int
+            The level.
+        """
         best = 0
         for i, ds in enumerate(self.level_downsamples):
             if ds <= downsample * (1 + _LEVEL_TOLERANCE) and ds >= self.level_downsamples[best]:
@@ -148,7 +169,14 @@ class Slide:
             )
         if w == 0 or h == 0:
             return np.empty((h, w, 3), dtype=np.uint8)
-        return self._backend.read_region((int(location[0]), int(location[1])), level, (w, h))
+        x, y = int(location[0]), int(location[1])
+        try:
+            return self._backend.read_region((x, y), level, (w, h))
+        except (WsimitoError, MemoryError):
+            raise
+        except Exception as exc:  # each reader raises its own types
+            ds = self.level_downsamples[level]
+            raise self._read_error(exc, level, (int(x // ds), int(y // ds), w, h)) from exc
 
     def read_level_box(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
         """Read ``width`` x ``height`` px of ``level`` whose top-left is ``(x, y)`` in **level** px.
@@ -168,7 +196,32 @@ class Slide:
             )
         if width <= 0 or height <= 0:
             raise ValueError(f"width and height must be positive px, got {width} x {height}")
-        return self._backend.read_level_box(int(x), int(y), level, int(width), int(height))
+        return self._read_level_box(int(x), int(y), level, int(width), int(height))
+
+    def _read_level_box(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
+        """The backend's ``read_level_box``; its failures become :class:`SlideReadError`."""
+        try:
+            return self._backend.read_level_box(x, y, level, width, height)
+        except (WsimitoError, MemoryError):
+            raise
+        except Exception as exc:  # each reader raises its own types
+            raise self._read_error(exc, level, (x, y, width, height)) from exc
+
+    def _read_error(
+        self, exc: Exception, level: int, box: tuple[int, int, int, int]
+    ) -> SlideReadError:
+        """A :class:`SlideReadError` naming the file, the level and the box (level px)."""
+        x, y, w, h = box
+        ds = self.level_downsamples[level]
+        where = self.path or f"<{self.backend} slide>"
+        return SlideReadError(
+            f"{where}: cannot read level {level}, box x={x}, y={y}, {w}x{h} px of that level "
+            f"(level-0 box x={x * ds:g}, y={y * ds:g}, {w * ds:g}x{h * ds:g} px): "
+            f"{type(exc).__name__}: {exc}. The file may be damaged or truncated in this region.",
+            path=self.path,
+            level=level,
+            box=box,
+        )
 
     def read(self, box: tuple[float, float, float, float], mpp: float | None = None) -> np.ndarray:
         """Read the level-0 box ``(x, y, w, h)`` (px) resampled to ``mpp`` (µm/px).
@@ -207,7 +260,7 @@ class Slide:
             and abs(fw - out_w) < 1e-6
             and abs(fh - out_h) < 1e-6
         ):
-            return self._backend.read_level_box(int(fx0), int(fy0), level, out_w, out_h)
+            return self._read_level_box(int(fx0), int(fy0), level, out_w, out_h)
         shrinking = fw >= out_w
         resample = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
         pad = 0 if shrinking else 1
@@ -220,7 +273,7 @@ class Slide:
             r1 = min(out_h, r0 + rows_per_strip)
             sy0, sy1 = fy0 + r0 * sy, fy0 + r1 * sy
             iy0, iy1 = math.floor(sy0) - pad, math.ceil(sy1) + pad
-            src = self._backend.read_level_box(ix0, iy0, level, ix1 - ix0, iy1 - iy0)
+            src = self._read_level_box(ix0, iy0, level, ix1 - ix0, iy1 - iy0)
             img = Image.fromarray(src)
             part = img.resize(
                 (out_w, r1 - r0), resample, box=(fx0 - ix0, sy0 - iy0, fx0 + fw - ix0, sy1 - iy0)
