@@ -90,6 +90,7 @@ def test_skip_loses_only_the_bad_tiles_and_reports_them(files, backend):
         tissue = wsimito.detect_tissue(slide, on_error="skip")
     bad_area_mm2 = len(BAD_TILES) * (TILE * MPP / 1000) ** 2
     assert tissue.unread_area_mm2 == pytest.approx(bad_area_mm2)
+    assert repr(tissue).endswith(", 0.262 mm² unread>")
     assert sorted(tissue.unread_boxes) == [(c * TILE, 5 * TILE, TILE, TILE) for c in range(4)]
     s = round(tissue.scale)
     unread = np.zeros(tissue.mask.shape, bool)

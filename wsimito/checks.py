@@ -200,7 +200,7 @@ def _as_int(value: object, name: str, unit: str) -> int:
     if isinstance(value, bool):
         raise ParameterTypeError(f"{name} must be a whole number of {unit}, got {value!r}")
     try:
-        return operator.index(value)  # type: ignore[call-overload]
+        return operator.index(value)  # type: ignore[arg-type]
     except TypeError:
         raise ParameterTypeError(
             f"{name} must be a whole number of {unit}, got {value!r}"

@@ -30,8 +30,10 @@ if TYPE_CHECKING:
 
     from .slide import Slide
 
-METHODS = ("otsu", "fixed")
-ON_ERROR = ("raise", "skip")
+Method = Literal["otsu", "fixed"]
+OnError = Literal["raise", "skip"]
+METHODS: tuple[Method, ...] = ("otsu", "fixed")
+ON_ERROR: tuple[OnError, ...] = ("raise", "skip")
 
 MAX_MASK_PIXELS = 100_000_000
 """Largest tissue mask made without ``max_mask_pixels=None``: 10,000 x 10,000 px,
@@ -635,7 +637,9 @@ class Tissue:
         return (count > 0) & (x1 > x0) & (y1 > y0)
 
     # -- internals ------------------------------------------------------------------
-    def _clip(self, x, y, w, h) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _clip(
+        self, x: np.ndarray, y: np.ndarray, w: np.ndarray, h: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Boxes ``(x, y, w, h)`` clipped to the slide, as ``(x0, y0, x1, y1)`` level-0 px."""
         width, height = self.dimensions
         return (
@@ -665,7 +669,9 @@ class Tissue:
             self._sat = sat
         return self._sat
 
-    def _integral(self, u0, v0, u1, v1) -> np.ndarray:
+    def _integral(
+        self, u0: np.ndarray, v0: np.ndarray, u1: np.ndarray, v1: np.ndarray
+    ) -> np.ndarray:
         """Tissue area (mask px²) of the boxes ``[u0, u1) x [v0, v1)`` in mask px."""
         return (
             self._corner(u1, v1)
@@ -718,9 +724,10 @@ class Tissue:
 
     def __repr__(self) -> str:
         rows, cols = self.mask.shape
+        unread = self.unread_area_mm2
         return (
             f"<Tissue {self.area_mm2:.4g} mm², mask {cols}x{rows} px at {self.mpp:g} µm/px, "
-            f"method {self.method}>"
+            f"method {self.method}" + (f", {unread:.3g} mm² unread>" if unread else ">")
         )
 
     def _repr_html_(self) -> str:

@@ -421,6 +421,7 @@ def load_detector(
         )
     state_dict = _unwrap(checkpoint, path)
     model = _build(RetinaNetDA, {}, state_dict, "retinanet-da", path)
+    assert isinstance(model, RetinaNetDA)
     return RetinaNetDetector(model, device=device, name=name, metadata=metadata, **settings)
 
 
@@ -619,10 +620,12 @@ def _from_ours(
         raise WeightsError(f"{path}: 'settings' and 'metadata' must be dicts")
     network_cls, detector_cls = ARCHITECTURES[architecture]
     model = _build(network_cls, checkpoint.get("config", {}), state_dict, architecture, path)
-    return detector_cls(
+    detector = detector_cls(
         model,
         device=device,
         name=checkpoint.get("name", path.stem),
         metadata={**saved_metadata, **metadata},
         **{**settings, **overrides},
     )
+    assert isinstance(detector, (PointDetector, RetinaNetDetector))
+    return detector

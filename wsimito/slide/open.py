@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,8 +16,8 @@ from .array_backend import IMAGE_SUFFIXES, ArrayBackend
 from .backend import Backend
 from .slide import Slide
 
-BACKENDS = ("auto", "openslide", "tiffslide", "zarr", "array")
 BackendName = Literal["auto", "openslide", "tiffslide", "zarr", "array"]
+BACKENDS: tuple[BackendName, ...] = ("auto", "openslide", "tiffslide", "zarr", "array")
 
 # Formats only OpenSlide reads.
 _OPENSLIDE_ONLY = {".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".dcm", ".isyntax"}
@@ -24,7 +25,7 @@ _OPENSLIDE_ONLY = {".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".dcm", ".i
 _SLOW_IN_TIFFSLIDE = {33003, 33004, 33005, 34712}
 
 
-def _backend_class(name: str) -> type[Backend]:
+def _backend_class(name: str) -> Callable[[str], Backend]:
     if name == "openslide":
         from .openslide_backend import OpenSlideBackend
 
@@ -47,7 +48,7 @@ def _tiff_is_tiled_and_fast(path: str) -> tuple[bool, bool]:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
-        page = tif.pages[0]
+        page: Any = tif.pages[0]  # the first page is always a TiffPage
         return bool(page.is_tiled), int(page.compression) not in _SLOW_IN_TIFFSLIDE
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .backend import Backend
@@ -47,7 +49,8 @@ class OpenSlideBackend(Backend):
             if self._osr is osr:
                 self._osr = openslide.OpenSlide(self.source)
             raise
-        if img.getextrema()[3][0] == 255:  # fully opaque: drop alpha in C
+        extrema: Any = img.getextrema()  # (min, max) per band: R, G, B, A
+        if extrema[3][0] == 255:  # fully opaque: drop alpha in C
             return np.array(img.convert("RGB"))
         return rgba_on_white(np.asarray(img))
 

@@ -7,13 +7,16 @@ import html
 import io
 import math
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
 from ..errors import MissingMPPError, SlideReadError, WsimitoError
 from .backend import Backend
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 # Two resolutions closer than this (relative) count as equal when picking a
 # pyramid level: vendors write downsamples such as 4.000395.
@@ -281,7 +284,7 @@ class Slide:
             out[r0:r1] = np.asarray(part)
         return out
 
-    def to_dask(self, level: int = 0, *, chunk_tiles: int = 1):
+    def to_dask(self, level: int = 0, *, chunk_tiles: int = 1) -> da.Array:
         """A lazy ``dask.array`` of shape ``(h, w, 3)`` uint8 for ``level``.
 
         Chunks follow the file's native tiles (``chunk_tiles`` tiles per chunk
@@ -351,12 +354,12 @@ class Slide:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         return {"spec": self._backend.reopen_spec(), "mpp": self._mpp_override}
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         cls, args, kwargs = state["spec"]
-        self.__init__(cls(*args, **kwargs), mpp=state["mpp"])
+        Slide.__init__(self, cls(*args, **kwargs), mpp=state["mpp"])
 
     def __repr__(self) -> str:
         mpp = f"{self.mpp:.4g} µm/px" if self.has_mpp else "mpp unknown"

@@ -31,13 +31,14 @@ class ZarrBackend(Backend):
         import zarr
 
         self.source = str(source)
-        node = zarr.open(self.source, mode="r")
-        attrs = dict(node.attrs)
-        ome = attrs.get("ome", attrs)  # v0.5 nests under "ome"
+        node: Any = zarr.open(self.source, mode="r")
+        attrs: dict[str, Any] = dict(node.attrs)
+        ome: dict[str, Any] = attrs.get("ome", attrs)  # v0.5 nests under "ome"
         self.properties = {"zarr.format": str(getattr(node.metadata, "zarr_format", ""))}
         self._mpp: tuple[float | None, float | None] = (None, None)
+        self._arrays: list[Any]
         if "multiscales" in ome:
-            ms = ome["multiscales"][0]
+            ms: dict[str, Any] = ome["multiscales"][0]
             axes = [
                 a["name"] if isinstance(a, dict) else a for a in ms.get("axes", ["c", "y", "x"])
             ]
