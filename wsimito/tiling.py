@@ -277,29 +277,55 @@ class TileGrid(Sequence[Tile]):
 
     # -- arrays ----------------------------------------------------------------------
     def positions(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(rows, cols)`` of the kept tiles in the full grid, int64 arrays."""
+        """Positions of the kept tiles in the full grid.
+
+        Returns
+        -------
+        rows, cols : numpy.ndarray
+            ``(N,)`` int64 each.
+        """
         flat = np.arange(len(self)) if self._kept is None else self._kept
         rows, cols = np.unravel_index(flat, self.shape)
         return rows.astype(np.int64), cols.astype(np.int64)
 
     def boxes(self) -> np.ndarray:
-        """``(N, 4)`` float64 ``(x, y, width, height)`` of the kept tiles, level-0 px."""
+        """The boxes to read, one per kept tile.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(N, 4)`` float64 ``(x, y, width, height)``, level-0 px.
+        """
         rows, cols = self.positions()
         side = np.full(len(rows), self.tile_extent)
         return np.stack([self._x[cols], self._y[rows], side, side], axis=1)
 
     def cores(self) -> np.ndarray:
-        """``(N, 4)`` float64 half-open cores ``(x0, y0, x1, y1)`` of the kept tiles, level-0 px."""
+        """The boxes the kept tiles own (half-open; they partition the slide).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(N, 4)`` float64 ``(x0, y0, x1, y1)``, level-0 px.
+        """
         rows, cols = self.positions()
         return np.stack(
             [self._bx[cols], self._by[rows], self._bx[cols + 1], self._by[rows + 1]], axis=1
         )
 
     def locate(self, points: np.ndarray) -> np.ndarray:
-        """Index of the kept tile whose core holds each level-0 point ``(x, y)``.
+        """Index of the kept tile whose core holds each point.
 
-        ``points`` is ``(N, 2)``; the answer is ``(N,)`` int64, -1 for points
-        outside the slide or owned by a dropped tile.
+        Parameters
+        ----------
+        points : numpy.ndarray
+            ``(N, 2)`` ``(x, y)``, level-0 px.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(N,)`` int64; -1 for points outside the slide or owned by a
+            dropped tile.
         """
         pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
         x, y = pts[:, 0], pts[:, 1]
@@ -319,10 +345,17 @@ class TileGrid(Sequence[Tile]):
     def to_geodataframe(self, geometry: Literal["tile", "core"] = "tile") -> geopandas.GeoDataFrame:
         """The kept tiles as a GeoDataFrame in level-0 px, for plotting and QuPath.
 
-        ``geometry``: ``"tile"`` (the box read) or ``"core"`` (the box owned).
-        Columns: ``row``, ``col``, ``x``, ``y``, ``width``, ``height``,
-        ``core_x0``, ``core_y0``, ``core_x1``, ``core_y1`` (level-0 px) and, with
-        a tissue, ``tissue_fraction`` (of the tile).
+        Parameters
+        ----------
+        geometry : {"tile", "core"}
+            The box read, or the box owned.
+
+        Returns
+        -------
+        geopandas.GeoDataFrame
+            Columns ``row``, ``col``, ``x``, ``y``, ``width``, ``height``,
+            ``core_x0``, ``core_y0``, ``core_x1``, ``core_y1`` (level-0 px) and,
+            with a tissue, ``tissue_fraction`` (of the tile).
         """
         import geopandas
         import shapely

@@ -598,15 +598,36 @@ class Tissue:
         return self._gdf
 
     def fraction(self, box: tuple[float, float, float, float]) -> float:
-        """Fraction (0 to 1) of the level-0 box ``(x, y, w, h)`` (px) that is tissue."""
+        """Fraction (0 to 1) of the level-0 box ``(x, y, w, h)`` (px) that is tissue.
+
+        Parameters
+        ----------
+        box : tuple of float
+            ``(x, y, w, h)``, level-0 px.
+
+        Returns
+        -------
+        float
+            Tissue area / box area; 0 for an empty box.
+        """
         return float(self.fractions(np.asarray([box], dtype=np.float64))[0])
 
     def fractions(self, boxes: np.ndarray) -> np.ndarray:
-        """Tissue fraction of each level-0 box; ``boxes`` is ``(N, 4)`` ``(x, y, w, h)`` px.
+        """Tissue fraction of each level-0 box.
 
         Exact for the piecewise-constant mask (each pixel counts by the part of
         it inside the box); a summed-area table makes it O(1) per box. The
         part of a box outside the slide counts as glass.
+
+        Parameters
+        ----------
+        boxes : numpy.ndarray
+            ``(N, 4)`` ``(x, y, w, h)``, level-0 px.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(N,)`` float64 fractions in [0, 1].
         """
         x, y, w, h = _boxes(boxes)
         x0, y0, x1, y1 = self._clip(x, y, w, h)
@@ -623,7 +644,16 @@ class Tissue:
         A tissue pixel counts when it overlaps the half-open box by a positive
         area, however small (a box that only touches a pixel's edge does not),
         so a box that holds any tissue point is never reported empty.
-        Returns a bool ``(N,)`` array.
+
+        Parameters
+        ----------
+        boxes : numpy.ndarray
+            ``(N, 4)`` ``(x, y, w, h)``, level-0 px.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(N,)`` bool.
         """
         x0, y0, x1, y1 = self._clip(*_boxes(boxes))
         s = self.scale

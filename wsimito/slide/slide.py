@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from ..checks import finite_float, positive_float
 from ..errors import MissingMPPError, SlideReadError, WsimitoError
 from .backend import Backend
 
@@ -79,6 +80,7 @@ class Slide:
 
     @property
     def level_count(self) -> int:
+        """Number of pyramid levels."""
         return len(self._backend.level_dimensions)
 
     @property
@@ -112,6 +114,7 @@ class Slide:
 
     @property
     def has_mpp(self) -> bool:
+        """Whether the level-0 resolution is known (from the file or ``mpp=``)."""
         return self._mpp_xy[0] is not None and self._mpp_xy[1] is not None
 
     @property
@@ -160,8 +163,29 @@ class Slide:
     ) -> np.ndarray:
         """Read ``size = (w, h)`` px of ``level`` whose top-left is ``location`` (level-0 px).
 
-        Returns ``(h, w, 3)`` uint8 RGB; pixels outside the slide or
-        transparent are white. A negative size raises ``ValueError``.
+        OpenSlide's call, with OpenSlide's coordinates.
+
+        Parameters
+        ----------
+        location : tuple of int
+            ``(x, y)`` of the top-left corner, level-0 px.
+        level : int
+            The pyramid level, 0 to ``level_count - 1``.
+        size : tuple of int
+            ``(w, h)``, px of ``level`` (>= 0).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(h, w, 3)`` uint8 RGB; pixels outside the slide or transparent
+            are white.
+
+        Raises
+        ------
+        ValueError
+            A negative size or a level that does not exist.
+        wsimito.SlideReadError
+            The reader failed on the region (names the file, level and box).
         """
         w, h = int(size[0]), int(size[1])
         if w < 0 or h < 0:
@@ -188,10 +212,26 @@ class Slide:
         pixels, which is what tile readers that work at one level need. The box
         may cross the level's edge: pixels outside are white.
 
+        Parameters
+        ----------
+        x, y : int
+            Top-left corner, px of ``level``.
+        level : int
+            The pyramid level.
+        width, height : int
+            Size, px of ``level`` (> 0).
+
         Returns
         -------
         numpy.ndarray
             ``(height, width, 3)`` uint8 RGB.
+
+        Raises
+        ------
+        ValueError
+            A size below 1 px or a level that does not exist.
+        wsimito.SlideReadError
+            The reader failed on the region.
         """
         if not 0 <= level < self.level_count:
             raise ValueError(
@@ -230,21 +270,40 @@ class Slide:
         """Read the level-0 box ``(x, y, w, h)`` (px) resampled to ``mpp`` (µm/px).
 
         Uses the coarsest pyramid level at least as fine as ``mpp`` and
-        area-averages when shrinking (bilinear when enlarging). The result has
-        ``round(w * slide.mpp / mpp)`` columns and the matching rows; with
-        ``mpp=None`` it is the level-0 box itself. Memory is bounded by reading
-        in strips, so large boxes are safe.
+        area-averages when shrinking (bilinear when enlarging). Memory is
+        bounded by reading in strips, so large boxes are safe.
+
+        Parameters
+        ----------
+        box : tuple of float
+            ``(x, y, w, h)`` in level-0 px; may be fractional and may cross the
+            slide's edge (white outside).
+        mpp : float or None
+            Resolution of the result, µm/px (> 0); ``None`` for level 0.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(round(h * slide.mpp / mpp), round(w * slide.mpp / mpp), 3)``
+            uint8 RGB.
+
+        Raises
+        ------
+        ValueError
+            A negative or non-finite box, or ``mpp`` not positive and finite.
+        wsimito.SlideReadError
+            The reader failed on part of the box.
         """
-        x, y, w, h = (float(v) for v in box)
+        x, y, w, h = (finite_float(v, "box", "level-0 px") for v in box)
         if w < 0 or h < 0:
             raise ValueError(f"box width and height must be non-negative px, got {box!r}")
+        if mpp is not None:
+            mpp = positive_float(mpp, "mpp", "µm per pixel")
         if mpp is None or abs(mpp / self.mpp - 1) < 1e-9:
             if x.is_integer() and y.is_integer() and w.is_integer() and h.is_integer():
                 return self.read_region((int(x), int(y)), 0, (int(w), int(h)))
             scale = 1.0
         else:
-            if not mpp > 0:
-                raise ValueError(f"mpp must be positive µm per pixel, got {mpp!r}")
             scale = mpp / self.mpp
         out_w, out_h = max(1, round(w / scale)), max(1, round(h / scale))
         if w == 0 or h == 0:
@@ -287,10 +346,21 @@ class Slide:
     def to_dask(self, level: int = 0, *, chunk_tiles: int = 1) -> da.Array:
         """A lazy ``dask.array`` of shape ``(h, w, 3)`` uint8 for ``level``.
 
-        Chunks follow the file's native tiles (``chunk_tiles`` tiles per chunk
-        side). Building the array reads no pixels; computing a slice reads only
-        the chunks it covers. The graph holds this picklable slide, so it runs
-        on dask.distributed workers, each reopening the file.
+        Building the array reads no pixels; computing a slice reads only the
+        chunks it covers. The graph holds this picklable slide, so it runs on
+        dask.distributed workers, each reopening the file.
+
+        Parameters
+        ----------
+        level : int
+            The pyramid level.
+        chunk_tiles : int
+            File tiles per chunk side; chunks follow the file's native tiles.
+
+        Returns
+        -------
+        dask.array.Array
+            ``(h, w, 3)`` uint8, px of ``level``.
         """
         import dask.array as da
         from dask.base import tokenize
@@ -324,7 +394,18 @@ class Slide:
         )
 
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:
-        """An RGB overview whose longer side is at most ``max_size`` px."""
+        """An RGB overview whose longer side is at most ``max_size`` px.
+
+        Parameters
+        ----------
+        max_size : int
+            Longest side of the result, px.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(h, w, 3)`` uint8 RGB of the whole slide, area-averaged.
+        """
         w, h = self.dimensions
         scale = max(w, h) / max_size
         if scale <= 1:
@@ -346,6 +427,7 @@ class Slide:
         return Slide(cls(*args, **kwargs), mpp=self._mpp_override)
 
     def close(self) -> None:
+        """Release the reader's file handles."""
         self._backend.close()
 
     def __enter__(self) -> Slide:
