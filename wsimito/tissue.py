@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import shapely
 from PIL import Image
-from skimage.morphology import remove_small_holes, remove_small_objects
+from skimage.morphology import remove_small_objects
 
 from .checks import choice, in_range, non_negative_float, positive_float, positive_int
 from .errors import EmptyTissueError, SlideReadError
@@ -285,10 +285,28 @@ def classify_tissue(
     if min_object_px > 1 and mask.any():  # drop pieces of fewer than min_object_px pixels
         mask = remove_small_objects(mask, max_size=math.ceil(min_object_px) - 1, connectivity=2)
     if min_hole_px > 1 and not mask.all():  # fill holes of fewer than min_hole_px pixels
-        mask = remove_small_holes(mask, max_size=math.ceil(min_hole_px) - 1, connectivity=1)
+        mask = _fill_small_holes(mask, min_hole_px)
     if unread is not None:  # a hole made by an unread region is unknown, not tissue
         mask &= ~unread
     return mask, float(t)
+
+
+def _fill_small_holes(mask: np.ndarray, min_hole_px: float) -> np.ndarray:
+    """``mask`` with its background regions of fewer than ``min_hole_px`` pixels filled.
+
+    Such a region is a hole in tissue, a lumen or pale cytoplasm, even where it
+    touches the image border (the edge of a region of interest). Only a region
+    that covers at least half of the image is always kept as background: it is
+    the glass of a small image, not a hole (scikit-image's ``remove_small_holes``
+    would turn a thin or tiny image of glass into tissue).
+    """
+    from skimage.measure import label
+
+    labels = label(~mask, connectivity=1)
+    sizes = np.bincount(labels.ravel())
+    small = (sizes < min_hole_px) & (sizes < 0.5 * mask.size)
+    small[0] = False
+    return mask | small[labels]
 
 
 def _otsu_chroma_threshold(histogram: np.ndarray) -> float:
