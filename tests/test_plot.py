@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import shapely  # noqa: E402
 from _plot_helpers import dotted_slide, make_result, tissue_slide  # noqa: E402
+from matplotlib import colormaps  # noqa: E402
 
 import wsimito  # noqa: E402
 from wsimito import plot  # noqa: E402
@@ -74,7 +75,8 @@ def test_plot_slide_draws_the_counted_points_at_their_level0_positions_with_thei
     order = np.lexsort((drawn[:, 0], drawn[:, 1]))
     expect = np.lexsort((pts[counted][:, 0], pts[counted][:, 1]))
     assert np.allclose(drawn[order], pts[counted][expect])
-    assert np.allclose(np.asarray(dots.get_array())[order], scores[counted][expect])
+    colors = dots.get_facecolors()[order]
+    assert np.allclose(colors, colormaps["viridis"](scores[counted][expect]))
     (others,) = by_gid(ax, "wsimito-candidates")
     assert len(others.get_offsets()) == len(pts) - counted.sum()
     # Data coordinates are level-0 px: the thumbnail spans the slide exactly.
@@ -178,7 +180,8 @@ def test_plot_region_shows_the_box_pixels_and_only_its_detections():
     assert np.array_equal(image.get_array(), slide.read(box))
     (dots,) = by_gid(ax, "wsimito-detections")
     assert np.allclose(dots.get_offsets(), DOTS[[0, 2]])
-    assert np.allclose(dots.get_array(), [0.9, 0.7])
+    assert np.allclose(dots.get_edgecolors(), colormaps["viridis"]([0.9, 0.7]))  # rings
+    assert len(dots.get_facecolors()) == 0
     (others,) = by_gid(ax, "wsimito-candidates")
     assert np.allclose(others.get_offsets(), DOTS[[1]])
     assert ax.get_xlim() == (150.0, 400.0) and ax.get_ylim() == (300.0, 100.0)

@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import shapely
 
 try:
     import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
     from matplotlib.collections import PolyCollection
+    from matplotlib.colors import Normalize
     from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError(
@@ -558,20 +560,21 @@ def _draw_detections(
     size: float,
     *,
     hollow: bool = False,
-) -> Any:
+) -> ScalarMappable:
+    """Points coloured by score (0 to 1 on ``cmap``): dots, or rings when ``hollow``.
+
+    Returns the mappable for a colour bar.
+    """
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
-    common = {"s": size, "cmap": cmap, "vmin": 0.0, "vmax": 1.0, "zorder": 5}
-    label = f"counted ({len(xy)})"
+    mappable = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=cmap)
+    colors = mappable.to_rgba(np.asarray(scores, dtype=np.float64).reshape(-1))
     if hollow:
-        artist = ax.scatter(xy[:, 0], xy[:, 1], c=scores, marker="o", label=label, **common)
-        artist.set_facecolor("none")
-        artist.set_linewidths(2.0)
+        style = {"facecolors": "none", "edgecolors": colors, "linewidths": 2.0}
     else:
-        artist = ax.scatter(
-            xy[:, 0], xy[:, 1], c=scores, edgecolors="white", linewidths=0.6, label=label, **common
-        )
+        style = {"facecolors": colors, "edgecolors": "white", "linewidths": 0.6}
+    artist = ax.scatter(xy[:, 0], xy[:, 1], s=size, label=f"counted ({len(xy)})", zorder=5, **style)
     artist.set_gid("wsimito-detections")
-    return artist
+    return mappable
 
 
 def _draw_candidates(
@@ -595,7 +598,7 @@ def _draw_candidates(
     artist.set_gid("wsimito-candidates")
 
 
-def _score_colorbar(ax: Axes, artist: Any, threshold: float) -> None:
+def _score_colorbar(ax: Axes, artist: ScalarMappable, threshold: float) -> None:
     label = f"score (threshold {threshold:.2f}: red line)"
     bar = ax.figure.colorbar(artist, ax=ax, shrink=0.8, label=label)
     bar.ax.axhline(threshold, color=_rgb(MITOSIS_COLOR), lw=2)
