@@ -296,3 +296,15 @@ def test_without_matplotlib_the_import_error_says_how_to_install_it():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert 'pip install "wsimito[plot]"' in out.stdout
+
+
+def test_a_result_without_detections_draws_empty_layers_and_an_empty_gallery():
+    slide = dotted_slide(np.empty((0, 2)))
+    result = make_result(slide, np.empty((0, 2)), np.empty(0))
+    ax = plot.plot_slide(result, candidates=True)
+    assert len(by_gid(ax, "wsimito-detections")[0].get_offsets()) == 0
+    density = by_gid(plot.plot_density(result, cell_um=50.0), "wsimito-density")[0]
+    assert np.all(np.asarray(density.get_array()) == 0)  # all tissue, no figures
+    fig = plot.detection_gallery(result, slide)
+    assert not [a for a in fig.axes if a.images]
+    assert "Counted mitotic figures: 0" in fig._suptitle.get_text()

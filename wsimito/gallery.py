@@ -409,7 +409,20 @@ def result_slide(result: MitosisResult, slide: Slide | None = None) -> Iterator[
 
 
 def check_slide(result: MitosisResult, slide: Slide) -> None:
-    """Raise ``ValueError`` unless ``slide`` has the size and resolution ``result`` was counted at."""
+    """Check that ``slide`` is the slide ``result`` was counted on.
+
+    Parameters
+    ----------
+    result : MitosisResult
+        A counting result.
+    slide : Slide
+        The slide to check.
+
+    Raises
+    ------
+    ValueError
+        If the slide's level-0 size (px) or resolution (µm/px) differs from the result's.
+    """
     if tuple(slide.dimensions) != tuple(result.slide_dimensions):
         raise ValueError(
             f"slide {slide.name} is {slide.dimensions} px but the result was counted on a "

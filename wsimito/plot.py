@@ -616,6 +616,11 @@ def nice_length_um(target_um: float) -> float:
     -------
     float
         A length, µm.
+
+    Raises
+    ------
+    ValueError
+        If ``target_um`` is not a positive, finite number.
     """
     if not (math.isfinite(target_um) and target_um > 0):
         raise ValueError(f"target_um must be a positive length in µm, got {target_um!r}")
@@ -628,7 +633,18 @@ def nice_length_um(target_um: float) -> float:
 
 
 def format_length_um(length_um: float) -> str:
-    """A length in µm as ``"500 µm"`` or, from 1000 µm on, ``"2 mm"``."""
+    """A length as a scale-bar label.
+
+    Parameters
+    ----------
+    length_um : float
+        Length, µm.
+
+    Returns
+    -------
+    str
+        ``"500 µm"``, or from 1000 µm on ``"2 mm"``.
+    """
     if length_um >= 1000:
         return f"{length_um / 1000:g} mm"
     return f"{length_um:g} µm"
