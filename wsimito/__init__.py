@@ -39,7 +39,7 @@ _LAZY = {
     "find_hotspot": ("wsimito.hotspot", "find_hotspot"),
     "DarkBlobDetector": ("wsimito.models.detectors", "DarkBlobDetector"),
 }
-_SUBMODULES = {"stain", "synthetic", "evaluate", "models", "data", "io", "train"}
+_SUBMODULES = {"stain", "synthetic", "evaluate", "models", "data", "io", "train", "plot", "gallery"}
 
 if TYPE_CHECKING:
     from .detect import Detector

@@ -27,6 +27,7 @@ from .errors import EmptyTissueError, SlideReadError
 
 if TYPE_CHECKING:
     import geopandas
+    import matplotlib.axes
 
     from .slide import Slide
 
@@ -836,6 +837,20 @@ class Tissue:
             np.minimum(bottom * s, height),
         )
         return shapely.union_all(rects)
+
+    def plot(self, **kwargs: Any) -> matplotlib.axes.Axes:
+        """The image tissue detection saw, with the tissue outline, in level-0 px.
+
+        See :func:`wsimito.plot.plot_tissue` for the keyword arguments (``ax``,
+        ``scale_bar``, ``legend``). Needs matplotlib (``pip install "wsimito[plot]"``).
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+        """
+        from .plot import plot_tissue
+
+        return plot_tissue(self, **kwargs)
 
     def __repr__(self) -> str:
         rows, cols = self.mask.shape
