@@ -205,7 +205,7 @@ def plot_tissue(
     rows, cols = tissue.mask.shape
     s = tissue.scale
     # The classified image covers the whole mask grid, which may reach past the slide.
-    _draw_image(ax, tissue._image, (0.0, cols * s, rows * s, 0.0))
+    _draw_image(ax, tissue.image, (0.0, cols * s, rows * s, 0.0))
     _outline(ax, tissue.geometry, TISSUE_COLOR, "tissue", gid="wsimito-tissue")
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
