@@ -29,3 +29,7 @@ class TileReadError(WsimitoError, RuntimeError):
 
 class TileInputError(WsimitoError, ValueError):
     """Tiles given to a detector have the wrong type, shape or dtype."""
+
+
+class SlideReadError(WsimitoError, OSError):
+    """Pixels of an open slide could not be read (a damaged or truncated tile)."""

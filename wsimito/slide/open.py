@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import SlideOpenError
 from .array_backend import IMAGE_SUFFIXES, ArrayBackend
 from .backend import Backend
+from .direct import DECODERS, Decoder
 from .slide import Slide
 
 BACKENDS = ("auto", "openslide", "tiffslide", "zarr", "array")
@@ -79,7 +80,9 @@ def _probe(reader: Backend) -> None:
     reader.read_level(0, 0, level, 1, 1)
 
 
-def open_slide(source: Any, *, backend: str = "auto", mpp: float | None = None) -> Slide:
+def open_slide(
+    source: Any, *, backend: str = "auto", mpp: float | None = None, decoder: Decoder = "auto"
+) -> Slide:
     """Open a whole-slide image, region-of-interest image, zarr store or array.
 
     Parameters
@@ -93,19 +96,35 @@ def open_slide(source: Any, *, backend: str = "auto", mpp: float | None = None) 
     mpp:
         Level-0 resolution in µm per pixel; overrides the file's value. Required
         for arrays and files that carry none.
+    decoder:
+        Where the pixels of tiled TIFF files (SVS, generic and OME TIFF) come
+        from. ``"auto"`` (default): tiles decoded directly with imagecodecs in
+        the reading thread, through a tile cache shared by the slide's handles,
+        wherever the file's layout and codec allow it (see
+        ``wsimito.slide.direct``); the backend's own reader otherwise.
+        ``"direct"``: the direct decoder or an error saying why not.
+        ``"backend"``: always the backend's reader. ``slide.decoder`` tells
+        which one a slide uses.
 
     Raises
     ------
     SlideOpenError
-        No backend could open the file; the message lists what each said.
+        No backend could open the file; the message lists what each said
+        (with ``decoder="direct"``, why the direct decoder cannot read it).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r}; choose one of {', '.join(DECODERS)}")
     if isinstance(source, Slide):
-        return source if mpp is None else Slide(source.reopen()._backend, mpp=mpp)
+        if mpp is None:
+            return source
+        return Slide(source.reopen()._backend, mpp=mpp, decoder=source._decoder_request)
     if not isinstance(source, (str, Path)):
         if backend not in ("auto", "array"):
             raise ValueError(f"in-memory images use backend='array', not {backend!r}")
+        if decoder == "direct":
+            raise ValueError("in-memory images have no file tiles; use decoder='auto' or 'backend'")
         if (
             isinstance(source, np.ndarray)
             or hasattr(source, "__array__")
@@ -123,9 +142,14 @@ def open_slide(source: Any, *, backend: str = "auto", mpp: float | None = None) 
     for name in names:
         try:
             reader = _backend_class(name)(path)
-            _probe(reader)
-            return Slide(reader, mpp=mpp)
         except Exception as exc:  # each backend raises its own types
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+            continue
+        try:
+            _probe(reader)
+            return Slide(reader, mpp=mpp, decoder=decoder)
+        except Exception as exc:
+            reader.close()
             errors.append(f"{name}: {type(exc).__name__}: {exc}")
     raise SlideOpenError(
         f"cannot open {path}: "

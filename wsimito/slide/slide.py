@@ -14,6 +14,7 @@ from PIL import Image
 
 from ..errors import MissingMPPError
 from .backend import Backend
+from .direct import DECODERS, Decoder, DirectReader, DirectUnsupportedError, TileCache, open_direct
 
 # Two resolutions closer than this (relative) count as equal when picking a
 # pyramid level: vendors write downsamples such as 4.000395.
@@ -35,8 +36,44 @@ class Slide:
     ...     tile = slide.read((1000, 2000, 512, 512), mpp=0.5)  # 256 x 256 px at 0.5 µm/px
     """
 
-    def __init__(self, backend: Backend, *, mpp: float | None = None) -> None:
+    def __init__(
+        self, backend: Backend, *, mpp: float | None = None, decoder: Decoder = "backend"
+    ) -> None:
+        """Wrap an open ``backend``; prefer :func:`wsimito.open_slide`.
+
+        Parameters
+        ----------
+        backend : Backend
+            The open reader.
+        mpp : float, optional
+            Level-0 resolution in µm per pixel; overrides the file's value.
+        decoder : {"auto", "direct", "backend"}
+            Where pixels of tiled TIFF files come from: ``"direct"`` decodes
+            the file's tiles with imagecodecs in the calling thread, through a
+            shared tile cache (:mod:`wsimito.slide.direct`); ``"backend"`` uses
+            the backend's own reader; ``"auto"`` is direct where the file's
+            layout and codec allow it, else the backend.
+
+        Raises
+        ------
+        DirectUnsupportedError
+            ``decoder="direct"`` and the file is not a tiled TIFF the direct
+            path reads; the message says why.
+        """
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
         self._backend = backend
+        self._decoder_request: Decoder = decoder
+        self._direct: DirectReader | None = None
+        if decoder != "backend":
+            try:
+                self._direct = open_direct(backend)
+            except DirectUnsupportedError as exc:
+                if decoder == "direct":
+                    raise DirectUnsupportedError(
+                        f"decoder='direct' cannot read {backend.source!r}: {exc}. "
+                        "Use decoder='auto' or 'backend'."
+                    ) from exc
         if mpp is not None:
             mpp = float(mpp)
             if not (math.isfinite(mpp) and mpp > 0):
@@ -56,6 +93,21 @@ class Slide:
     def backend(self) -> str:
         """Name of the reader in use ("openslide", "tiffslide", "zarr", "array", ...)."""
         return self._backend.name
+
+    @property
+    def decoder(self) -> str:
+        """Where pixels come from: ``"direct"`` (file tiles decoded here) or ``"backend"``."""
+        return "direct" if self._direct is not None else "backend"
+
+    @property
+    def tile_cache(self) -> TileCache | None:
+        """The decoded-tile cache of the direct decoder, or ``None`` with ``decoder="backend"``.
+
+        Shared by every handle of this slide in the process (:meth:`reopen`,
+        unpickled copies). Its bound is ``tile_cache.max_bytes`` (bytes,
+        settable); ``hits``, ``misses`` and ``hit_rate`` count its lookups.
+        """
+        return self._direct.cache if self._direct is not None else None
 
     @property
     def path(self) -> str | None:
@@ -148,19 +200,60 @@ class Slide:
             )
         if w == 0 or h == 0:
             return np.empty((h, w, 3), dtype=np.uint8)
-        return self._backend.read_region((int(location[0]), int(location[1])), level, (w, h))
+        x, y = int(location[0]), int(location[1])
+        if self._direct is not None:
+            ds = self.level_downsamples[level]
+            # Backends that keep the base class's read_region snap a level-0
+            # location to the level pixel below it; OpenSlide interpolates where
+            # the location is not a whole level pixel, so defer to it there.
+            snaps = type(self._backend).read_region is Backend.read_region
+            if snaps or ((x / ds).is_integer() and (y / ds).is_integer()):
+                lx, ly = (int(x // ds), int(y // ds)) if snaps else (round(x / ds), round(y / ds))
+                return self._direct.read_level_box(lx, ly, level, w, h)
+        return self._backend.read_region((x, y), level, (w, h))
 
-    def read_level_box(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
+    def read_level_box(
+        self,
+        x: int,
+        y: int,
+        level: int,
+        width: int,
+        height: int,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Read ``width`` x ``height`` px of ``level`` whose top-left is ``(x, y)`` in **level** px.
 
         Unlike :meth:`read_region`, the corner is given in the level's own
         pixels, which is what tile readers that work at one level need. The box
-        may cross the level's edge: pixels outside are white.
+        may cross the level's edge: pixels outside are white. With the direct
+        decoder (:attr:`decoder`) the file tiles are decoded in the calling
+        thread, so reads from several threads use several cores.
+
+        Parameters
+        ----------
+        x, y : int
+            Top-left corner in px of ``level``.
+        level : int
+            Pyramid level, ``0 <= level < level_count``.
+        width, height : int
+            Box size in px of ``level``, positive.
+        out : numpy.ndarray, optional
+            A writable ``(height, width, 3)`` uint8 array (a view into a batch
+            buffer, for instance) to fill instead of allocating one.
 
         Returns
         -------
         numpy.ndarray
-            ``(height, width, 3)`` uint8 RGB.
+            ``(height, width, 3)`` uint8 RGB: ``out`` when given.
+
+        Raises
+        ------
+        ValueError
+            The level does not exist, the size is not positive or ``out`` does
+            not fit.
+        SlideReadError
+            A file tile is damaged (direct decoder); the message names the
+            file, the level and the box.
         """
         if not 0 <= level < self.level_count:
             raise ValueError(
@@ -168,7 +261,31 @@ class Slide:
             )
         if width <= 0 or height <= 0:
             raise ValueError(f"width and height must be positive px, got {width} x {height}")
-        return self._backend.read_level_box(int(x), int(y), level, int(width), int(height))
+        x, y, width, height = int(x), int(y), int(width), int(height)
+        if out is not None and (
+            not isinstance(out, np.ndarray)
+            or out.shape != (height, width, 3)
+            or out.dtype != np.uint8
+            or not out.flags.writeable
+        ):
+            got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
+            raise ValueError(
+                f"out must be a writable uint8 numpy array of shape ({height}, {width}, 3), "
+                f"got {got}"
+            )
+        if self._direct is not None:
+            return self._direct.read_level_box(x, y, level, width, height, out)
+        pixels = self._backend.read_level_box(x, y, level, width, height)
+        if out is None:
+            return pixels
+        out[...] = pixels
+        return out
+
+    def _read_level_box(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
+        """:meth:`read_level_box` without the checks, for callers that computed the box."""
+        if self._direct is not None:
+            return self._direct.read_level_box(x, y, level, width, height)
+        return self._backend.read_level_box(x, y, level, width, height)
 
     def read(self, box: tuple[float, float, float, float], mpp: float | None = None) -> np.ndarray:
         """Read the level-0 box ``(x, y, w, h)`` (px) resampled to ``mpp`` (µm/px).
@@ -207,7 +324,7 @@ class Slide:
             and abs(fw - out_w) < 1e-6
             and abs(fh - out_h) < 1e-6
         ):
-            return self._backend.read_level_box(int(fx0), int(fy0), level, out_w, out_h)
+            return self._read_level_box(int(fx0), int(fy0), level, out_w, out_h)
         shrinking = fw >= out_w
         resample = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
         pad = 0 if shrinking else 1
@@ -220,7 +337,7 @@ class Slide:
             r1 = min(out_h, r0 + rows_per_strip)
             sy0, sy1 = fy0 + r0 * sy, fy0 + r1 * sy
             iy0, iy1 = math.floor(sy0) - pad, math.ceil(sy1) + pad
-            src = self._backend.read_level_box(ix0, iy0, level, ix1 - ix0, iy1 - iy0)
+            src = self._read_level_box(ix0, iy0, level, ix1 - ix0, iy1 - iy0)
             img = Image.fromarray(src)
             part = img.resize(
                 (out_w, r1 - r0), resample, box=(fx0 - ix0, sy0 - iy0, fx0 + fw - ix0, sy1 - iy0)
@@ -285,12 +402,22 @@ class Slide:
         return (cls.__name__, ident, self._mpp_override)
 
     def reopen(self) -> Slide:
-        """A new, independent handle on the same data (one per thread or process)."""
+        """A new, independent handle on the same data (one per thread or process).
+
+        With the direct decoder the new handle has its own file descriptor and
+        shares this one's tile cache.
+        """
         cls, args, kwargs = self._backend.reopen_spec()
-        return Slide(cls(*args, **kwargs), mpp=self._mpp_override)
+        handle = Slide(cls(*args, **kwargs), mpp=self._mpp_override)
+        handle._decoder_request = self._decoder_request
+        if self._direct is not None:
+            handle._direct = self._direct.reopen()
+        return handle
 
     def close(self) -> None:
         self._backend.close()
+        if self._direct is not None:
+            self._direct.close()
 
     def __enter__(self) -> Slide:
         return self
@@ -299,16 +426,23 @@ class Slide:
         self.close()
 
     def __getstate__(self) -> dict:
-        return {"spec": self._backend.reopen_spec(), "mpp": self._mpp_override}
+        return {
+            "spec": self._backend.reopen_spec(),
+            "mpp": self._mpp_override,
+            "decoder": self._decoder_request,
+        }
 
     def __setstate__(self, state: dict) -> None:
         cls, args, kwargs = state["spec"]
-        self.__init__(cls(*args, **kwargs), mpp=state["mpp"])
+        self.__init__(cls(*args, **kwargs), mpp=state["mpp"], decoder=state["decoder"])
 
     def __repr__(self) -> str:
         mpp = f"{self.mpp:.4g} µm/px" if self.has_mpp else "mpp unknown"
         w, h = self.dimensions
-        return f"<Slide {self.name}: {w}x{h} px, {mpp}, {self.level_count} levels, {self.backend}>"
+        return (
+            f"<Slide {self.name}: {w}x{h} px, {mpp}, {self.level_count} levels, "
+            f"{self.backend}, {self.decoder} decoder>"
+        )
 
     def _repr_html_(self) -> str:
         thumb = Image.fromarray(self.thumbnail(256))
@@ -319,6 +453,7 @@ class Slide:
         rows = [
             ("file", self.name),
             ("backend", self.backend),
+            ("decoder", self.decoder),
             ("size (level 0)", f"{w} x {h} px"),
             ("mpp", f"{self.mpp:.4g} µm/px" if self.has_mpp else "unknown (pass mpp=)"),
             (
