@@ -135,8 +135,14 @@ class TileCache:
             self._entries.clear()
             self._nbytes = 0
 
-    def get(self, key: tuple[int, int], decode: Callable[[], np.ndarray]) -> np.ndarray:
-        """The tile for ``key``, calling ``decode()`` only if no one holds or is making it."""
+    def get(
+        self, key: tuple[int, int], decode: Callable[[], np.ndarray], *, wait: bool = True
+    ) -> np.ndarray | None:
+        """The tile for ``key``, calling ``decode()`` only if no one holds or is making it.
+
+        With ``wait=False``, returns ``None`` instead of waiting for another
+        thread's decode of the same tile (so the caller can do other work first).
+        """
         with self._lock:
             tile = self._entries.get(key)
             if tile is not None:
@@ -148,6 +154,8 @@ class TileCache:
             if owner:
                 event = self._pending[key] = threading.Event()
                 self.misses += 1
+            elif not wait:
+                return None
             else:
                 self.hits += 1
         if not owner:
@@ -413,7 +421,7 @@ class DirectReader:
         if x1 < x + width:
             out[y0 - y : y1 - y, x1 - x :] = 255
         tw, th = lv.tile_width, lv.tile_height
-        cache = self._shared.cache
+        deferred = []
         for row in range(y0 // th, (y1 - 1) // th + 1):
             ty0 = row * th
             sy0, sy1 = max(y0, ty0), min(y1, ty0 + th)
@@ -425,26 +433,46 @@ class DirectReader:
                 if lv.bytecounts[index] == 0:
                     dst[...] = 255
                     continue
-                try:
-                    tile = cache.get((level, index), lambda i=index: self._decode(lv, i))
-                except _TileError as err:
-                    raise SlideReadError(
-                        f"{self.path}: cannot decode file tile {index} (column {col}, row {row}) "
-                        f"of level {level}, needed for the box x={x}, y={y}, "
-                        f"{width} x {height} px (level px): {err}. The file is damaged or "
-                        "truncated there; open it with decoder='backend' to try the "
-                        "backend's own reader, or skip the tile."
-                    ) from err.__cause__
-                if tile.shape[0] < sy1 - ty0 or tile.shape[1] < sx1 - tx0:
-                    raise SlideReadError(
-                        f"{self.path}: file tile {index} of level {level} decodes to "
-                        f"{tile.shape[1]} x {tile.shape[0]} px, smaller than its place in the "
-                        f"{tw} x {th} px tile grid; needed for the box x={x}, y={y}, "
-                        f"{width} x {height} px (level px). The file is damaged; open it with "
-                        "decoder='backend'."
-                    )
-                dst[...] = tile[sy0 - ty0 : sy1 - ty0, sx0 - tx0 : sx1 - tx0]
+                place = (index, dst, sy0 - ty0, sy1 - ty0, sx0 - tx0, sx1 - tx0)
+                # Tiles another thread is decoding now come last, when they are likely done.
+                if not self._copy_tile(level, lv, place, (x, y, width, height), wait=False):
+                    deferred.append(place)
+        for place in deferred:
+            self._copy_tile(level, lv, place, (x, y, width, height), wait=True)
         return out
+
+    def _copy_tile(
+        self, level: int, lv: _Level, place: tuple, box: tuple[int, int, int, int], wait: bool
+    ) -> bool:
+        """Copy one file tile's part of the box into place; False if deferred (``wait=False``)."""
+        index, dst, r0, r1, c0, c1 = place
+        try:
+            tile = self._shared.cache.get(
+                (level, index), lambda: self._decode(lv, index), wait=wait
+            )
+        except _TileError as err:
+            x, y, width, height = box
+            row, col = divmod(index, lv.tiles_across)
+            raise SlideReadError(
+                f"{self.path}: cannot decode file tile {index} (column {col}, row {row}) "
+                f"of level {level}, needed for the box x={x}, y={y}, "
+                f"{width} x {height} px (level px): {err}. The file is damaged or "
+                "truncated there; open it with decoder='backend' to try the "
+                "backend's own reader, or skip the tile."
+            ) from err.__cause__
+        if tile is None:
+            return False
+        if tile.shape[0] < r1 or tile.shape[1] < c1:
+            x, y, width, height = box
+            raise SlideReadError(
+                f"{self.path}: file tile {index} of level {level} decodes to "
+                f"{tile.shape[1]} x {tile.shape[0]} px, smaller than its place in the "
+                f"{lv.tile_width} x {lv.tile_height} px tile grid; needed for the box x={x}, "
+                f"y={y}, {width} x {height} px (level px). The file is damaged; open it "
+                "with decoder='backend'."
+            )
+        dst[...] = tile[r0:r1, c0:c1]
+        return True
 
     def _decode(self, lv: _Level, index: int) -> np.ndarray:
         """Read and decode one file tile to a read-only ``(h, w, 3)`` uint8 RGB array."""

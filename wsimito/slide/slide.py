@@ -72,7 +72,7 @@ class Slide:
                 if decoder == "direct":
                     raise DirectUnsupportedError(
                         f"decoder='direct' cannot read {backend.source!r}: {exc}. "
-                        "Use decoder='auto' or 'backend'."
+                        "Use decoder='auto' or 'backend'"
                     ) from exc
         if mpp is not None:
             mpp = float(mpp)
