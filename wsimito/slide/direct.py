@@ -51,6 +51,8 @@ SUPPORTED_COMPRESSIONS = {
 _APERIO_J2K_YCBCR = 33003
 _PHOTOMETRIC_MINISBLACK, _PHOTOMETRIC_RGB, _PHOTOMETRIC_YCBCR = 1, 2, 6
 _JPEG = 7
+# OpenSlide vendors whose levels are plain grids of TIFF tiles.
+_OPENSLIDE_PLAIN_VENDORS = ("aperio", "generic-tiff")
 
 # Default cache: enough for this many rows of level-0 file tiles, so that a
 # grid walked row by row finds the rows it shares with the previous grid row,
@@ -219,7 +221,9 @@ class _Level:
 class _Layout:
     """The tiled pages of a TIFF file that match a backend's pyramid levels."""
 
-    def __init__(self, path: str, level_dimensions: tuple[tuple[int, int], ...]) -> None:
+    def __init__(
+        self, path: str, level_dimensions: tuple[tuple[int, int], ...], all_tiled: bool
+    ) -> None:
         import tifffile
 
         self.path = path
@@ -228,7 +232,11 @@ class _Layout:
         except Exception as exc:
             raise DirectUnsupportedError(f"tifffile cannot parse it ({exc})") from exc
         with tif:
-            candidates = _level_pages(tif)
+            if tif.is_ndpi:
+                raise DirectUnsupportedError(
+                    "Hamamatsu NDPI tiles are JPEG restart intervals, not verified here"
+                )
+            candidates = _level_pages(tif, all_tiled)
             levels = []
             for i, (w, h) in enumerate(level_dimensions):
                 page = candidates.get((w, h))
@@ -245,8 +253,13 @@ class _Layout:
         return int(min(_CACHE_MAX_BYTES, max(_CACHE_MIN_BYTES, want)))
 
 
-def _level_pages(tif: Any) -> dict[tuple[int, int], Any]:
-    """``(width, height) -> page`` for pyramid levels; the first series' levels win."""
+def _level_pages(tif: Any, all_tiled: bool) -> dict[tuple[int, int], Any]:
+    """``(width, height) -> page`` for pyramid levels.
+
+    The levels of tifffile's first series (what tiffslide reads), each one
+    page; with ``all_tiled``, also every tiled page of the main IFD chain (what
+    OpenSlide's generic TIFF reader takes as levels).
+    """
     found: dict[tuple[int, int], Any] = {}
     if tif.series:
         for level in tif.series[0].levels:
@@ -254,9 +267,10 @@ def _level_pages(tif: Any) -> dict[tuple[int, int], Any]:
             if len(pages) == 1:
                 page = pages[0]
                 found.setdefault((int(page.imagewidth), int(page.imagelength)), page)
-    for page in tif.pages:
-        if getattr(page, "is_tiled", False):
-            found.setdefault((int(page.imagewidth), int(page.imagelength)), page)
+    if all_tiled:
+        for page in tif.pages:
+            if getattr(page, "is_tiled", False):
+                found.setdefault((int(page.imagewidth), int(page.imagelength)), page)
     return found
 
 
@@ -324,13 +338,15 @@ _REGISTRY: weakref.WeakValueDictionary[tuple, _Shared] = weakref.WeakValueDictio
 _REGISTRY_LOCK = threading.Lock()
 
 
-def _shared_for(path: str, level_dimensions: tuple[tuple[int, int], ...]) -> _Shared:
+def _shared_for(
+    path: str, level_dimensions: tuple[tuple[int, int], ...], all_tiled: bool
+) -> _Shared:
     st = os.stat(path)
-    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, level_dimensions)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, level_dimensions, all_tiled)
     with _REGISTRY_LOCK:
         shared = _REGISTRY.get(key)
         if shared is None:
-            shared = _Shared(_Layout(path, level_dimensions))
+            shared = _Shared(_Layout(path, level_dimensions, all_tiled))
             _REGISTRY[key] = shared
         return shared
 
@@ -568,7 +584,17 @@ def open_direct(backend: Backend) -> DirectReader:
         magic = fh.read(4)
     if magic not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         raise DirectUnsupportedError("it is not a TIFF file")
-    reader = DirectReader(path, _shared_for(path, tuple(backend.level_dimensions)))
+    all_tiled = False
+    if backend.name == "openslide":
+        # OpenSlide lays out other vendors' TIFFs by its own rules (overlapping
+        # Ventana tiles, Leica and Philips layouts): only these two are plain grids.
+        vendor = backend.properties.get("openslide.vendor", "")
+        if vendor not in _OPENSLIDE_PLAIN_VENDORS:
+            raise DirectUnsupportedError(
+                f"OpenSlide reads this {vendor or 'unknown'} file with its own layout rules"
+            )
+        all_tiled = vendor == "generic-tiff"
+    reader = DirectReader(path, _shared_for(path, tuple(backend.level_dimensions), all_tiled))
     for level, lv in enumerate(reader._levels):
         _check_level(reader, backend, level, lv)
     return reader
