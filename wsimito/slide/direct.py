@@ -142,8 +142,25 @@ class TileCache:
     ) -> np.ndarray | None:
         """The tile for ``key``, calling ``decode()`` only if no one holds or is making it.
 
-        With ``wait=False``, returns ``None`` instead of waiting for another
-        thread's decode of the same tile (so the caller can do other work first).
+        Parameters
+        ----------
+        key : tuple of int
+            ``(level, tile index)``.
+        decode : callable
+            Makes the tile (a read-only ``(h, w, 3)`` uint8 array) on a miss.
+        wait : bool
+            With ``False``, return ``None`` instead of waiting for another
+            thread's decode of the same tile, so the caller can do other work first.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            The tile; ``None`` only with ``wait=False`` while another thread makes it.
+
+        Raises
+        ------
+        Exception
+            Whatever ``decode`` raises; nothing is cached then.
         """
         with self._lock:
             tile = self._entries.get(key)
@@ -418,7 +435,29 @@ class DirectReader:
         """Fill ``(height, width, 3)`` uint8 RGB with the box at ``(x, y)`` (level px).
 
         Pixels outside the level, and absent file tiles, are white; alpha is
-        composited on white.
+        composited on white. The caller checks the arguments
+        (:meth:`wsimito.slide.Slide.read_level_box` does).
+
+        Parameters
+        ----------
+        x, y : int
+            Top-left corner in px of ``level``; may lie outside the level.
+        level : int
+            Pyramid level.
+        width, height : int
+            Box size in px of ``level``, positive.
+        out : numpy.ndarray, optional
+            A writable ``(height, width, 3)`` uint8 array to fill.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``out``, or a new array.
+
+        Raises
+        ------
+        SlideReadError
+            A file tile the box needs cannot be read or decoded.
         """
         lv = self._levels[level]
         if out is None:
@@ -529,10 +568,20 @@ class _TileError(Exception):
 
 
 def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
-    """Full-range BT.601 YCbCr (JPEG/JFIF) to RGB, uint8 ``(h, w, 3)`` in and out.
+    """Full-range BT.601 YCbCr (as in JPEG/JFIF) to RGB.
 
     Aperio's JPEG 2000 variant 33003 stores YCbCr without the codestream's
     colour transform; OpenSlide converts it to RGB, and so does the direct path.
+
+    Parameters
+    ----------
+    ycbcr : numpy.ndarray
+        ``(h, w, 3)`` uint8 Y, Cb, Cr.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(h, w, 3)`` uint8 RGB, rounded and clipped.
     """
     f = ycbcr.astype(np.float32)
     y, cb, cr = f[..., 0], f[..., 1] - 128.0, f[..., 2] - 128.0
