@@ -348,6 +348,7 @@ class _Shared:
     def __init__(self, layout: _Layout) -> None:
         self.layout = layout
         self.cache = TileCache(layout.default_cache_bytes())
+        self.checked_against: set[str] = set()  # backends whose pixels agreed
 
 
 # (real path, size, mtime, level dimensions) -> _Shared, while any handle holds it.
@@ -643,9 +644,12 @@ def open_direct(backend: Backend) -> DirectReader:
                 f"OpenSlide reads this {vendor or 'unknown'} file with its own layout rules"
             )
         all_tiled = vendor == "generic-tiff"
-    reader = DirectReader(path, _shared_for(path, tuple(backend.level_dimensions), all_tiled))
-    for level, lv in enumerate(reader._levels):
-        _check_level(reader, backend, level, lv)
+    shared = _shared_for(path, tuple(backend.level_dimensions), all_tiled)
+    reader = DirectReader(path, shared)
+    if backend.name not in shared.checked_against:  # once per process, file and backend
+        for level, lv in enumerate(reader._levels):
+            _check_level(reader, backend, level, lv)
+        shared.checked_against.add(backend.name)
     return reader
 
 
