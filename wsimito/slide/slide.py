@@ -7,7 +7,7 @@ import html
 import io
 import math
 import warnings
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -65,15 +65,6 @@ class Slide:
         self._backend = backend
         self._decoder_request: Decoder = decoder
         self._direct: DirectReader | None = None
-        if decoder != "backend":
-            try:
-                self._direct = open_direct(backend)
-            except DirectUnsupportedError as exc:
-                if decoder == "direct":
-                    raise DirectUnsupportedError(
-                        f"decoder='direct' cannot read {backend.source!r}: {exc}. "
-                        "Use decoder='auto' or 'backend'"
-                    ) from exc
         if mpp is not None:
             mpp = float(mpp)
             if not (math.isfinite(mpp) and mpp > 0):
@@ -87,6 +78,15 @@ class Slide:
                 f"uses their mean {(mx + my) / 2:.6g} µm/px. Pass mpp= to choose another value.",
                 stacklevel=3,
             )
+        if decoder != "backend":
+            try:
+                self._direct = open_direct(backend)
+            except DirectUnsupportedError as exc:
+                if decoder == "direct":
+                    raise DirectUnsupportedError(
+                        f"decoder='direct' cannot read {backend.source!r}: {exc}. "
+                        "Use decoder='auto' or 'backend'"
+                    ) from exc
 
     # -- metadata ---------------------------------------------------------
     @property
@@ -95,7 +95,7 @@ class Slide:
         return self._backend.name
 
     @property
-    def decoder(self) -> str:
+    def decoder(self) -> Literal["direct", "backend"]:
         """Where pixels come from: ``"direct"`` (file tiles decoded here) or ``"backend"``."""
         return "direct" if self._direct is not None else "backend"
 
@@ -399,7 +399,7 @@ class Slide:
         cls, args, kwargs = self._backend.reopen_spec()
         src = args[0] if args else None
         ident = src if isinstance(src, str) else id(self._backend)
-        return (cls.__name__, ident, self._mpp_override)
+        return (cls.__name__, ident, self._mpp_override, self.decoder)
 
     def reopen(self) -> Slide:
         """A new, independent handle on the same data (one per thread or process).
