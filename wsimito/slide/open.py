@@ -14,6 +14,7 @@ from ..checks import choice, positive_float
 from ..errors import SlideOpenError, UnsupportedImageError
 from .array_backend import IMAGE_SUFFIXES, ArrayBackend
 from .backend import Backend
+from .direct import DECODERS, Decoder
 from .slide import Slide
 
 BackendName = Literal["auto", "openslide", "tiffslide", "zarr", "array"]
@@ -90,6 +91,7 @@ def open_slide(
     backend: BackendName = "auto",
     mpp: float | None = None,
     force_mpp: bool = False,
+    decoder: Decoder = "auto",
 ) -> Slide:
     """Open a whole-slide image, region-of-interest image, zarr store or array.
 
@@ -110,6 +112,15 @@ def open_slide(
     force_mpp : bool
         Use ``mpp`` even where the file states another resolution (for files
         whose metadata are known to be wrong).
+    decoder : {"auto", "direct", "backend"}
+        Where the pixels of tiled TIFF files (SVS, generic and OME TIFF) come
+        from. ``"auto"`` (default): tiles decoded directly with imagecodecs in
+        the reading thread, through a tile cache shared by the slide's handles,
+        wherever the file's layout and codec allow it (see
+        ``wsimito.slide.direct``); the backend's own reader otherwise.
+        ``"direct"``: the direct decoder or an error saying why not.
+        ``"backend"``: always the backend's reader. ``slide.decoder`` tells
+        which one a slide uses.
 
     Returns
     -------
@@ -125,7 +136,8 @@ def open_slide(
         channels, 32-bit integers); one line says what is supported.
     SlideOpenError
         No backend could open the file; the message lists what each said, or,
-        for DICOM, which attribute is missing and how to repair it.
+        for DICOM, which attribute is missing and how to repair it (with
+        ``decoder="direct"``, why the direct decoder cannot read it).
 
     Warns
     -----
@@ -133,6 +145,7 @@ def open_slide(
         When pixels are converted (greyscale to RGB, 16 to 8 bits).
     """
     backend = choice(backend, "backend", BACKENDS)
+    decoder = choice(decoder, "decoder", DECODERS)
     if mpp is not None:
         mpp = positive_float(mpp, "mpp", "µm per pixel (the slide's level-0 resolution)")
     if isinstance(source, Slide):
@@ -140,6 +153,8 @@ def open_slide(
     if not isinstance(source, (str, Path)):
         if backend not in ("auto", "array"):
             raise ValueError(f"in-memory images use backend='array', not {backend!r}")
+        if decoder == "direct":
+            raise ValueError("in-memory images have no file tiles; use decoder='auto' or 'backend'")
         if (
             isinstance(source, np.ndarray)
             or hasattr(source, "__array__")
@@ -160,6 +175,7 @@ def open_slide(
         try:
             reader = _backend_class(name)(path)
             _probe(reader)
+            return _opened(reader, mpp, force_mpp, decoder)
         except Exception as exc:  # each backend raises its own types
             if reader is not None:
                 with contextlib.suppress(Exception):
@@ -167,8 +183,6 @@ def open_slide(
             if isinstance(exc, UnsupportedImageError) and unsupported is None:
                 unsupported = exc
             errors.append(f"{name}: {type(exc).__name__}: {exc}")
-            continue
-        return _opened(reader, mpp, force_mpp)
     if unsupported is not None:  # the pixels, not the readers, are the problem: say that alone
         raise UnsupportedImageError(str(unsupported)) from None
     said = "; ".join(errors)
@@ -186,9 +200,11 @@ def open_slide(
     )
 
 
-def _opened(reader: Backend, mpp: float | None, force_mpp: bool) -> Slide:
+def _opened(
+    reader: Backend, mpp: float | None, force_mpp: bool, decoder: Decoder = "backend"
+) -> Slide:
     """The slide over ``reader``, warning once about pixel conversions."""
-    slide = Slide(reader, mpp=mpp, force_mpp=force_mpp)
+    slide = Slide(reader, mpp=mpp, force_mpp=force_mpp, decoder=decoder)
     if reader.conversion:
         warnings.warn(f"{slide.name}: {reader.conversion}.", stacklevel=3)
     return slide

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -12,6 +12,7 @@ from PIL import Image
 from ..checks import finite_float, positive_float
 from ..errors import MissingMPPError, SlideReadError, WsimitoError
 from .backend import Backend
+from .direct import DECODERS, Decoder, DirectReader, DirectUnsupportedError, TileCache, open_direct
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -44,9 +45,40 @@ class Slide:
         *,
         mpp: float | None = None,
         force_mpp: bool = False,
+        decoder: Decoder = "backend",
         _warn: bool = True,
     ) -> None:
+        """Wrap an open ``backend``; prefer :func:`wsimito.open_slide`.
+
+        Parameters
+        ----------
+        backend : Backend
+            The open reader.
+        mpp : float, optional
+            Level-0 resolution in µm per pixel for files that carry none; where
+            the file states one, the file's wins (see :func:`wsimito.open_slide`).
+        force_mpp : bool
+            Use ``mpp`` even where the file states another resolution.
+        decoder : {"auto", "direct", "backend"}
+            Where pixels of tiled TIFF files come from: ``"direct"`` decodes
+            the file's tiles with imagecodecs in the calling thread, through a
+            shared tile cache (:mod:`wsimito.slide.direct`); ``"backend"`` uses
+            the backend's own reader; ``"auto"`` is direct where the file's
+            layout and codec allow it, else the backend.
+
+        Raises
+        ------
+        ValueError
+            ``mpp`` is not a positive, finite number, or ``decoder`` is unknown.
+        DirectUnsupportedError
+            ``decoder="direct"`` and the file is not a tiled TIFF the direct
+            path reads; the message says why.
+        """
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
         self._backend = backend
+        self._decoder_request: Decoder = decoder
+        self._direct: DirectReader | None = None
         if mpp is not None:
             mpp = float(mpp)
             if not (math.isfinite(mpp) and mpp > 0):
@@ -61,23 +93,35 @@ class Slide:
         file_mpp = None if mx is None or my is None else (mx + my) / 2
         use_given = mpp is not None and (force_mpp or file_mpp is None)
         self._mpp_xy: tuple[float | None, float | None] = (mpp, mpp) if use_given else (mx, my)
-        if not _warn or file_mpp is None:
-            return
-        if mpp is not None and not force_mpp and abs(mpp / file_mpp - 1) > MPP_AGREEMENT:
+        if decoder != "backend":
+            try:
+                self._direct = open_direct(backend)
+            except DirectUnsupportedError as exc:
+                if decoder == "direct":
+                    raise DirectUnsupportedError(
+                        f"decoder='direct' cannot read {backend.source!r}: {exc}. "
+                        "Use decoder='auto' or 'backend'"
+                    ) from exc
+        if _warn and file_mpp is not None:
+            self._warn_about_mpp(mpp, file_mpp, use_given)
+
+    def _warn_about_mpp(self, mpp: float | None, file_mpp: float, use_given: bool) -> None:
+        mx, my = self._file_mpp_xy
+        if mpp is not None and not self._force_mpp and abs(mpp / file_mpp - 1) > MPP_AGREEMENT:
             warnings.warn(
                 f"{self.name}: the file says {file_mpp:.6g} µm/px at level 0, but mpp={mpp:g} "
                 f"was given; wsimito uses the file's {file_mpp:.6g} µm/px (mpp= only sets the "
                 "resolution of files that have none). Both are recorded in results; pass "
                 "force_mpp=True to use the given value instead.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         if not use_given and abs(mx - my) > 0.01 * max(mx, my):  # type: ignore[operator,type-var]
             warnings.warn(
                 f"{self.name}: anisotropic pixels, mpp-x = {mx} µm and mpp-y = {my} µm; "
                 f"wsimito uses their mean {file_mpp:.6g} µm/px. Pass mpp= with "
                 "force_mpp=True to choose another value.",
-                stacklevel=3,
+                stacklevel=4,
             )
 
     # -- metadata ---------------------------------------------------------
@@ -85,6 +129,21 @@ class Slide:
     def backend(self) -> str:
         """Name of the reader in use ("openslide", "tiffslide", "zarr", "array", ...)."""
         return self._backend.name
+
+    @property
+    def decoder(self) -> Literal["direct", "backend"]:
+        """Where pixels come from: ``"direct"`` (file tiles decoded here) or ``"backend"``."""
+        return "direct" if self._direct is not None else "backend"
+
+    @property
+    def tile_cache(self) -> TileCache | None:
+        """The decoded-tile cache of the direct decoder, or ``None`` with ``decoder="backend"``.
+
+        Shared by every handle of this slide in the process (:meth:`reopen`,
+        unpickled copies). Its bound is ``tile_cache.max_bytes`` (bytes,
+        settable); ``hits``, ``misses`` and ``hit_rate`` count its lookups.
+        """
+        return self._direct.cache if self._direct is not None else None
 
     @property
     def path(self) -> str | None:
@@ -233,6 +292,15 @@ class Slide:
         if w == 0 or h == 0:
             return np.empty((h, w, 3), dtype=np.uint8)
         x, y = int(location[0]), int(location[1])
+        if self._direct is not None:
+            ds = self.level_downsamples[level]
+            # Backends that keep the base class's read_region snap a level-0
+            # location to the level pixel below it; OpenSlide interpolates where
+            # the location is not a whole level pixel, so defer to it there.
+            snaps = type(self._backend).read_region is Backend.read_region
+            if snaps or ((x / ds).is_integer() and (y / ds).is_integer()):
+                lx, ly = (int(x // ds), int(y // ds)) if snaps else (round(x / ds), round(y / ds))
+                return self._direct.read_level_box(lx, ly, level, w, h)
         try:
             return self._backend.read_region((x, y), level, (w, h))
         except (WsimitoError, MemoryError):
@@ -241,12 +309,34 @@ class Slide:
             ds = self.level_downsamples[level]
             raise self._read_error(exc, level, (int(x // ds), int(y // ds), w, h)) from exc
 
-    def read_level_box(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
+    def read_level_box(
+        self,
+        x: int,
+        y: int,
+        level: int,
+        width: int,
+        height: int,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Read ``width`` x ``height`` px of ``level`` whose top-left is ``(x, y)`` in **level** px.
 
         Unlike :meth:`read_region`, the corner is given in the level's own
         pixels, which is what tile readers that work at one level need. The box
-        may cross the level's edge: pixels outside are white.
+        may cross the level's edge: pixels outside are white. With the direct
+        decoder (:attr:`decoder`) the file tiles are decoded in the calling
+        thread, so reads from several threads use several cores.
+
+        Parameters
+        ----------
+        x, y : int
+            Top-left corner in px of ``level``.
+        level : int
+            Pyramid level, ``0 <= level < level_count``.
+        width, height : int
+            Box size in px of ``level``, positive.
+        out : numpy.ndarray, optional
+            A writable ``(height, width, 3)`` uint8 array (a view into a batch
+            buffer, for instance) to fill instead of allocating one.
 
         Parameters
         ----------
@@ -260,14 +350,16 @@ class Slide:
         Returns
         -------
         numpy.ndarray
-            ``(height, width, 3)`` uint8 RGB.
+            ``(height, width, 3)`` uint8 RGB: ``out`` when given.
 
         Raises
         ------
         ValueError
-            A size below 1 px or a level that does not exist.
+            The level does not exist, the size is not positive or ``out`` does
+            not fit.
         wsimito.SlideReadError
-            The reader failed on the region.
+            The reader failed on the region, or a file tile is damaged; the
+            message names the file, the level and the box.
         """
         if not 0 <= level < self.level_count:
             raise ValueError(
@@ -275,10 +367,31 @@ class Slide:
             )
         if width <= 0 or height <= 0:
             raise ValueError(f"width and height must be positive px, got {width} x {height}")
-        return self._read_level_box(int(x), int(y), level, int(width), int(height))
+        x, y, width, height = int(x), int(y), int(width), int(height)
+        if out is not None and (
+            not isinstance(out, np.ndarray)
+            or out.shape != (height, width, 3)
+            or out.dtype != np.uint8
+            or not out.flags.writeable
+        ):
+            got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
+            raise ValueError(
+                f"out must be a writable uint8 numpy array of shape ({height}, {width}, 3), "
+                f"got {got}"
+            )
+        if self._direct is not None:
+            return self._direct.read_level_box(x, y, level, width, height, out)
+        pixels = self._read_level_box(x, y, level, width, height)
+        if out is None:
+            return pixels
+        out[...] = pixels
+        return out
 
     def _read_level_box(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
-        """The backend's ``read_level_box``; its failures become :class:`SlideReadError`."""
+        """:meth:`read_level_box` without the checks, for callers that computed the box;
+        the backend's failures become :class:`SlideReadError`."""
+        if self._direct is not None:
+            return self._direct.read_level_box(x, y, level, width, height)
         try:
             return self._backend.read_level_box(x, y, level, width, height)
         except (WsimitoError, MemoryError):
@@ -455,10 +568,13 @@ class Slide:
         cls, args, kwargs = self._backend.reopen_spec()
         src = args[0] if args else None
         ident = src if isinstance(src, str) else id(self._backend)
-        return (cls.__name__, ident, self._mpp_override)
+        return (cls.__name__, ident, self._mpp_override, self.decoder)
 
     def reopen(self, *, mpp: float | None = None) -> Slide:
         """A new, independent handle on the same data (one per thread or process).
+
+        With the direct decoder the new handle has its own file descriptor and
+        shares this one's tile cache.
 
         Parameters
         ----------
@@ -467,15 +583,22 @@ class Slide:
             :func:`wsimito.open_slide`); by default the one this handle was given.
         """
         cls, args, kwargs = self._backend.reopen_spec()
-        if mpp is None:
-            return Slide(
-                cls(*args, **kwargs), mpp=self._mpp_override, force_mpp=self._force_mpp, _warn=False
-            )
-        return Slide(cls(*args, **kwargs), mpp=mpp, force_mpp=self._force_mpp)
+        handle = Slide(
+            cls(*args, **kwargs),
+            mpp=self._mpp_override if mpp is None else mpp,
+            force_mpp=self._force_mpp,
+            _warn=mpp is not None,
+        )
+        handle._decoder_request = self._decoder_request
+        if self._direct is not None:
+            handle._direct = self._direct.reopen()
+        return handle
 
     def close(self) -> None:
         """Release the reader's file handles."""
         self._backend.close()
+        if self._direct is not None:
+            self._direct.close()
 
     def __enter__(self) -> Slide:
         return self
@@ -488,6 +611,7 @@ class Slide:
             "spec": self._backend.reopen_spec(),
             "mpp": self._mpp_override,
             "force_mpp": self._force_mpp,
+            "decoder": self._decoder_request,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -497,13 +621,17 @@ class Slide:
             cls(*args, **kwargs),
             mpp=state["mpp"],
             force_mpp=state.get("force_mpp", False),
+            decoder=state.get("decoder", "backend"),
             _warn=False,
         )
 
     def __repr__(self) -> str:
         mpp = f"{self.mpp:.4g} µm/px" if self.has_mpp else "mpp unknown"
         w, h = self.dimensions
-        return f"<Slide {self.name}: {w}x{h} px, {mpp}, {self.level_count} levels, {self.backend}>"
+        return (
+            f"<Slide {self.name}: {w}x{h} px, {mpp}, {self.level_count} levels, "
+            f"{self.backend}, {self.decoder} decoder>"
+        )
 
     def _repr_html_(self) -> str:
         """A 256 px thumbnail beside the size, resolution and pyramid (for Jupyter)."""
@@ -513,6 +641,7 @@ class Slide:
         rows = [
             ("file", self.name),
             ("backend", self.backend),
+            ("decoder", self.decoder),
             ("size (level 0)", f"{w} x {h} px"),
             ("mpp", f"{self.mpp:.4g} µm/px" if self.has_mpp else "unknown (pass mpp=)"),
             (
