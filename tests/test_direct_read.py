@@ -332,7 +332,7 @@ def test_a_damaged_tile_raises_slide_read_error_naming_file_level_and_box(tmp_pa
     with pytest.raises(wsimito.SlideReadError) as info:
         slide.read_level_box(880, 650, 0, 20, 50)
     message = str(info.value)
-    assert str(bad) in message and "level 0" in message and "x=880, y=650, 20 x 50" in message
+    assert str(bad) in message and "level 0" in message and "x=880, y=650, 20x50 px" in message
     assert f"file tile {last}" in message
     assert isinstance(info.value, wsimito.WsimitoError)
 

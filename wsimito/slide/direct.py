@@ -507,28 +507,37 @@ class DirectReader:
                 (level, index), lambda: self._decode(lv, index), wait=wait
             )
         except _TileError as err:
-            x, y, width, height = box
             row, col = divmod(index, lv.tiles_across)
-            raise SlideReadError(
-                f"{self.path}: cannot decode file tile {index} (column {col}, row {row}) "
-                f"of level {level}, needed for the box x={x}, y={y}, "
-                f"{width} x {height} px (level px): {err}. The file is damaged or "
-                "truncated there; open it with decoder='backend' to try the "
-                "backend's own reader, or skip the tile."
+            raise self._error(
+                level,
+                box,
+                f"cannot decode file tile {index} (column {col}, row {row}): {err}. The file "
+                "is damaged or truncated there; open it with decoder='backend' to try the "
+                "backend's own reader, or skip the tile.",
             ) from err.__cause__
         if tile is None:
             return False
         if tile.shape[0] < r1 or tile.shape[1] < c1:
-            x, y, width, height = box
-            raise SlideReadError(
-                f"{self.path}: file tile {index} of level {level} decodes to "
-                f"{tile.shape[1]} x {tile.shape[0]} px, smaller than its place in the "
-                f"{lv.tile_width} x {lv.tile_height} px tile grid; needed for the box x={x}, "
-                f"y={y}, {width} x {height} px (level px). The file is damaged; open it "
-                "with decoder='backend'."
+            raise self._error(
+                level,
+                box,
+                f"file tile {index} decodes to {tile.shape[1]} x {tile.shape[0]} px, smaller "
+                f"than its place in the {lv.tile_width} x {lv.tile_height} px tile grid. The "
+                "file is damaged; open it with decoder='backend'.",
             )
         dst[...] = tile[r0:r1, c0:c1]
         return True
+
+    def _error(self, level: int, box: tuple[int, int, int, int], why: str) -> SlideReadError:
+        """A :class:`SlideReadError` for ``box`` (level px), worded as the backends' are."""
+        x, y, width, height = box
+        return SlideReadError(
+            f"{self.path}: cannot read level {level}, box x={x}, y={y}, {width}x{height} px of "
+            f"that level: {why}",
+            path=self.path,
+            level=level,
+            box=(x, y, width, height),
+        )
 
     def _decode(self, lv: _Level, index: int) -> np.ndarray:
         """Read and decode one file tile to a read-only ``(h, w, 3)`` uint8 RGB array."""
