@@ -33,6 +33,9 @@ _LAZY = {
     "Hotspot": ("wsimito.hotspot", "Hotspot"),
     "find_hotspot": ("wsimito.hotspot", "find_hotspot"),
     "DarkBlobDetector": ("wsimito.baselines", "DarkBlobDetector"),
+    "Annotations": ("wsimito.io.annotations", "Annotations"),
+    "AnnotationError": ("wsimito.io.annotations", "AnnotationError"),
+    "read_annotations": ("wsimito.io.annotations", "read_annotations"),
 }
 _SUBMODULES = {"stain", "synthetic", "evaluate", "models", "data", "io", "train"}
 
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
     from .baselines import DarkBlobDetector
     from .detect import Detector
     from .hotspot import Hotspot, find_hotspot
+    from .io.annotations import AnnotationError, Annotations, read_annotations
     from .models import load_detector, save_detector
     from .pipeline import count_mitoses
     from .result import MitosisResult
@@ -59,6 +63,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AnnotationError",
+    "Annotations",
     "DarkBlobDetector",
     "Detector",
     "EmptyTissueError",
@@ -79,5 +85,6 @@ __all__ = [
     "find_hotspot",
     "load_detector",
     "open_slide",
+    "read_annotations",
     "save_detector",
 ]

@@ -271,7 +271,18 @@ class MitosisResult:
 
         See :func:`wsimito.io.sliderunner.write_sliderunner`. Returns the path written.
         """
-        return write_sliderunner(self, path)
+        detections = self.detections
+        return write_sliderunner(
+            path,
+            np.column_stack([detections["x"].to_numpy(), detections["y"].to_numpy()]),
+            scores=detections["score"].to_numpy(),
+            slide_name=self.slide_name,
+            slide_size=self.slide_dimensions,
+            slide_directory=(
+                os.path.dirname(os.path.realpath(self.slide_path)) if self.slide_path else ""
+            ),
+            person=f"wsimito/{self.detector_name}",
+        )
 
     # -- reporting -------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
