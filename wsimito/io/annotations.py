@@ -217,7 +217,7 @@ class Annotations:
                 row = int(np.flatnonzero(bad)[0])
                 raise AnnotationError(
                     f"{self._where()}{self._entry(out, row)} has {axis} = "
-                    f"{cells[axis].iloc[row]!r}, not a finite number of px"
+                    f"{_plain(cells[axis].iloc[row])!r}, not a finite number of px"
                 )
             out[axis] = values
         if "score" in out:
@@ -572,7 +572,7 @@ class Annotations:
                     + ("; pass split=PATH to read_annotations" if column == "split" else "")
                 )
             values = _as_set(wanted)
-            present = set(slides[column].dropna().astype(str)) if len(slides) else set()
+            present = set(self._slides[column].dropna().astype(str))
             typo = {str(v) for v in values} - present
             if typo:
                 raise AnnotationError(
@@ -589,7 +589,10 @@ class Annotations:
                     "mitosis / lookalike)"
                 )
         if len(slides) == 0:
-            raise AnnotationError(f"{self._where()}the selection {filters} leaves no slide")
+            raise AnnotationError(
+                f"{self._where()}the selection {filters} leaves no slide (each value occurs, "
+                "but not together)"
+            )
         cells = self._cells[self._cells["slide"].isin(slides["slide"])]
         cells = self._filter_cells(cells, kind=kind, label=label)
         return self._derive(cells, slides)
@@ -743,6 +746,10 @@ class Annotations:
         item = frame.iloc[row]
         entry = f"entry {item['id']!s}" if "id" in frame and pd.notna(item["id"]) else "a cell"
         return f"{entry} on slide {item['slide']!r}"
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _as_set(value: Any) -> set:
