@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,7 +173,7 @@ def test_coco_xywh_boxes(tmp_path):
 
 
 def test_split_tables_that_do_not_fit_are_refused(midog, sample, tmp_path):
-    lines = open(sample(SPLIT)).read().splitlines()
+    lines = Path(sample(SPLIT)).read_text().splitlines()
     missing = tmp_path / "missing.csv"
     missing.write_text("\n".join([lines[0], *lines[2:]]) + "\n")  # slide 1 removed
     with pytest.raises(AnnotationError, match=r"no row in .*missing.csv.*'001.tiff'"):

@@ -18,10 +18,10 @@ Two greedy matching orders are offered:
   (default leaf size 40, Euclidean metric), whose order among predictions at
   exactly equal distance, and whose verdict on a distance equal to the
   radius up to rounding, follow from the tree's layout. Wherever such a case
-  occurs (a candidate within 1e-9 of the radius, or two candidates of one
-  point at different places and distances equal to 1e-9, relative: on
-  whole-pixel coordinates with many predictions such ties change the counts
-  in about 1 % of random cases), wsimito runs that same
+  decides a match (the nearest free candidate within 1e-9 of the radius, or
+  another free candidate at a different place at a distance equal to 1e-9,
+  relative: on whole-pixel coordinates with many predictions such ties
+  change the counts in about 1 % of random cases), wsimito runs that same
   BallTree call; elsewhere the outcome is unambiguous and a faster SciPy
   k-d tree gives it. The counts equal the challenge's in every case.
 - ``"nearest"``: all candidate pairs within the radius, nearest first;
@@ -31,6 +31,7 @@ Two greedy matching orders are offered:
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -180,29 +181,40 @@ def _match_reference_unambiguous(
     pred: np.ndarray, gt: np.ndarray, radius: float
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The same matching without scikit-learn's per-call overhead, or ``None`` where a
-    candidate lies at the radius or two candidates of one point, at different places, lie
-    equally far."""
-    lists = cKDTree(pred).query_ball_point(gt, radius * (1 + 2 * _AMBIGUOUS) + _AMBIGUOUS)
-    ordered = []
-    for g, candidates in enumerate(lists):
-        if not candidates:
+    decision is ambiguous: the nearest free candidate lies at the radius, or another free
+    candidate at a different place lies equally far."""
+    band = _AMBIGUOUS * max(radius, 1.0)
+    reach = radius + 2 * band
+    pairs = cKDTree(gt).sparse_distance_matrix(cKDTree(pred), reach, output_type="ndarray")
+    gi, pi = pairs["i"].astype(np.int64), pairs["j"].astype(np.int64)
+    dist = np.hypot(pred[pi, 0] - gt[gi, 0], pred[pi, 1] - gt[gi, 1])
+    order = np.lexsort((pi, dist, gi))
+    gi, pi, dist = gi[order], pi[order], dist[order]
+    bounds = np.searchsorted(gi, np.arange(len(gt) + 1)).tolist()
+    pi_list, dist_list = pi.tolist(), dist.tolist()
+    places = pred[:, :2].tolist()
+    used = [False] * len(pred)
+    matched_pred, matched_gt = [], []
+    for g in range(len(gt)):
+        free = [k for k in range(bounds[g], bounds[g + 1]) if not used[pi_list[k]]]
+        if not free:
             continue
-        index = np.asarray(candidates, dtype=np.int64)
-        dist = np.hypot(pred[index, 0] - gt[g, 0], pred[index, 1] - gt[g, 1])
-        band = _AMBIGUOUS * max(radius, 1.0)
-        if np.any(np.abs(dist - radius) <= band):
+        first = free[0]
+        d = dist_list[first]
+        if abs(d - radius) <= band:
             return None
-        inside = dist <= radius
-        index, dist = index[inside], dist[inside]
-        if len(index) > 1:
-            order = np.argsort(dist)
-            index, dist = index[order], dist[order]
-            tied = np.flatnonzero(np.diff(dist) <= _AMBIGUOUS * max(dist[-1], 1.0))
-            # equally far and at the same place (duplicates) are interchangeable
-            if np.any(pred[index[tied]] != pred[index[tied + 1]]):
+        if d > radius:
+            continue
+        p = pi_list[first]
+        for k in free[1:]:
+            if dist_list[k] - d > _AMBIGUOUS * max(d, 1.0):
+                break
+            if places[pi_list[k]] != places[p]:  # equally far, elsewhere: the tree decides
                 return None
-        ordered.append((g, index))
-    return _greedy(ordered, len(pred))
+        used[p] = True
+        matched_pred.append(p)
+        matched_gt.append(g)
+    return np.asarray(matched_pred, dtype=np.int64), np.asarray(matched_gt, dtype=np.int64)
 
 
 def _greedy(candidates: Iterable[tuple[int, Sequence[int]]], n_pred: int) -> tuple:
@@ -656,7 +668,7 @@ class Evaluation:
     def __str__(self) -> str:
         from rich.console import Console
 
-        console = Console(width=150, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+        console = Console(width=150, record=True, file=io.StringIO())
         console.print(self)
         return console.export_text()
 
@@ -667,11 +679,14 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _read(path: str | os.PathLike) -> Annotations:
-    """Read a side for scoring: CSV files need not have their images beside them."""
+def _read(path: str | os.PathLike, *, predictions: bool) -> Annotations:
+    """Read a side for scoring: CSV files need not have their images beside them, and a
+    prediction beyond the image edge is scored like any other."""
     from .io.annotations import detect_format, read_annotations
 
-    options = {"require_images": False} if detect_format(path) == "csv" else {}
+    options: dict[str, Any] = {"require_images": False} if detect_format(path) == "csv" else {}
+    if predictions:
+        options["outside"] = "keep"
     return read_annotations(path, **options)
 
 
@@ -697,7 +712,7 @@ def score_annotations(
     ----------
     predictions, ground_truth : Annotations or path
         Anything :func:`wsimito.read_annotations` reads (CSV files are read
-        with ``require_images=False``).
+        with ``require_images=False``, predictions with ``outside="keep"``).
     radius_um : float
         Hit radius, µm; converted to px with each slide's mpp.
     mpp : float or mapping, optional
@@ -731,8 +746,16 @@ def score_annotations(
     from .io.annotations import AnnotationError, Annotations, slide_key
 
     _check_order(order)
-    pred = predictions if isinstance(predictions, Annotations) else _read(predictions)
-    gt = ground_truth if isinstance(ground_truth, Annotations) else _read(ground_truth)
+    pred = (
+        predictions
+        if isinstance(predictions, Annotations)
+        else _read(predictions, predictions=True)
+    )
+    gt = (
+        ground_truth
+        if isinstance(ground_truth, Annotations)
+        else _read(ground_truth, predictions=False)
+    )
     for side, name in ((pred, "predictions"), (gt, "ground truth")):
         cells = side.to_frame()
         if len(cells) and not (cells["kind"] == "mitosis").any():

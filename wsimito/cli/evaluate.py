@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from rich.console import Console
+from rich.markup import escape
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -97,7 +98,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         if args.plot:
             console.print(f"precision-recall plot: {result.plot(args.plot)}")
     except (WsimitoError, OSError, ValueError, ImportError) as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        message = escape(str(exc))
+        Console(stderr=True).print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
         return 2
     return 0
 
