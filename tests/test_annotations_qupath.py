@@ -136,3 +136,13 @@ def test_not_geojson_and_bad_points_are_named(tmp_path):
     path.write_text("{not json")
     with pytest.raises(AnnotationError, match="not valid JSON .*line 1"):
         wsimito.read_annotations(path)
+
+
+def test_a_folder_of_results_reads_to_one_slide_each(tmp_path):
+    first = random_result(n=30, seed=1, name="a.svs")
+    second = random_result(n=40, seed=2, name="b.svs")
+    first.to_geojson(tmp_path / "a.svs.geojson")
+    second.to_geojson(tmp_path / "b.svs.geojson")
+    ann = wsimito.read_annotations(tmp_path)
+    assert ann.slides == ["a.svs", "b.svs"]
+    assert [len(ann.points(s)) for s in ann.slides] == [first.count, second.count]

@@ -784,8 +784,10 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 def detect_format(path: str | os.PathLike) -> str:
     """The annotation format of ``path``: ``"midog"``, ``"sliderunner"``, ``"qupath"`` or ``"csv"``.
 
-    A folder is a CSV folder; ``.csv`` a single CSV; an SQLite file a SlideRunner
-    database; JSON with ``images`` and ``annotations`` MIDOG/COCO; other JSON GeoJSON.
+    A folder is a CSV folder, or a folder of GeoJSON files when it holds
+    ``.geojson``/``.json`` files and no CSV; ``.csv`` a single CSV; an SQLite
+    file a SlideRunner database; JSON with ``images`` and ``annotations``
+    MIDOG/COCO; other JSON GeoJSON.
 
     Raises
     ------
@@ -798,6 +800,9 @@ def detect_format(path: str | os.PathLike) -> str:
     if not path.exists():
         raise FileNotFoundError(f"annotation file {path} does not exist")
     if path.is_dir():
+        suffixes = {p.suffix.lower() for p in path.iterdir()}
+        if ".csv" not in suffixes and suffixes & {".geojson", ".json"}:
+            return "qupath"
         return "csv"
     with open(path, "rb") as fh:
         head = fh.read(4096)

@@ -64,7 +64,8 @@ def read_qupath(
     Parameters
     ----------
     path : str or os.PathLike
-        The ``.geojson`` / ``.json`` file.
+        The ``.geojson`` / ``.json`` file, or a folder of them (one slide each,
+        e.g. what ``wsimito count`` wrote).
     slide : str, optional
         The slide's name. Default: the ``wsimito`` member's slide, else the
         file name without ``.geojson``/``.json`` (QuPath names exports after
@@ -89,6 +90,10 @@ def read_qupath(
         When the JSON is not GeoJSON, or a point has no two numeric coordinates.
     """
     path = Path(path)
+    if path.is_dir():
+        return _read_folder(
+            path, bounds_offset, mitosis_names=mitosis_names, lookalike_names=lookalike_names
+        )
     data = load_json(path)
     source = str(path)
     meta = data.get("wsimito") if isinstance(data, dict) else None
@@ -149,6 +154,16 @@ def read_qupath(
         mitosis_names=mitosis_names,
         lookalike_names=lookalike_names,
     )
+
+
+def _read_folder(
+    folder: Path, bounds_offset: tuple[float, float] | None, **names: Any
+) -> Annotations:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".geojson", ".json"))
+    if not files:
+        raise AnnotationError(f"{folder}: no .geojson or .json files in this folder")
+    parts = [read_qupath(p, bounds_offset=bounds_offset, **names) for p in files]
+    return Annotations.concat(parts)
 
 
 def _features(data: Any, source: str) -> list:
