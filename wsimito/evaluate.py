@@ -434,11 +434,19 @@ def precision_recall_curve(
 def average_precision(curve: pd.DataFrame) -> float:
     """Area under the precision-recall curve as a step sum: Σ (R_k − R_{k−1}) P_k.
 
-    ``curve`` is :func:`precision_recall_curve`'s table (thresholds highest
-    first, R_0 = 0): the same non-interpolated definition as scikit-learn's
+    The same non-interpolated definition as scikit-learn's
     ``average_precision_score``, except that recall is over all ground truth,
-    so figures that no prediction reaches lower it. NaN without ground truth
-    or predictions.
+    so figures that no prediction reaches lower it.
+
+    Parameters
+    ----------
+    curve : pandas.DataFrame
+        :func:`precision_recall_curve`'s table (thresholds highest first; R_0 = 0).
+
+    Returns
+    -------
+    float
+        In [0, 1]; NaN without ground truth or predictions.
     """
     if not len(curve) or curve["recall"].isna().all():
         return float("nan")
@@ -448,9 +456,18 @@ def average_precision(curve: pd.DataFrame) -> float:
 
 
 def best_threshold(curve: pd.DataFrame) -> tuple[float, float]:
-    """The score threshold with the highest F1 and that F1 (the highest threshold on ties).
+    """The score threshold with the highest F1.
 
-    Returns ``(nan, nan)`` for an empty curve.
+    Parameters
+    ----------
+    curve : pandas.DataFrame
+        :func:`precision_recall_curve`'s table.
+
+    Returns
+    -------
+    (float, float)
+        The threshold (the highest one on ties) and its F1; ``(nan, nan)`` for
+        an empty curve.
     """
     if not len(curve) or curve["f1"].isna().all():
         return float("nan"), float("nan")
@@ -571,7 +588,18 @@ class Evaluation:
         return pd.DataFrame(out)
 
     def to_csv(self, path: str | os.PathLike) -> Path:
-        """Write :meth:`table` as CSV, atomically; returns the path."""
+        """Write :meth:`table` as CSV, atomically.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The ``.csv`` file.
+
+        Returns
+        -------
+        pathlib.Path
+            ``path``.
+        """
         from .io.atomic import atomic_write
 
         with atomic_write(path, newline="") as fh:
@@ -580,6 +608,16 @@ class Evaluation:
 
     def plot(self, path: str | os.PathLike) -> Path:
         """Write a precision-recall plot (PNG) with one curve per domain, atomically.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The ``.png`` file.
+
+        Returns
+        -------
+        pathlib.Path
+            ``path``.
 
         Raises
         ------

@@ -107,8 +107,16 @@ def class_kind(
 def slide_key(name: str) -> str:
     """The name a slide is matched by across files: its base name without an image suffix.
 
-    ``"/data/001.tiff"``, ``"001.tiff"`` and ``"001"`` all give ``"001"``, so
-    predictions named after the image file match MIDOG ground truth.
+    Parameters
+    ----------
+    name : str
+        A slide's file name or path.
+
+    Returns
+    -------
+    str
+        ``"/data/001.tiff"``, ``"001.tiff"`` and ``"001"`` all give ``"001"``, so
+        predictions named after the image file match MIDOG ground truth.
     """
     base = os.path.basename(str(name))
     lower = base.lower()
@@ -315,6 +323,15 @@ class Annotations:
     def concat(cls, items: Iterable[Annotations]) -> Annotations:
         """Join annotation sets of different slides into one.
 
+        Parameters
+        ----------
+        items : iterable of Annotations
+            Sets with distinct slides; the first one's class-name sets are kept.
+
+        Returns
+        -------
+        Annotations
+
         Raises
         ------
         AnnotationError
@@ -463,7 +480,21 @@ class Annotations:
         kind: Kind | Collection[str] | None = None,
         label: str | Collection[str] | None = None,
     ) -> np.ndarray:
-        """``(N, 2)`` float64 level-0 px of the cells on ``slide``, optionally of one kind or label.
+        """The cells on ``slide``, optionally of some kinds or labels.
+
+        Parameters
+        ----------
+        slide : str
+            A slide name from :attr:`slides`.
+        kind : str or collection of str, optional
+            ``"mitosis"``, ``"lookalike"``, ``"other"``.
+        label : str or collection of str, optional
+            Class names, exactly as in the file.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(N, 2)`` float64 x, y, level-0 px, in file order.
 
         Raises
         ------
@@ -474,14 +505,38 @@ class Annotations:
         return rows[["x", "y"]].to_numpy(dtype=np.float64).reshape(-1, 2)
 
     def scores(self, slide: str, *, kind: Kind | Collection[str] | None = None) -> np.ndarray:
-        """``(N,)`` scores of the cells on ``slide`` (NaN where the file has none)."""
+        """Scores of the cells on ``slide``, in the order of :meth:`points`.
+
+        Parameters
+        ----------
+        slide : str
+            A slide name from :attr:`slides`.
+        kind : str or collection of str, optional
+            As for :meth:`points`.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(N,)`` float64 scores, NaN where the file has none.
+        """
         rows = self._filter_cells(self._rows(slide), kind=kind, label=None)
         if "score" not in rows:
             return np.full(len(rows), np.nan)
         return rows["score"].to_numpy(dtype=np.float64)
 
     def mpp(self, slide: str) -> float | None:
-        """Level-0 resolution of ``slide`` in µm/px, or ``None`` when the file has none."""
+        """Level-0 resolution of ``slide``.
+
+        Parameters
+        ----------
+        slide : str
+            A slide name from :attr:`slides`.
+
+        Returns
+        -------
+        float or None
+            µm/px, or ``None`` when neither the file nor ``mpp=`` gave one.
+        """
         self._rows(slide)
         if "mpp" not in self._slides:
             return None
@@ -765,8 +820,21 @@ def _preview(values: Sequence[Any], n: int = 8) -> str:
 
 
 def class_color(label: str, kind: str) -> tuple[int, int, int]:
-    """A stable RGB 0-255 colour for a class: wsimito's for mitosis and look-alike, else one
-    derived from the name's hash."""
+    """A stable colour for a class.
+
+    Parameters
+    ----------
+    label : str
+        The class name.
+    kind : str
+        Its kind (``"mitosis"``, ``"lookalike"``, ``"other"``).
+
+    Returns
+    -------
+    (int, int, int)
+        RGB 0-255: wsimito's colours for mitosis and look-alike, else one
+        derived from a hash of the name.
+    """
     from ..classes import LOOKALIKE_COLOR, MITOSIS_COLOR
 
     if kind == "mitosis":
@@ -782,12 +850,17 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """The annotation format of ``path``: ``"midog"``, ``"sliderunner"``, ``"qupath"`` or ``"csv"``.
+    """The annotation format of ``path``.
 
-    A folder is a CSV folder, or a folder of GeoJSON files when it holds
-    ``.geojson``/``.json`` files and no CSV; ``.csv`` a single CSV; an SQLite
-    file a SlideRunner database; JSON with ``images`` and ``annotations``
-    MIDOG/COCO; other JSON GeoJSON.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file or folder.
+
+    Returns
+    -------
+    str
+        ``"midog"``, ``"sliderunner"``, ``"qupath"`` or ``"csv"``.
 
     Raises
     ------
@@ -795,6 +868,13 @@ def detect_format(path: str | os.PathLike) -> str:
         When the content fits none of them.
     FileNotFoundError
         When ``path`` does not exist.
+
+    Notes
+    -----
+    A folder is a CSV folder, or a folder of GeoJSON files when it holds
+    ``.geojson``/``.json`` files and no CSV; ``.csv`` a single CSV; an SQLite
+    file a SlideRunner database; JSON with ``images`` and ``annotations``
+    MIDOG/COCO; other JSON GeoJSON.
     """
     path = Path(path)
     if not path.exists():

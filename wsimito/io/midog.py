@@ -159,19 +159,52 @@ def _scalar(value: Any) -> bool:
 
 
 def slide_number(name: str) -> int | None:
-    """The MIDOG slide number of an image name: ``"001.tiff"`` -> 1; ``None`` if not numeric."""
+    """The MIDOG slide number of an image name.
+
+    Parameters
+    ----------
+    name : str
+        E.g. ``"001.tiff"``.
+
+    Returns
+    -------
+    int or None
+        ``1`` for ``"001.tiff"``; ``None`` when the name is not a number.
+    """
     key = slide_key(name)
     return int(key) if re.fullmatch(r"\d+", key) else None
 
 
 def canonical_tumor(name: str) -> str:
-    """A tumour name in MIDOG++ JSON spelling (see :data:`TUMOR_SPELLINGS`)."""
+    """A tumour name in MIDOG++ JSON spelling.
+
+    Parameters
+    ----------
+    name : str
+        A tumour name as a split table spells it.
+
+    Returns
+    -------
+    str
+        The name with runs of spaces collapsed, mapped by :data:`TUMOR_SPELLINGS`.
+    """
     cleaned = " ".join(str(name).split())
     return TUMOR_SPELLINGS.get(cleaned.lower(), cleaned)
 
 
 def canonical_scanner(name: str) -> str:
-    """A scanner name in canonical spelling (see :data:`SCANNER_SPELLINGS`)."""
+    """A scanner name in canonical spelling.
+
+    Parameters
+    ----------
+    name : str
+        A scanner name as a split table spells it.
+
+    Returns
+    -------
+    str
+        The name with runs of spaces collapsed, mapped by :data:`SCANNER_SPELLINGS`.
+    """
     cleaned = " ".join(str(name).split())
     return SCANNER_SPELLINGS.get(cleaned.lower(), cleaned)
 

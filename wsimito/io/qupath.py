@@ -37,6 +37,16 @@ _REGION_TYPES = ("Polygon", "MultiPolygon", "LineString", "MultiLineString")
 def load_json(path: str | os.PathLike) -> Any:
     """Parse a JSON file (UTF-8, with or without a byte-order mark).
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+
+    Returns
+    -------
+    object
+        The parsed JSON value.
+
     Raises
     ------
     AnnotationError
