@@ -713,6 +713,8 @@ class Annotations:
             cells (e.g. a slide with none) appear with zeros.
         """
         keys = [by] if isinstance(by, str) else list(by)
+        if "kind" in keys:
+            raise AnnotationError("counts are per kind already; group by other columns")
         frame = self.to_frame()
         slide_keys = [k for k in keys if k in self._slides]
         unknown = [k for k in keys if k not in frame and k not in slide_keys]
