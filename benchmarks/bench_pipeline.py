@@ -121,7 +121,7 @@ def throughput(size: int) -> dict:
 
 def memory_child(width: int) -> None:
     """Run in a subprocess: count on a virtual slide of width x width px, print peak RSS (MB)."""
-    from wsimito.baselines import DarkBlobDetector
+    from wsimito.models.detectors import DarkBlobDetector
     from wsimito.synthetic import virtual_slide
 
     slide = virtual_slide(width, width, mpp=0.25, seed=11)

@@ -29,6 +29,7 @@ class MarkDetector:
         self.device = resolve_device(device)
         self.name = "marks"
         self.metadata = {"training_data": "none (geometric test detector)"}
+        self.min_distance_um = None
         self.calls = 0
         self.tiles_seen = 0
 

@@ -9,13 +9,13 @@ import json
 import numpy as np
 import pytest
 
-from wsimito.baselines import DarkBlobDetector
 from wsimito.evaluate import score_points
 from wsimito.models import load_detector
+from wsimito.models.detectors import DarkBlobDetector
 from wsimito.models.registry import REGISTRY
 from wsimito.pipeline import count_mitoses
 from wsimito.synthetic import PRESETS, write_slide
-from wsimito.train.demo import HELD_OUT_PRESETS, TEST_SEED0, training_stains
+from wsimito.train.demo_recipe import HELD_OUT_PRESETS, TEST_SEED0, training_stains
 
 SLIDE_MPP = 0.25
 HELD_OUT_SEED = TEST_SEED0 + 900  # not in any range the recipe uses
@@ -92,7 +92,7 @@ def test_dark_blob_baseline_at_its_best_threshold_scores_clearly_lower(held_out_
     best = 0.0
     for blob_um in (5.0, 7.0, 9.0):
         blobs = DarkBlobDetector(
-            mpp=0.5, tile_size=512, overlap=64, blob_um=blob_um, level=0.45, device="cpu"
+            mpp=0.5, tile_size=512, overlap=64, blob_um=blob_um, darkness=0.45, device="cpu"
         )
         result = count_mitoses(path, blobs, tissue="auto", progress=False)
         candidates = np.column_stack([result.points, result.scores])

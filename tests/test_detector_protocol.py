@@ -24,6 +24,9 @@ class PlainDetector:
     overlap = 4
     threshold = 0.5
     device = torch.device("cpu")
+    name = "plain"
+    metadata: dict = {}
+    min_distance_um = None
 
     def detect(self, tiles: torch.Tensor) -> list[torch.Tensor]:
         return [torch.zeros(0, 3) for _ in tiles]
@@ -43,6 +46,19 @@ def test_plain_objects_and_bundled_wrappers_satisfy_the_protocol(point_detector)
     assert isinstance(point_detector, Detector)
     assert isinstance(RetinaNetDetector(device="cpu"), Detector)
     assert not isinstance(object(), Detector)
+
+
+def test_a_detector_missing_protocol_members_is_refused_with_their_names():
+    from wsimito.detect import as_detector
+
+    class Partial:
+        mpp, tile_size, overlap, threshold, device = 0.5, 32, 4, 0.5, torch.device("cpu")
+
+        def detect(self, tiles):
+            return []
+
+    with pytest.raises(TypeError, match="metadata, min_distance_um, name"):
+        as_detector(Partial())
 
 
 def test_detect_returns_one_float_point_table_per_tile(point_detector):

@@ -6,6 +6,8 @@ formats; every mark must come back once, at its position.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,8 @@ from _marks import MarkDetector, draw_marks, marks_near_borders, write_pyramid
 from scipy.spatial import cKDTree
 
 import wsimito
-from wsimito.pipeline import ReadPlan, count_mitoses, resample_batch
+from wsimito.pipeline import count_mitoses
+from wsimito.reader import ReadPlan, resample_batch
 from wsimito.tiling import TileGrid
 
 RADIUS_UM = 2.0  # mark radius; 8 px at the detector's 0.25 µm/px, overlap/2 = 16 px
@@ -133,12 +136,13 @@ def test_resample_batch_maps_the_tile_corner_exactly():
     assert torch.allclose(out[0, 0, 0].float(), expected.round(), atol=1.0)
 
 
-def test_empty_slide_gives_zero_and_no_tiles():
+def test_empty_slide_gives_no_tiles_and_says_no_tissue_was_analysed():
     det = MarkDetector()
     white = wsimito.open_slide(np.full((600, 500, 3), 255, np.uint8), mpp=0.25)
-    result = count_mitoses(white, det, tissue="auto", progress=False)
+    with pytest.warns(UserWarning, match="no tissue was analysed"):
+        result = count_mitoses(white, det, tissue="auto", progress=False)
     assert result.count == 0 and result.timing["tiles"] == 0 and det.calls == 0
-    assert result.tissue_area_mm2 == 0 and result.density_per_mm2 == 0
+    assert result.tissue_area_mm2 == 0 and math.isnan(result.density_per_mm2)
 
 
 def test_detector_protocol_is_checked():

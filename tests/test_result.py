@@ -126,14 +126,16 @@ def test_density_is_count_per_tissue_area():
     assert result.tissue_area_mm2 == pytest.approx(900 * 800 * 16e-6, rel=0.02)
 
 
-def test_no_tissue_gives_zero_density_not_nan():
+def test_no_tissue_counts_nothing_and_gives_a_nan_density():
     slide = painted_slide()
     result = make_result([(500, 500)], [0.9], slide=slide, tissue=no_tissue(slide))
-    assert result.count == 1
+    assert result.count == 0 and len(result.candidates) == 1
+    assert not result.candidates["in_tissue"].any()
     assert result.tissue_area_mm2 == 0.0
-    assert result.density_per_mm2 == 0.0
+    assert math.isnan(result.density_per_mm2)
     assert result.hotspot.count == 0 and result.hotspot.whole_tissue
-    assert not any(isinstance(v, float) and math.isnan(v) for v in result.summary().values())
+    summary = result.summary()
+    assert summary["count"] == 0 and math.isnan(summary["density_per_mm2"])
 
 
 def test_bad_input_raises_with_a_fix():

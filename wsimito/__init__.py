@@ -32,7 +32,7 @@ _LAZY = {
     "MitosisResult": ("wsimito.result", "MitosisResult"),
     "Hotspot": ("wsimito.hotspot", "Hotspot"),
     "find_hotspot": ("wsimito.hotspot", "find_hotspot"),
-    "DarkBlobDetector": ("wsimito.baselines", "DarkBlobDetector"),
+    "DarkBlobDetector": ("wsimito.models.detectors", "DarkBlobDetector"),
     "Annotations": ("wsimito.io.annotations", "Annotations"),
     "AnnotationError": ("wsimito.io.annotations", "AnnotationError"),
     "read_annotations": ("wsimito.io.annotations", "read_annotations"),
@@ -40,11 +40,11 @@ _LAZY = {
 _SUBMODULES = {"stain", "synthetic", "evaluate", "models", "data", "io", "train"}
 
 if TYPE_CHECKING:
-    from .baselines import DarkBlobDetector
     from .detect import Detector
     from .hotspot import Hotspot, find_hotspot
     from .io.annotations import AnnotationError, Annotations, read_annotations
     from .models import load_detector, save_detector
+    from .models.detectors import DarkBlobDetector
     from .pipeline import count_mitoses
     from .result import MitosisResult
 

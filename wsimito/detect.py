@@ -9,16 +9,19 @@ multiplication by the ratio of the mpp values.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from .errors import TileInputError
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
 
 
 @runtime_checkable
@@ -35,9 +38,18 @@ class Detector(Protocol):
         Overlap between neighbouring tiles, px at ``mpp``; at least the
         diameter of the largest object.
     threshold : float
-        Default decision threshold on the score.
+        Default decision threshold on the score, in [0, 1].
     device : torch.device
         Where ``detect`` expects its input.
+    name : str
+        Short name, copied into results and exports.
+    metadata : Mapping[str, Any]
+        What the detector says about itself, copied into results: at least
+        ``training_data`` and ``intended_use`` where known, and
+        ``weights_sha256`` for detectors loaded from a file.
+    min_distance_um : float or None
+        The closest two objects may be, µm. The pipeline's duplicate check
+        across tiles uses it as its radius (``None``: 3 µm).
     """
 
     mpp: float
@@ -45,6 +57,9 @@ class Detector(Protocol):
     overlap: int
     threshold: float
     device: torch.device
+    name: str
+    metadata: Mapping[str, Any]
+    min_distance_um: float | None
 
     def detect(self, tiles: torch.Tensor) -> list[torch.Tensor]:
         """Detect objects in uint8 RGB tiles ``(N, 3, tile_size, tile_size)``.
@@ -56,23 +71,105 @@ class Detector(Protocol):
         ...
 
 
+def protocol_members() -> tuple[str, ...]:
+    """The names an object needs to follow :class:`Detector`, read off the protocol itself."""
+    names = set(Detector.__annotations__)
+    names.update(k for k, v in vars(Detector).items() if callable(v) and not k.startswith("_"))
+    return tuple(sorted(names))
+
+
+def as_detector(obj: Any) -> Detector:
+    """``obj`` if it follows the :class:`Detector` protocol with sane geometry, else raise.
+
+    Raises
+    ------
+    TypeError
+        Naming every protocol member ``obj`` lacks.
+    ValueError
+        When ``overlap`` is not in ``[0, tile_size)``.
+    """
+    if not isinstance(obj, Detector):
+        missing = [name for name in protocol_members() if not hasattr(obj, name)]
+        raise TypeError(
+            f"{type(obj).__name__} does not follow the wsimito.Detector protocol: missing "
+            f"{', '.join(missing)}. Give it mpp (µm/px), tile_size and overlap (px at mpp), "
+            "threshold, device, name, metadata (a dict), min_distance_um (µm or None) and "
+            "detect(tiles) -> list of (K, 3) tensors, or pass a registry name such as 'demo' "
+            "or a weights path."
+        )
+    if not 0 <= int(obj.overlap) < int(obj.tile_size):
+        raise ValueError(
+            f"detector overlap ({obj.overlap} px) must be >= 0 and below its "
+            f"tile_size ({obj.tile_size} px)"
+        )
+    return obj
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """Return a concrete device; ``"auto"`` picks CUDA, then Apple MPS, then CPU."""
-    if isinstance(device, torch.device):
-        return device
-    if device != "auto":
-        try:
-            return torch.device(device)
-        except RuntimeError as exc:
+    """A concrete, available device; ``"auto"`` picks CUDA, then Apple MPS, then CPU.
+
+    Raises
+    ------
+    ValueError
+        For an unknown device string, or a CUDA/MPS device this machine or
+        this torch build does not have.
+    """
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = device if isinstance(device, torch.device) else torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:0' or 'mps'"
+        ) from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
             raise ValueError(
-                f"unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:0' or 'mps'"
-            ) from exc
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+                f"device={str(device)!r}, but this torch build ({torch.__version__}) or machine has "
+                "no CUDA GPU; use device='auto' or 'cpu', or install a CUDA build of torch"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={str(device)!r}, but only {torch.cuda.device_count()} CUDA device(s) "
+                f"exist (cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+            )
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"device={str(device)!r}, but Apple MPS is not available here")
+    return dev
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Where and how a torch detector runs; one object for every detector class.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+    precision : {"auto", "fp32", "fp16", "bf16"}
+        Autocast dtype; ``"auto"`` is bf16 on CUDA where supported, else fp16
+        on CUDA and MPS, fp32 on the CPU.
+    channels_last : bool or None
+        Channels-last memory format; ``None`` means on CUDA only.
+    compile : bool
+        Wrap the network with ``torch.compile``.
+    """
+
+    device: str | torch.device = "auto"
+    precision: Precision = "auto"
+    channels_last: bool | None = None
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
@@ -139,17 +236,26 @@ class TorchDetector:
 
     Parameters
     ----------
-    model : the network.
-    mpp : µm/px the model expects.
-    tile_size : input side length, px at ``mpp``.
-    overlap : px at ``mpp`` between neighbouring tiles.
-    threshold : default decision threshold on the score.
-    device : ``"auto"``, a device string or a ``torch.device``.
-    precision : ``"auto"``, ``"fp32"``, ``"fp16"`` or ``"bf16"`` (autocast dtype).
-    channels_last : use channels_last memory format; ``None`` means on GPUs only.
-    compile : wrap the model with ``torch.compile``.
-    name : short model name, copied into results.
-    metadata : free-form facts (training data, intended use), copied into results.
+    model : torch.nn.Module
+        The network.
+    mpp : float
+        µm/px the model expects.
+    tile_size : int
+        Input side length, px at ``mpp``.
+    overlap : int
+        px at ``mpp`` between neighbouring tiles.
+    threshold : float
+        Default decision threshold on the score, in [0, 1].
+    options : RuntimeOptions, optional
+        Device, precision, channels-last and compile settings.
+    device : str or torch.device, optional
+        Shortcut that overrides ``options.device``.
+    name : str
+        Short model name, copied into results.
+    metadata : Mapping[str, Any], optional
+        Free-form facts (training data, intended use), copied into results.
+    min_distance_um : float or None
+        The closest two detections may be, µm (see :class:`Detector`).
     """
 
     def __init__(
@@ -160,34 +266,42 @@ class TorchDetector:
         tile_size: int,
         overlap: int,
         threshold: float,
-        device: str | torch.device = "auto",
-        precision: str = "auto",
-        channels_last: bool | None = None,
-        compile: bool = False,
+        options: RuntimeOptions | None = None,
+        device: str | torch.device | None = None,
         name: str = "detector",
         metadata: Mapping[str, Any] | None = None,
+        min_distance_um: float | None = None,
     ) -> None:
-        if mpp <= 0:
+        if not (math.isfinite(mpp) and mpp > 0):
             raise ValueError(f"mpp must be > 0 µm/px, got {mpp}")
         if tile_size <= 0 or not 0 <= overlap < tile_size:
             raise ValueError(
-                f"need tile_size > 0 and 0 <= overlap < tile_size, got {tile_size}, {overlap}"
+                f"need tile_size > 0 and 0 <= overlap < tile_size (px), got {tile_size}, {overlap}"
             )
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold is a score in [0, 1], got {threshold}")
+        if min_distance_um is not None and not min_distance_um >= 0:
+            raise ValueError(f"min_distance_um must be >= 0 µm or None, got {min_distance_um}")
+        options = options or RuntimeOptions()
+        if device is not None:
+            options = replace(options, device=device)
+        self.options = options
         self.mpp = float(mpp)
         self.tile_size = int(tile_size)
         self.overlap = int(overlap)
         self.threshold = float(threshold)
-        self.device = resolve_device(device)
+        self.min_distance_um = None if min_distance_um is None else float(min_distance_um)
+        self.device = resolve_device(options.device)
         self.name = name
         self.metadata = dict(metadata or {})
-        self.precision = precision
-        self._autocast = autocast_dtype(self.device, precision)
-        self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last
+        self.precision = options.precision
+        self._autocast = autocast_dtype(self.device, options.precision)
+        self.channels_last = (
+            self.device.type == "cuda" if options.channels_last is None else options.channels_last
+        )
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=memory_format).eval()
-        self._forward = torch.compile(self.model) if compile else self.model
+        self._forward = torch.compile(self.model) if options.compile else self.model
 
     def preprocess(self, tiles: torch.Tensor) -> torch.Tensor:
         """uint8 ``(N, 3, S, S)`` on ``device`` -> float network input."""

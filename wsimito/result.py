@@ -1,37 +1,46 @@
 """`MitosisResult`: what :func:`wsimito.count_mitoses` found on one slide.
 
 It holds every candidate detection (level-0 px and score) with the decision
-threshold, so the count, the density, the hotspot and the exports all follow
-from one threshold and can be redone at another without running the detector
-again (:meth:`MitosisResult.with_threshold`).
+threshold and the tissue that was analysed, so the count, the density, the
+hotspot and the exports all follow from one rule (:data:`COUNTING_RULE`) and
+can be redone at another threshold without running the detector again
+(:meth:`MitosisResult.with_threshold`).
 """
 
 from __future__ import annotations
 
-import base64
-import csv
 import dataclasses
 import html
-import io
 import math
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-from PIL import Image, ImageDraw
+import shapely
 
-from .classes import HOTSPOT_COLOR, MITOSIS_COLOR, TISSUE_COLOR
+from .classes import (
+    CANDIDATE_CLASS,
+    CANDIDATE_COLOR,
+    HOTSPOT_CLASS,
+    HOTSPOT_COLOR,
+    MITOSIS_COLOR,
+    TISSUE_CLASS,
+    TISSUE_COLOR,
+)
 from .hotspot import Hotspot, find_hotspot
-from .io.atomic import atomic_write
 from .io.geojson import (
     feature_collection,
+    point_features,
     point_ids,
+    polygon_feature,
     write_geojson,
 )
 from .io.sliderunner import write_sliderunner
+from .io.tables import write_points
+from .overview import PointLayer, draw_overview, html_preview
 
 if TYPE_CHECKING:
     import geopandas
@@ -43,41 +52,72 @@ _PREVIEW_SIZE = 512
 _DOT_RADIUS = 3
 
 
+class CountedPoints(NamedTuple):
+    """The mitotic figures a result counts, in its deterministic order.
+
+    Attributes
+    ----------
+    xy : numpy.ndarray
+        ``(N, 2)`` level-0 px.
+    scores : numpy.ndarray
+        ``(N,)`` scores in [0, 1].
+    ids : list of str
+        Stable ids (the GeoJSON feature ids; uuid5 of the slide name and point).
+    """
+
+    xy: np.ndarray
+    scores: np.ndarray
+    ids: list[str]
+
+
 @dataclass(frozen=True, eq=False, kw_only=True, repr=False)
 class MitosisResult:
     """Mitotic figures found on one slide, with the tissue they were counted in.
 
+    **What is counted.** A candidate is a mitotic figure when its score is at
+    least ``threshold`` *and* its point lies in the analysed tissue: the
+    tissue searched minus the cores of tiles that could not be read
+    (:attr:`analysed_tissue`). The count, the density, the hotspot, the
+    GeoJSON measurements, the CSV, the SlideRunner database and
+    :meth:`summary` all use this one rule; every other candidate stays in
+    :attr:`candidates` (column ``counted``) for inspection.
+
     Parameters
     ----------
-    points:
+    points : numpy.ndarray
         ``(N, 2)`` level-0 px ``(x, y)`` of every candidate detection after
-        merging across tiles, whatever its score.
-    scores:
+        merging across tiles, whatever its score and wherever it lies.
+    scores : numpy.ndarray
         ``(N,)`` scores in [0, 1].
-    threshold:
-        Decision threshold: a candidate with ``score >= threshold`` is a mitotic figure.
-    slide_name, slide_path:
+    threshold : float
+        Decision threshold on the score, in [0, 1].
+    slide_name, slide_path : str, str or None
         The slide's short name and file path (``None`` for in-memory slides).
-    slide_dimensions:
+    slide_dimensions : tuple of int
         Level-0 ``(width, height)``, px.
-    slide_mpp:
-        Level-0 resolution, µm/px.
-    bounds_offset:
+    slide_mpp : float
+        Level-0 resolution used, µm/px.
+    mpp_file, mpp_given : float or None
+        The resolution the file states and the one given by the caller (µm/px),
+        when they exist; both are kept when they disagree.
+    bounds_offset : tuple of float
         OpenSlide ``bounds-x``/``bounds-y`` in level-0 px (``(0, 0)`` if none);
         QuPath coordinates are level-0 px minus this offset.
-    tissue:
+    tissue : Tissue
         The tissue that was searched (:class:`wsimito.tissue.Tissue`).
-    detector_name, detector_metadata:
+    detector_name, detector_metadata : str, dict
         The detector and what it says about itself, e.g.
-        ``{"training_data": "synthetic", "intended_use": "..."}``.
-    detector_mpp:
+        ``{"training_data": "synthetic", "intended_use": "...", "weights_sha256": "..."}``.
+    detector_mpp : float
         Resolution the detector ran at, µm/px.
-    timing:
+    timing : dict
         ``{"tiles": int, "seconds": float, "tiles_per_s": float, ...}``.
-    skipped_tiles:
+    skipped_tiles : list of tuple
         Level-0 boxes ``(x, y, w, h)`` px of tiles that could not be read.
-    thumbnail:
-        A small ``(h, w, 3)`` uint8 RGB overview of the whole slide, or ``None``.
+    skipped_cores : list of tuple
+        Level-0 ``(x0, y0, x1, y1)`` px of their cores, which leave the analysed tissue.
+    thumbnail : numpy.ndarray or None
+        A small ``(h, w, 3)`` uint8 RGB overview of the whole slide.
 
     Examples
     --------
@@ -93,6 +133,8 @@ class MitosisResult:
     slide_path: str | None = None
     slide_dimensions: tuple[int, int]
     slide_mpp: float
+    mpp_file: float | None = None
+    mpp_given: float | None = None
     bounds_offset: tuple[float, float] = (0.0, 0.0)
     tissue: Tissue
     detector_name: str
@@ -100,6 +142,7 @@ class MitosisResult:
     detector_mpp: float
     timing: dict = field(default_factory=dict)
     skipped_tiles: list = field(default_factory=list)
+    skipped_cores: list = field(default_factory=list)
     thumbnail: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -125,8 +168,8 @@ class MitosisResult:
                 "apply a sigmoid to logits first"
             )
         threshold = float(self.threshold)
-        if not math.isfinite(threshold):
-            raise ValueError(f"threshold must be a finite score, got {self.threshold!r}")
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be a score in [0, 1], got {self.threshold!r}")
         slide_mpp = float(self.slide_mpp)
         if not (math.isfinite(slide_mpp) and slide_mpp > 0):
             raise ValueError(
@@ -150,14 +193,20 @@ class MitosisResult:
             ("detector_metadata", dict(self.detector_metadata)),
             ("timing", dict(self.timing)),
             ("skipped_tiles", [tuple(float(v) for v in b) for b in self.skipped_tiles]),
+            ("skipped_cores", [tuple(float(v) for v in b) for b in self.skipped_cores]),
         ):
             object.__setattr__(self, name, value)
 
-    # -- counts ---------------------------------------------------------------------
-    @property
-    def count(self) -> int:
-        """Number of mitotic figures: candidates with ``score >= threshold``."""
-        return int(np.count_nonzero(self.scores >= self.threshold))
+    # -- what is counted -------------------------------------------------------------
+    @cached_property
+    def analysed_tissue(self) -> Tissue:
+        """The tissue really analysed: :attr:`tissue` minus the cores of skipped tiles."""
+        return self.tissue.without(np.asarray(self.skipped_cores, dtype=np.float64))
+
+    @cached_property
+    def in_tissue(self) -> np.ndarray:
+        """``(N,)`` bool: whether each candidate lies in the analysed tissue."""
+        return self.analysed_tissue.contains(self.points)
 
     @cached_property
     def _order(self) -> np.ndarray:
@@ -165,23 +214,46 @@ class MitosisResult:
         return np.lexsort((self.points[:, 0], self.points[:, 1], -self.scores))
 
     @cached_property
-    def _detected(self) -> np.ndarray:
-        """Indices of the detections, in the deterministic order."""
+    def _counted(self) -> np.ndarray:
+        """Indices of the counted figures, in the deterministic order."""
         order = self._order
-        return order[self.scores[order] >= self.threshold]
+        keep = (self.scores[order] >= self.threshold) & self.in_tissue[order]
+        return order[keep]
+
+    def counted(self) -> CountedPoints:
+        """The counted mitotic figures: level-0 points, scores and stable ids.
+
+        This is what every number and export of the result is made of.
+        """
+        index = self._counted
+        xy = self.points[index]
+        return CountedPoints(xy, self.scores[index], point_ids(self.slide_name, xy))
+
+    @property
+    def count(self) -> int:
+        """Number of mitotic figures: score at least ``threshold``, inside the analysed tissue."""
+        return int(len(self._counted))
 
     @cached_property
     def detections(self) -> geopandas.GeoDataFrame:
-        """The mitotic figures: level-0 px Points with ``score``, ``x``, ``y``.
+        """The counted mitotic figures: level-0 px Points with ``score``, ``x``, ``y``.
 
         Sorted by descending score, then y, then x, so the same run gives the same table.
         """
-        return self._frame(self._detected)
+        return self._frame(self._counted)
 
     @cached_property
     def candidates(self) -> geopandas.GeoDataFrame:
-        """Every candidate, whatever its score; same columns and order as :attr:`detections`."""
-        return self._frame(self._order)
+        """Every candidate, whatever its score and wherever it lies.
+
+        Same columns and order as :attr:`detections`, plus ``in_tissue`` and
+        ``counted`` (bool).
+        """
+        frame = self._frame(self._order)
+        inside = self.in_tissue[self._order]
+        frame["in_tissue"] = inside
+        frame["counted"] = inside & (self.scores[self._order] >= self.threshold)
+        return frame
 
     def _frame(self, index: np.ndarray) -> geopandas.GeoDataFrame:
         import geopandas
@@ -193,7 +265,7 @@ class MitosisResult:
         )
 
     def with_threshold(self, threshold: float) -> MitosisResult:
-        """The same candidates counted at another ``threshold`` (no detector run)."""
+        """The same candidates counted at another ``threshold`` in [0, 1] (no detector run)."""
         return dataclasses.replace(self, threshold=threshold)
 
     # -- areas ------------------------------------------------------------------------
@@ -204,33 +276,161 @@ class MitosisResult:
 
     @cached_property
     def tissue_area_mm2(self) -> float:
-        """Area of the tissue searched, mm²."""
-        return float(self.tissue.area_mm2)
+        """Area of the analysed tissue, mm² (skipped tiles' cores excluded)."""
+        return float(self.analysed_tissue.area_mm2)
+
+    @cached_property
+    def skipped_area_mm2(self) -> float:
+        """Tissue area that could not be read and left the analysis, mm²."""
+        if not self.skipped_cores:
+            return 0.0
+        return max(0.0, float(self.tissue.area_mm2) - self.tissue_area_mm2)
+
+    @property
+    def partial(self) -> bool:
+        """True when tiles were skipped: the result covers less tissue than was searched."""
+        return bool(self.skipped_tiles)
 
     @property
     def density_per_mm2(self) -> float:
-        """Mitotic figures per mm² of tissue; 0 when there is no tissue."""
+        """Mitotic figures per mm² of analysed tissue; NaN when no tissue was analysed."""
         area = self.tissue_area_mm2
-        return self.count / area if area > 0 else 0.0
+        return self.count / area if area > 0 else math.nan
 
     @cached_property
     def hotspot(self) -> Hotspot:
-        """The 2.37 mm² (10 HPF) square in tissue with the most mitotic figures.
+        """The 2.37 mm² (10 HPF) square in analysed tissue with the most mitotic figures.
 
         See :func:`wsimito.hotspot.find_hotspot`; call it directly for another
         window area, raster step or minimum tissue fraction.
         """
-        return find_hotspot(self.points[self._detected], self.tissue, self.slide_mpp)
+        return find_hotspot(self.points[self._counted], self.analysed_tissue, self.slide_mpp)
 
     # -- exports ---------------------------------------------------------------------
-    def to_geo_dict(self, *, include_tissue: bool = True, include_hotspot: bool = True) -> dict:
-        """The QuPath-ready GeoJSON FeatureCollection that :meth:`to_geojson` writes, as a dict."""
-        return feature_collection(
-            self, include_tissue=include_tissue, include_hotspot=include_hotspot
+    def run_metadata(self) -> dict[str, Any]:
+        """What travels with every export: slide, resolution, detector, threshold, totals."""
+        return {
+            "slide": self.slide_name,
+            "slide_dimensions": list(self.slide_dimensions),
+            "mpp": self.slide_mpp,
+            "mpp_file": self.mpp_file,
+            "mpp_given": self.mpp_given,
+            "bounds_offset": list(self.bounds_offset),
+            "coordinates": "level-0 px minus bounds_offset",
+            "detector": self.detector_name,
+            "detector_metadata": self.detector_metadata,
+            "weights_sha256": self.detector_metadata.get("weights_sha256"),
+            "detector_mpp": self.detector_mpp,
+            "threshold": self.threshold,
+            "count": self.count,
+            "tissue_area_mm2": self.tissue_area_mm2,
+            "density_per_mm2": self.density_per_mm2,
+            "counting_rule": COUNTING_RULE,
+            "partial": self.partial,
+            "skipped_tiles": len(self.skipped_tiles),
+            "skipped_area_mm2": self.skipped_area_mm2,
+            "wsimito_version": _version(),
+        }
+
+    def to_geo_dict(
+        self,
+        *,
+        include_tissue: bool = True,
+        include_hotspot: bool = True,
+        include_candidates: bool = False,
+    ) -> dict:
+        """The QuPath-ready GeoJSON FeatureCollection that :meth:`to_geojson` writes, as a dict.
+
+        One ``Point`` detection of class "Mitotic figure" per counted figure
+        (with its ``score``), then the analysed tissue as an annotation whose
+        measurements are the result's count, area and density, then the
+        hotspot window (omitted when the hotspot is the whole tissue: the
+        tissue annotation says so). With ``include_candidates``, the other
+        candidates follow as detections of class "Candidate (not counted)".
+        """
+        offset = self.bounds_offset
+        counted = self.counted()
+        features = point_features(
+            counted.xy, counted.scores, slide_name=self.slide_name, offset=offset, ids=counted.ids
         )
+        if include_tissue:
+            features.extend(self._tissue_features())
+        if include_hotspot:
+            features.extend(self._hotspot_features())
+        if include_candidates:
+            rest = np.setdiff1d(self._order, self._counted, assume_unique=True)
+            rest = self._order[np.isin(self._order, rest)]
+            features.extend(
+                point_features(
+                    self.points[rest],
+                    self.scores[rest],
+                    slide_name=f"{self.slide_name}:candidates",
+                    class_name=CANDIDATE_CLASS,
+                    color=CANDIDATE_COLOR,
+                    offset=offset,
+                )
+            )
+        return feature_collection(features, self.run_metadata())
+
+    def _tissue_features(self) -> list[dict]:
+        geometry = self.analysed_tissue.geometry
+        if shapely.is_empty(geometry):
+            return []
+        spot = self.hotspot
+        name = f"Tissue: {_figures(self.count)} in {self.tissue_area_mm2:.3g} mm²"
+        if spot.whole_tissue:
+            name += " (whole tissue, under 10 HPF: the hotspot is the whole tissue)"
+        if self.partial:
+            name += f" (partial: {self.skipped_area_mm2:.3g} mm² unread)"
+        return [
+            polygon_feature(
+                geometry,
+                name=name,
+                class_name=TISSUE_CLASS,
+                color=TISSUE_COLOR,
+                key=f"{self.slide_name}:tissue",
+                offset=self.bounds_offset,
+                measurements={
+                    "count": self.count,
+                    "area_mm2": self.tissue_area_mm2,
+                    "density_per_mm2": self.density_per_mm2,
+                    "skipped_area_mm2": self.skipped_area_mm2,
+                },
+            )
+        ]
+
+    def _hotspot_features(self) -> list[dict]:
+        spot = self.hotspot
+        if spot.whole_tissue or shapely.is_empty(spot.polygon):
+            return []
+        measurements = {
+            "count": spot.count,
+            "area_mm2": spot.area_mm2,
+            "tissue_fraction": spot.tissue_fraction,
+            "density_per_mm2": spot.density_per_mm2,
+        }
+        if spot.count_per_10hpf is not None:
+            measurements["count_per_10hpf"] = spot.count_per_10hpf
+        return [
+            polygon_feature(
+                spot.polygon,
+                name=f"Hotspot: {_figures(spot.count)} in {spot.area_mm2:g} mm²",
+                class_name=HOTSPOT_CLASS,
+                color=HOTSPOT_COLOR,
+                key=f"{self.slide_name}:hotspot:"
+                f"{shapely.to_wkt(spot.polygon, rounding_precision=1)}",
+                offset=self.bounds_offset,
+                measurements=measurements,
+            )
+        ]
 
     def to_geojson(
-        self, path: str | os.PathLike, *, include_tissue: bool = True, include_hotspot: bool = True
+        self,
+        path: str | os.PathLike,
+        *,
+        include_tissue: bool = True,
+        include_hotspot: bool = True,
+        include_candidates: bool = False,
     ) -> Path:
         """Write the detections (and tissue outline, hotspot) as QuPath-ready GeoJSON.
 
@@ -238,44 +438,30 @@ class MitosisResult:
         Drag the file onto the slide in QuPath to import it. The file appears
         complete or not at all. Returns the path written.
         """
-        return write_geojson(
-            self, path, include_tissue=include_tissue, include_hotspot=include_hotspot
+        collection = self.to_geo_dict(
+            include_tissue=include_tissue,
+            include_hotspot=include_hotspot,
+            include_candidates=include_candidates,
         )
+        return write_geojson(path, collection)
 
     def to_csv(self, path: str | os.PathLike) -> Path:
-        """Write the detections as CSV: ``id, x, y`` (level-0 px), ``x_um, y_um`` (µm from
-        the slide's top-left corner) and ``score``, in the order of :attr:`detections`."""
-        index = self._detected
-        xy = self.points[index]
-        ids = point_ids(self.slide_name, xy)
-        with atomic_write(path, newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["id", "x", "y", "x_um", "y_um", "score"])
-            for uid, (x, y), score in zip(
-                ids, xy.tolist(), self.scores[index].tolist(), strict=True
-            ):
-                writer.writerow(
-                    [
-                        uid,
-                        repr(x),
-                        repr(y),
-                        repr(x * self.slide_mpp),
-                        repr(y * self.slide_mpp),
-                        repr(score),
-                    ]
-                )
-        return Path(path)
+        """Write the counted figures as CSV: ``id, x, y`` (level-0 px), ``x_um, y_um``
+        (µm from the slide's top-left corner) and ``score``, in the order of
+        :attr:`detections`."""
+        counted = self.counted()
+        return write_points(path, counted.xy, counted.scores, mpp=self.slide_mpp, ids=counted.ids)
 
     def to_sliderunner(self, path: str | os.PathLike) -> Path:
-        """Write the detections as a SlideRunner / MIDOG SQLite database (replaces ``path``).
+        """Write the counted figures as a SlideRunner / MIDOG SQLite database (replaces ``path``).
 
         See :func:`wsimito.io.sliderunner.write_sliderunner`. Returns the path written.
         """
-        detections = self.detections
+        counted = self.counted()
         return write_sliderunner(
             path,
-            np.column_stack([detections["x"].to_numpy(), detections["y"].to_numpy()]),
-            scores=detections["score"].to_numpy(),
+            counted.xy,
+            scores=counted.scores,
             slide_name=self.slide_name,
             slide_size=self.slide_dimensions,
             slide_directory=(
@@ -288,13 +474,16 @@ class MitosisResult:
     def summary(self) -> dict[str, Any]:
         """One flat row of numbers and names, e.g. for a table of many slides.
 
-        Keys: ``slide``, ``count``, ``candidates``, ``threshold``,
-        ``tissue_area_mm2``, ``density_per_mm2`` (per mm² of tissue),
-        ``hotspot_count``, ``hotspot_area_mm2``, ``hotspot_count_per_10hpf``
-        (``None`` when the whole tissue was counted), ``hotspot_whole_tissue``,
-        ``hotspot_tissue_fraction``, ``detector``, ``training_data``,
-        ``intended_use``, ``mpp`` and ``detector_mpp`` (µm/px), ``tiles``,
-        ``seconds``, ``tiles_per_s``, ``skipped_tiles`` (how many).
+        Keys: ``slide``, ``count``, ``candidates``, ``candidates_outside_tissue``,
+        ``threshold``, ``tissue_area_mm2`` (analysed), ``density_per_mm2`` (per
+        mm² of analysed tissue; NaN when none), ``hotspot_count``,
+        ``hotspot_area_mm2``, ``hotspot_count_per_10hpf`` (``None`` when the
+        whole tissue was counted), ``hotspot_whole_tissue``,
+        ``hotspot_tissue_fraction``, ``detector``, ``weights_sha256``,
+        ``training_data``, ``intended_use``, ``mpp``, ``mpp_file``,
+        ``mpp_given`` and ``detector_mpp`` (µm/px), ``tiles``, ``seconds``,
+        ``tiles_per_s``, ``skipped_tiles`` (how many), ``skipped_area_mm2`` and
+        ``partial``.
         """
         spot = self.hotspot
         meta = self.detector_metadata
@@ -302,6 +491,7 @@ class MitosisResult:
             "slide": self.slide_name,
             "count": self.count,
             "candidates": len(self.points),
+            "candidates_outside_tissue": int(np.count_nonzero(~self.in_tissue)),
             "threshold": self.threshold,
             "tissue_area_mm2": self.tissue_area_mm2,
             "density_per_mm2": self.density_per_mm2,
@@ -311,83 +501,77 @@ class MitosisResult:
             "hotspot_whole_tissue": spot.whole_tissue,
             "hotspot_tissue_fraction": spot.tissue_fraction,
             "detector": self.detector_name,
+            "weights_sha256": meta.get("weights_sha256"),
             "training_data": meta.get("training_data"),
             "intended_use": meta.get("intended_use"),
             "mpp": self.slide_mpp,
+            "mpp_file": self.mpp_file,
+            "mpp_given": self.mpp_given,
             "detector_mpp": self.detector_mpp,
             "tiles": self.timing.get("tiles"),
             "seconds": self.timing.get("seconds"),
             "tiles_per_s": self.timing.get("tiles_per_s"),
             "skipped_tiles": len(self.skipped_tiles),
+            "skipped_area_mm2": self.skipped_area_mm2,
+            "partial": self.partial,
         }
 
     def __repr__(self) -> str:
         spot = self.hotspot
         where = "whole tissue" if spot.whole_tissue else "per 10 HPF"
+        partial = f", PARTIAL ({self.skipped_area_mm2:.3g} mm² unread)" if self.partial else ""
         return (
-            f"<MitosisResult {self.slide_name}: {self.count} mitotic figures at threshold "
+            f"<MitosisResult {self.slide_name}: {_figures(self.count)} at threshold "
             f"{self.threshold:g}, {self.tissue_area_mm2:.3g} mm² tissue, "
             f"{self.density_per_mm2:.3g}/mm², hotspot {spot.count} ({where}), "
-            f"detector {self.detector_name}>"
+            f"detector {self.detector_name}{partial}>"
         )
 
     def _repr_html_(self) -> str:
         """The overview with tissue, hotspot and detections drawn, the summary, and the
         detector's intended use."""
-        buf = io.BytesIO()
-        Image.fromarray(self._overview()).save(buf, format="PNG")
-        b64 = base64.b64encode(buf.getvalue()).decode()
-        rows = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(key)}</th>"
-            f"<td style='text-align:left'>{html.escape(_format(value))}</td></tr>"
-            for key, value in self.summary().items()
-        )
+        rows = [(key, _format(value)) for key, value in self.summary().items()]
         use = self.detector_metadata.get("intended_use")
-        note = (
-            f"<p><b>Detector {html.escape(self.detector_name)}</b>: intended use: "
-            f"{html.escape(str(use))}; trained on "
-            f"{html.escape(str(self.detector_metadata.get('training_data', 'unknown data')))}.</p>"
-            if use
-            else f"<p><b>Detector {html.escape(self.detector_name)}</b> states no intended use.</p>"
-        )
-        return (
-            f"<div><div style='display:flex;gap:1em;align-items:flex-start'>"
-            f"<img src='data:image/png;base64,{b64}' alt='detections on {html.escape(self.slide_name)}'/>"
-            f"<table>{rows}</table></div>{note}</div>"
-        )
+        name = html.escape(self.detector_name)
+        if use:
+            trained = self.detector_metadata.get("training_data", "unknown data")
+            note = (
+                f"<p><b>Detector {name}</b>: intended use: {html.escape(str(use))}; trained on "
+                f"{html.escape(str(trained))}.</p>"
+            )
+        else:
+            note = f"<p><b>Detector {name}</b> states no intended use.</p>"
+        return html_preview(self._overview(), rows, note)
 
     def _overview(self) -> np.ndarray:
-        """RGB overview, longest side 512 px: tissue outline (green), hotspot (orange),
-        detections (red rings with a white halo)."""
-        width, height = self.slide_dimensions
-        factor = _PREVIEW_SIZE / max(width, height)
-        size = (max(1, round(width * factor)), max(1, round(height * factor)))
-        if self.thumbnail is not None:
-            image = Image.fromarray(np.asarray(self.thumbnail, dtype=np.uint8)).convert("RGB")
-            image = image.resize(size, Image.Resampling.BILINEAR)
-        else:
-            image = Image.new("RGB", size, (255, 255, 255))
-        draw = ImageDraw.Draw(image)
-        sx, sy = size[0] / width, size[1] / height
-
-        def ring(coords: np.ndarray, color: tuple[int, int, int], w: int) -> None:
-            draw.line([(x * sx, y * sy) for x, y in coords], fill=color, width=w)
-
-        for poly in self.tissue.polygons.geometry:
-            ring(np.asarray(poly.exterior.coords), TISSUE_COLOR, 1)
-            for hole in poly.interiors:
-                ring(np.asarray(hole.coords), TISSUE_COLOR, 1)
+        """RGB overview, longest side 512 px: analysed tissue (green), hotspot (orange),
+        counted figures (red rings with a white halo)."""
         spot = self.hotspot
-        if not spot.whole_tissue:
-            ring(np.asarray(spot.polygon.exterior.coords), HOTSPOT_COLOR, 2)
-        r = _DOT_RADIUS
-        for x, y in self.points[self._detected].tolist():
-            u, v = x * sx, y * sy
-            draw.ellipse(
-                (u - r - 1, v - r - 1, u + r + 1, v + r + 1), outline=(255, 255, 255), width=1
-            )
-            draw.ellipse((u - r, v - r, u + r, v + r), outline=MITOSIS_COLOR, width=2)
-        return np.asarray(image)
+        return draw_overview(
+            self.thumbnail,
+            self.slide_dimensions,
+            size=_PREVIEW_SIZE,
+            tissue=self.analysed_tissue.geometry,
+            hotspot=None if spot.whole_tissue else spot.polygon,
+            layers=[PointLayer(self.points[self._counted], MITOSIS_COLOR, _DOT_RADIUS)],
+        )
+
+
+#: The one rule by which a candidate is counted, as stated in every export.
+COUNTING_RULE = (
+    "a candidate is a mitotic figure when its score >= threshold and its point lies in the "
+    "analysed tissue (the tissue searched minus the cores of tiles that could not be read)"
+)
+
+
+def _figures(n: int) -> str:
+    return f"{n} mitotic figure" + ("" if n == 1 else "s")
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 def _frozen_array(value: Any, name: str) -> np.ndarray:
@@ -407,4 +591,4 @@ def _format(value: Any) -> str:
     return "n/a" if value is None else str(value)
 
 
-__all__ = ["MitosisResult"]
+__all__ = ["COUNTING_RULE", "CountedPoints", "MitosisResult"]

@@ -329,6 +329,71 @@ class Tissue:
             self._gdf = geopandas.GeoDataFrame({"area_mm2": area}, geometry=parts)
         return self._gdf
 
+    @property
+    def geometry(self) -> shapely.Geometry:
+        """The tissue as one shapely (Multi)Polygon, level-0 px (the union of :attr:`polygons`)."""
+        if self._geometry is not None:
+            return self._geometry
+        return shapely.union_all(np.asarray(self.polygons.geometry, dtype=object))
+
+    def contains(self, points: np.ndarray) -> np.ndarray:
+        """Whether each level-0 point ``(x, y)`` px lies in the tissue (its outline included).
+
+        This is the rule by which :func:`wsimito.count_mitoses` counts: the
+        same polygons QuPath shows as the "Tissue" annotation.
+
+        Parameters
+        ----------
+        points : numpy.ndarray
+            ``(N, 2)`` level-0 px.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(N,)`` bool.
+        """
+        xy = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        if not len(xy) or self.is_empty:
+            return np.zeros(len(xy), dtype=bool)
+        geometry = self.geometry
+        shapely.prepare(geometry)
+        return shapely.intersects_xy(geometry, xy[:, 0], xy[:, 1])
+
+    def without(self, boxes: np.ndarray) -> Tissue:
+        """This tissue minus level-0 boxes ``(x0, y0, x1, y1)`` px (e.g. cores never read).
+
+        The polygons and :attr:`area_mm2` of the result are exact; its mask
+        drops the pixels that the boxes cover entirely, so, like
+        :meth:`from_polygons`, it never misses tissue.
+
+        Returns
+        -------
+        Tissue
+            A new object; ``self`` is unchanged.
+        """
+        corners = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        if not len(corners):
+            return self
+        cut = shapely.union_all(shapely.box(*corners.T))
+        geometry = _polygonal(shapely.difference(self.geometry, cut))
+        s = self.scale
+        rows, cols = self.mask.shape
+        mask = self.mask.copy()
+        for x0, y0, x1, y1 in corners.tolist():
+            j0, j1 = max(0, math.ceil(x0 / s)), min(cols, math.floor(x1 / s))
+            i0, i1 = max(0, math.ceil(y0 / s)), min(rows, math.floor(y1 / s))
+            if j1 > j0 and i1 > i0:
+                mask[i0:i1, j0:j1] = False
+        return Tissue(
+            mask,
+            mpp=self.mpp,
+            slide_mpp=self.slide_mpp,
+            dimensions=self.dimensions,
+            polygons=geometry,
+            method=self.method,
+            threshold=self.threshold,
+        )
+
     def fraction(self, box: tuple[float, float, float, float]) -> float:
         """Fraction (0 to 1) of the level-0 box ``(x, y, w, h)`` (px) that is tissue."""
         return float(self.fractions(np.asarray([box], dtype=np.float64))[0])

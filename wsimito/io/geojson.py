@@ -15,6 +15,9 @@ QuPath's rules, which :func:`feature_collection` follows:
 
 Run metadata (detector, its training data and intended use, threshold, mpp)
 travel in a top-level ``"wsimito"`` member, which QuPath ignores.
+
+The writers take data (points, scores, geometries); :class:`wsimito.MitosisResult`
+assembles its collection from them (:meth:`~wsimito.MitosisResult.to_geo_dict`).
 """
 
 from __future__ import annotations
@@ -24,24 +27,13 @@ import math
 import os
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import shapely
 
-from ..classes import (
-    HOTSPOT_CLASS,
-    HOTSPOT_COLOR,
-    ID_NAMESPACE,
-    MITOSIS_CLASS,
-    MITOSIS_COLOR,
-    TISSUE_CLASS,
-    TISSUE_COLOR,
-)
+from ..classes import ID_NAMESPACE, MITOSIS_CLASS, MITOSIS_COLOR
 from .atomic import atomic_write
-
-if TYPE_CHECKING:
-    from ..result import MitosisResult
 
 # Decimals (level-0 px) a point is rounded to before it is hashed into its id.
 ID_DECIMALS = 1
@@ -65,54 +57,77 @@ def point_ids(slide_name: str, points: np.ndarray) -> list[str]:
     return ids
 
 
-def feature_collection(
-    result: MitosisResult, *, include_tissue: bool = True, include_hotspot: bool = True
-) -> dict:
-    """The QuPath FeatureCollection of ``result`` as a JSON-ready dict.
-
-    One ``Point`` detection per mitotic figure (``score >= threshold``), in the
-    order of ``result.detections``; then, if asked and not empty, the tissue
-    outline and the hotspot as annotations with their count and area.
-    """
-    bx, by = result.bounds_offset
-    detections = result.detections
-    xy = np.column_stack([detections["x"].to_numpy(), detections["y"].to_numpy()])
-    ids = point_ids(result.slide_name, xy)
-    features: list[dict] = [
-        {
-            "type": "Feature",
-            "id": uid,
-            "geometry": {"type": "Point", "coordinates": [x - bx, y - by]},
-            "properties": {
-                "objectType": "detection",
-                "classification": _classification(MITOSIS_CLASS, MITOSIS_COLOR),
-                "measurements": {"score": score},
-            },
-        }
-        for uid, (x, y), score in zip(ids, xy.tolist(), detections["score"].tolist(), strict=True)
-    ]
-    if include_tissue:
-        features.extend(_tissue_features(result, (bx, by)))
-    if include_hotspot:
-        features.extend(_hotspot_features(result, (bx, by)))
-    return {
-        "type": "FeatureCollection",
-        "features": features,
-        "wsimito": _run_metadata(result),
-    }
-
-
-def write_geojson(
-    result: MitosisResult,
-    path: str | os.PathLike,
+def point_features(
+    points: np.ndarray,
+    scores: np.ndarray | None = None,
     *,
-    include_tissue: bool = True,
-    include_hotspot: bool = True,
-) -> Path:
-    """Write :func:`feature_collection` to ``path`` atomically (UTF-8); returns the path."""
-    obj = feature_collection(result, include_tissue=include_tissue, include_hotspot=include_hotspot)
+    slide_name: str,
+    class_name: str = MITOSIS_CLASS,
+    color: tuple[int, int, int] = MITOSIS_COLOR,
+    offset: tuple[float, float] = (0.0, 0.0),
+    object_type: str = "detection",
+    ids: list[str] | None = None,
+) -> list[dict]:
+    """One QuPath ``Point`` feature per point.
+
+    Parameters
+    ----------
+    points : numpy.ndarray
+        ``(N, 2)`` level-0 px.
+    scores : numpy.ndarray, optional
+        ``(N,)`` scores, written as the ``score`` measurement.
+    slide_name : str
+        Hashed into the stable ids (see :func:`point_ids`).
+    class_name, color : str, tuple of int
+        QuPath classification name and RGB 0-255 colour.
+    offset : tuple of float
+        Subtracted from every coordinate: OpenSlide's ``bounds-x/y``, level-0 px.
+    object_type : {"detection", "annotation"}
+        QuPath object type.
+    ids : list of str, optional
+        Feature ids; :func:`point_ids` of the points by default.
+
+    Returns
+    -------
+    list of dict
+        GeoJSON features.
+    """
+    xy = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    ids = point_ids(slide_name, xy) if ids is None else ids
+    values = [None] * len(xy) if scores is None else np.asarray(scores, dtype=np.float64).tolist()
+    bx, by = offset
+    features = []
+    for uid, (x, y), score in zip(ids, xy.tolist(), values, strict=True):
+        properties: dict[str, Any] = {
+            "objectType": object_type,
+            "classification": _classification(class_name, color),
+        }
+        if score is not None:
+            properties["measurements"] = {"score": score}
+        features.append(
+            {
+                "type": "Feature",
+                "id": uid,
+                "geometry": {"type": "Point", "coordinates": [x - bx, y - by]},
+                "properties": properties,
+            }
+        )
+    return features
+
+
+def feature_collection(features: list[dict], metadata: dict[str, Any] | None = None) -> dict:
+    """A GeoJSON ``FeatureCollection`` of ``features``; ``metadata`` goes in a top-level
+    ``"wsimito"`` member (QuPath ignores it), made JSON-safe (NaN becomes ``null``)."""
+    collection: dict[str, Any] = {"type": "FeatureCollection", "features": list(features)}
+    if metadata is not None:
+        collection["wsimito"] = jsonable(metadata)
+    return collection
+
+
+def write_geojson(path: str | os.PathLike, collection: dict) -> Path:
+    """Write a GeoJSON object to ``path`` atomically (UTF-8, no NaN); returns the path."""
     with atomic_write(path) as fh:
-        json.dump(obj, fh, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        json.dump(collection, fh, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     return Path(path)
 
 
@@ -120,67 +135,22 @@ def _classification(name: str, color: tuple[int, int, int]) -> dict:
     return {"name": name, "color": list(color)}
 
 
-def _tissue_features(result: MitosisResult, offset: tuple[float, float]) -> list[dict]:
-    geometry = shapely.union_all(np.asarray(result.tissue.polygons.geometry, dtype=object))
-    if shapely.is_empty(geometry):
-        return []
-    shapely.prepare(geometry)
-    xy = result.points[result.scores >= result.threshold]
-    inside = int(np.count_nonzero(shapely.covers(geometry, shapely.points(xy)))) if len(xy) else 0
-    area = result.tissue_area_mm2
-    return [
-        _annotation(
-            geometry,
-            offset,
-            name="Tissue",
-            cls=TISSUE_CLASS,
-            color=TISSUE_COLOR,
-            key=f"{result.slide_name}:tissue",
-            measurements={
-                "count": inside,
-                "area_mm2": area,
-                "density_per_mm2": inside / area if area > 0 else 0.0,
-            },
-        )
-    ]
-
-
-def _hotspot_features(result: MitosisResult, offset: tuple[float, float]) -> list[dict]:
-    spot = result.hotspot
-    if shapely.is_empty(spot.polygon):
-        return []
-    measurements = {
-        "count": spot.count,
-        "area_mm2": spot.area_mm2,
-        "tissue_fraction": spot.tissue_fraction,
-        "density_per_mm2": spot.density_per_mm2,
-    }
-    if spot.count_per_10hpf is not None:
-        measurements["count_per_10hpf"] = spot.count_per_10hpf
-    what = "whole tissue" if spot.whole_tissue else f"{spot.area_mm2:g} mm²"
-    return [
-        _annotation(
-            spot.polygon,
-            offset,
-            name=f"Hotspot: {spot.count} mitotic figures in {what}",
-            cls=HOTSPOT_CLASS,
-            color=HOTSPOT_COLOR,
-            key=f"{result.slide_name}:hotspot:{shapely.to_wkt(spot.polygon, rounding_precision=1)}",
-            measurements=measurements,
-        )
-    ]
-
-
-def _annotation(
+def polygon_feature(
     geometry: shapely.Geometry,
-    offset: tuple[float, float],
     *,
     name: str,
-    cls: str,
+    class_name: str,
     color: tuple[int, int, int],
     key: str,
     measurements: dict[str, float],
+    offset: tuple[float, float] = (0.0, 0.0),
 ) -> dict:
+    """A QuPath annotation of a (Multi)Polygon given in level-0 px, shifted by ``offset``.
+
+    ``key`` is hashed into a stable UUID id; ``measurements`` (a flat name ->
+    number map) are written as floats, non-finite ones left out. Invalid
+    geometry is repaired.
+    """
     shifted = shapely.transform(geometry, lambda c: c - np.asarray(offset))
     if not shifted.is_valid:
         shifted = _polygons_only(shapely.make_valid(shifted))
@@ -191,8 +161,8 @@ def _annotation(
         "properties": {
             "objectType": "annotation",
             "name": name,
-            "classification": _classification(cls, color),
-            "measurements": {k: float(v) for k, v in measurements.items()},
+            "classification": _classification(class_name, color),
+            "measurements": {k: float(v) for k, v in measurements.items() if math.isfinite(v)},
         },
     }
 
@@ -204,28 +174,13 @@ def _polygons_only(geometry: shapely.Geometry) -> shapely.Geometry:
     return parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts)
 
 
-def _run_metadata(result: MitosisResult) -> dict:
-    return {
-        "slide": result.slide_name,
-        "slide_dimensions": list(result.slide_dimensions),
-        "mpp": result.slide_mpp,
-        "bounds_offset": list(result.bounds_offset),
-        "coordinates": "level-0 px minus bounds_offset",
-        "detector": result.detector_name,
-        "detector_metadata": _jsonable(result.detector_metadata),
-        "detector_mpp": result.detector_mpp,
-        "threshold": result.threshold,
-        "count": result.count,
-    }
-
-
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """``value`` made of JSON types: numpy scalars unwrapped, non-finite floats as None,
     anything else as its string."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+        return [jsonable(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float):

@@ -3,6 +3,7 @@
 - :class:`PointDetector`: our centre-heatmap network plus peak extraction.
 - :class:`RetinaNetDetector`: the MIDOG reference RetinaNet with its
   post-processing; a point is a box centre.
+- :class:`DarkBlobDetector`: a learning-free baseline that marks dark blobs.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ..detect import TorchDetector
+from ..detect import RuntimeOptions, TorchDetector, check_tiles, resolve_device
 from .anchors import create_anchors, cthw_to_tlbr, decode_boxes, nms
 from .metadata import MIDOG21_METADATA
 from .peaks import find_peaks
@@ -58,8 +60,7 @@ class PointDetector(TorchDetector):
     min_distance_um : minimum distance between two points, µm (6.25 µm is
         25 px at 0.25 µm/px, the reference's slide-wide suppression distance).
     mean, std : per-channel normalization of RGB / 255.
-    device, precision, channels_last, compile, name, metadata : see
-        :class:`wsimito.detect.TorchDetector`.
+    options, device, name, metadata : see :class:`wsimito.detect.TorchDetector`.
     """
 
     def __init__(
@@ -74,10 +75,8 @@ class PointDetector(TorchDetector):
         min_distance_um: float = 6.25,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.25, 0.25, 0.25),
-        device: str | torch.device = "auto",
-        precision: str = "auto",
-        channels_last: bool | None = None,
-        compile: bool = False,
+        options: RuntimeOptions | None = None,
+        device: str | torch.device | None = None,
         name: str = "point-detector",
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
@@ -94,16 +93,14 @@ class PointDetector(TorchDetector):
             tile_size=tile_size,
             overlap=overlap,
             threshold=threshold,
+            options=options,
             device=device,
-            precision=precision,
-            channels_last=channels_last,
-            compile=compile,
             name=name,
             metadata=metadata,
+            min_distance_um=min_distance_um,
         )
         self.stride = stride
         self.min_score = float(min_score)
-        self.min_distance_um = float(min_distance_um)
         self.normalize = _Normalizer(mean, std)
 
     @property
@@ -151,8 +148,9 @@ class RetinaNetDetector(TorchDetector):
     nms_iou : 0.4.
     class_score : ``"max"`` (reference) or ``"mitosis"`` (column 0 only).
     mean, std : normalization of RGB / 255 used in training.
-    device, precision, channels_last, compile, name, metadata : see
-        :class:`wsimito.detect.TorchDetector`.
+    min_distance_um : the reference's slide-wide suppression distance, 25 px at
+        0.25 µm/px = 6.25 µm; the pipeline's duplicate check across tiles uses it.
+    options, device, name, metadata : see :class:`wsimito.detect.TorchDetector`.
     """
 
     def __init__(
@@ -169,10 +167,9 @@ class RetinaNetDetector(TorchDetector):
         mean: Sequence[float] = MIDOG21_MEAN,
         std: Sequence[float] = MIDOG21_STD,
         scales: Sequence[float] = (0.2, 0.4, 0.6, 0.8, 1.0),
-        device: str | torch.device = "auto",
-        precision: str = "auto",
-        channels_last: bool | None = None,
-        compile: bool = False,
+        min_distance_um: float = 6.25,
+        options: RuntimeOptions | None = None,
+        device: str | torch.device | None = None,
         name: str = "midog21-retinanet",
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
@@ -189,12 +186,11 @@ class RetinaNetDetector(TorchDetector):
             tile_size=tile_size,
             overlap=overlap,
             threshold=threshold,
+            options=options,
             device=device,
-            precision=precision,
-            channels_last=channels_last,
-            compile=compile,
             name=name,
             metadata=MIDOG21_METADATA if metadata is None else metadata,
+            min_distance_um=min_distance_um,
         )
         self.min_score = float(min_score)
         self.nms_iou = float(nms_iou)
@@ -215,6 +211,7 @@ class RetinaNetDetector(TorchDetector):
             "overlap": self.overlap,
             "threshold": self.threshold,
             "min_score": self.min_score,
+            "min_distance_um": self.min_distance_um,
             "nms_iou": self.nms_iou,
             "class_score": self.class_score,
             "mean": list(self.normalize.mean),
@@ -266,3 +263,64 @@ def boxes_to_points(
             torch.stack([centre_yx[:, 1], centre_yx[:, 0], tile_scores[candidates][keep]], dim=1)
         )
     return points
+
+
+class DarkBlobDetector:
+    """A learning-free baseline: local maxima of smoothed darkness; scores in [0, 1].
+
+    It smooths the darkness of each tile over a disc the size of a nucleus and
+    reports local maxima above a darkness level, batched on any device for the
+    cost of a few pooling operations. It is the baseline a learned detector
+    must beat (mitotic figures are dark, but so are pyknotic nuclei, apoptotic
+    bodies and lymphocytes), and a cheap detector for pipeline benchmarks.
+
+    Parameters
+    ----------
+    mpp: resolution the detector works at, µm/px.
+    tile_size, overlap: px at ``mpp``.
+    blob_um: diameter of the smoothing window, µm (about a nucleus).
+    min_distance_um: peaks closer than this (µm) are merged.
+    darkness: darkness (0 = white, 1 = black, after smoothing) that maps to score 0.5.
+    threshold: decision threshold on the score.
+    """
+
+    def __init__(
+        self,
+        mpp: float = 0.25,
+        tile_size: int = 512,
+        overlap: int = 64,
+        *,
+        blob_um: float = 6.0,
+        min_distance_um: float = 8.0,
+        darkness: float = 0.55,
+        threshold: float = 0.5,
+        device: str | torch.device = "auto",
+    ) -> None:
+        self.mpp, self.tile_size, self.overlap = float(mpp), int(tile_size), int(overlap)
+        self.blob_um, self.min_distance_um, self.darkness = blob_um, min_distance_um, darkness
+        self.threshold = threshold
+        self.device = resolve_device(device)
+        self.name = "dark-blob-baseline"
+        self.metadata = {
+            "training_data": "none (hand-set darkness rule)",
+            "intended_use": "baseline for comparison; not for diagnostic use",
+        }
+
+    def detect(self, tiles: torch.Tensor) -> list[torch.Tensor]:
+        """uint8 ``(N, 3, tile_size, tile_size)`` -> per tile ``(K, 3)``: x, y (px, continuous), score."""
+        tiles = check_tiles(tiles, self.tile_size)
+        gray = tiles.float().mean(dim=1, keepdim=True) / 255.0
+        dark = 1.0 - gray
+        k = max(1, int(round(self.blob_um / self.mpp)) | 1)
+        smooth = F.avg_pool2d(dark, k, stride=1, padding=k // 2, count_include_pad=False)
+        w = max(1, int(round(self.min_distance_um / self.mpp)) | 1)
+        peaks = (smooth == F.max_pool2d(smooth, w, stride=1, padding=w // 2)) & (
+            smooth > self.darkness - 0.15
+        )
+        out = []
+        for n in range(tiles.shape[0]):
+            ys, xs = torch.nonzero(peaks[n, 0], as_tuple=True)
+            d = smooth[n, 0, ys, xs]
+            score = torch.sigmoid((d - self.darkness) * 20.0)
+            out.append(torch.stack([xs.float() + 0.5, ys.float() + 0.5, score], dim=1))
+        return out

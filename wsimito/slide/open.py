@@ -79,7 +79,9 @@ def _probe(reader: Backend) -> None:
     reader.read_level(0, 0, level, 1, 1)
 
 
-def open_slide(source: Any, *, backend: str = "auto", mpp: float | None = None) -> Slide:
+def open_slide(
+    source: Any, *, backend: str = "auto", mpp: float | None = None, force_mpp: bool = False
+) -> Slide:
     """Open a whole-slide image, region-of-interest image, zarr store or array.
 
     Parameters
@@ -91,8 +93,13 @@ def open_slide(source: Any, *, backend: str = "auto", mpp: float | None = None) 
     backend:
         ``"auto"`` (default), ``"openslide"``, ``"tiffslide"``, ``"zarr"`` or ``"array"``.
     mpp:
-        Level-0 resolution in µm per pixel; overrides the file's value. Required
-        for arrays and files that carry none.
+        Level-0 resolution in µm per pixel for arrays and files that carry none
+        (then it is required). Where the file states one, the file's wins; a
+        given value more than 1 % off it is warned about, naming both, and both
+        are kept (``slide.file_mpp``, ``slide.given_mpp``).
+    force_mpp:
+        Use ``mpp`` even where the file states another resolution (for files
+        whose metadata are known to be wrong).
 
     Raises
     ------
@@ -102,7 +109,7 @@ def open_slide(source: Any, *, backend: str = "auto", mpp: float | None = None) 
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if isinstance(source, Slide):
-        return source if mpp is None else Slide(source.reopen()._backend, mpp=mpp)
+        return source if mpp is None else source.reopen(mpp=mpp)
     if not isinstance(source, (str, Path)):
         if backend not in ("auto", "array"):
             raise ValueError(f"in-memory images use backend='array', not {backend!r}")
@@ -111,7 +118,7 @@ def open_slide(source: Any, *, backend: str = "auto", mpp: float | None = None) 
             or hasattr(source, "__array__")
             or hasattr(source, "mode")
         ):
-            return Slide(ArrayBackend(source), mpp=mpp)
+            return Slide(ArrayBackend(source), mpp=mpp, force_mpp=force_mpp)
         raise TypeError(
             f"cannot open a {type(source).__name__}; pass a path or an (h, w, 3) uint8 array"
         )
@@ -124,7 +131,7 @@ def open_slide(source: Any, *, backend: str = "auto", mpp: float | None = None) 
         try:
             reader = _backend_class(name)(path)
             _probe(reader)
-            return Slide(reader, mpp=mpp)
+            return Slide(reader, mpp=mpp, force_mpp=force_mpp)
         except Exception as exc:  # each backend raises its own types
             errors.append(f"{name}: {type(exc).__name__}: {exc}")
     raise SlideOpenError(

@@ -15,6 +15,8 @@ from PIL import Image
 from ..errors import MissingMPPError
 from .backend import Backend
 
+#: Relative difference above which a given ``mpp=`` disagrees with the file's (1 %).
+MPP_AGREEMENT = 0.01
 # Two resolutions closer than this (relative) count as equal when picking a
 # pyramid level: vendors write downsamples such as 4.000395.
 _LEVEL_TOLERANCE = 1e-2
@@ -35,19 +37,45 @@ class Slide:
     ...     tile = slide.read((1000, 2000, 512, 512), mpp=0.5)  # 256 x 256 px at 0.5 µm/px
     """
 
-    def __init__(self, backend: Backend, *, mpp: float | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        mpp: float | None = None,
+        force_mpp: bool = False,
+        _warn: bool = True,
+    ) -> None:
         self._backend = backend
         if mpp is not None:
             mpp = float(mpp)
             if not (math.isfinite(mpp) and mpp > 0):
-                raise ValueError(f"mpp must be a positive number of µm per pixel, got {mpp!r}")
+                raise ValueError(
+                    f"mpp={mpp!r}: the level-0 resolution must be a positive, finite number of "
+                    "µm per pixel (about 0.25 for a 40x scan, 0.5 for 20x)"
+                )
         self._mpp_override = mpp
+        self._force_mpp = bool(force_mpp)
         mx, my = backend.mpp()
-        self._mpp_xy = (mpp, mpp) if mpp is not None else (mx, my)
-        if mpp is None and mx is not None and my is not None and abs(mx - my) > 0.01 * max(mx, my):
+        self._file_mpp_xy = (mx, my)
+        file_mpp = None if mx is None or my is None else (mx + my) / 2
+        use_given = mpp is not None and (force_mpp or file_mpp is None)
+        self._mpp_xy: tuple[float | None, float | None] = (mpp, mpp) if use_given else (mx, my)
+        if not _warn or file_mpp is None:
+            return
+        if mpp is not None and not force_mpp and abs(mpp / file_mpp - 1) > MPP_AGREEMENT:
             warnings.warn(
-                f"{self.name}: anisotropic pixels, mpp-x = {mx} µm and mpp-y = {my} µm; wsimito "
-                f"uses their mean {(mx + my) / 2:.6g} µm/px. Pass mpp= to choose another value.",
+                f"{self.name}: the file says {file_mpp:.6g} µm/px at level 0, but mpp={mpp:g} "
+                f"was given; wsimito uses the file's {file_mpp:.6g} µm/px (mpp= only sets the "
+                "resolution of files that have none). Both are recorded in results; pass "
+                "force_mpp=True to use the given value instead.",
+                UserWarning,
+                stacklevel=3,
+            )
+        if not use_given and abs(mx - my) > 0.01 * max(mx, my):  # type: ignore[operator,type-var]
+            warnings.warn(
+                f"{self.name}: anisotropic pixels, mpp-x = {mx} µm and mpp-y = {my} µm; "
+                f"wsimito uses their mean {file_mpp:.6g} µm/px. Pass mpp= with "
+                "force_mpp=True to choose another value.",
                 stacklevel=3,
             )
 
@@ -96,6 +124,17 @@ class Slide:
     def bounds(self) -> tuple[int, int, int, int]:
         """Non-empty area ``(x, y, width, height)`` in level-0 px (OpenSlide ``bounds-*``)."""
         return self._backend.bounds()
+
+    @property
+    def file_mpp(self) -> float | None:
+        """Level-0 resolution the file itself states, µm/px (mean of x and y), or ``None``."""
+        mx, my = self._file_mpp_xy
+        return None if mx is None or my is None else (mx + my) / 2
+
+    @property
+    def given_mpp(self) -> float | None:
+        """The ``mpp=`` given when opening, µm/px, whether or not it was used (see :attr:`mpp`)."""
+        return self._mpp_override
 
     @property
     def has_mpp(self) -> bool:
@@ -284,10 +323,21 @@ class Slide:
         ident = src if isinstance(src, str) else id(self._backend)
         return (cls.__name__, ident, self._mpp_override)
 
-    def reopen(self) -> Slide:
-        """A new, independent handle on the same data (one per thread or process)."""
+    def reopen(self, *, mpp: float | None = None) -> Slide:
+        """A new, independent handle on the same data (one per thread or process).
+
+        Parameters
+        ----------
+        mpp : float, optional
+            Level-0 resolution, µm/px, for the new handle (same rule as
+            :func:`wsimito.open_slide`); by default the one this handle was given.
+        """
         cls, args, kwargs = self._backend.reopen_spec()
-        return Slide(cls(*args, **kwargs), mpp=self._mpp_override)
+        if mpp is None:
+            return Slide(
+                cls(*args, **kwargs), mpp=self._mpp_override, force_mpp=self._force_mpp, _warn=False
+            )
+        return Slide(cls(*args, **kwargs), mpp=mpp, force_mpp=self._force_mpp)
 
     def close(self) -> None:
         self._backend.close()
@@ -299,11 +349,20 @@ class Slide:
         self.close()
 
     def __getstate__(self) -> dict:
-        return {"spec": self._backend.reopen_spec(), "mpp": self._mpp_override}
+        return {
+            "spec": self._backend.reopen_spec(),
+            "mpp": self._mpp_override,
+            "force_mpp": self._force_mpp,
+        }
 
     def __setstate__(self, state: dict) -> None:
         cls, args, kwargs = state["spec"]
-        self.__init__(cls(*args, **kwargs), mpp=state["mpp"])
+        self.__init__(  # type: ignore[misc]
+            cls(*args, **kwargs),
+            mpp=state["mpp"],
+            force_mpp=state.get("force_mpp", False),
+            _warn=False,
+        )
 
     def __repr__(self) -> str:
         mpp = f"{self.mpp:.4g} µm/px" if self.has_mpp else "mpp unknown"

@@ -49,7 +49,10 @@ def nonnegative_lasso(stains: torch.Tensor, od: torch.Tensor, sparsity: float) -
     """
     gram = stains.transpose(1, 2) @ stains  # (N, 2, 2)
     g00, g01, g11 = gram[:, 0, 0, None], gram[:, 0, 1, None], gram[:, 1, 1, None]
-    r = stains.transpose(1, 2) @ od - sparsity  # (N, 2, P)
+    # Explicit sums over the 3 channels rather than a batched matmul, whose kernel
+    # (and rounding) can change with the batch size: each image's result must not
+    # depend on which other images share its batch.
+    r = _contract(stains.transpose(1, 2), od) - sparsity  # (N, 2, P)
     r0, r1 = r[:, 0], r[:, 1]
     det = (g00 * g11 - g01 * g01).clamp_min(1e-8)
     c0, c1 = (g11 * r0 - g01 * r1) / det, (g00 * r1 - g01 * r0) / det
@@ -60,6 +63,15 @@ def nonnegative_lasso(stains: torch.Tensor, od: torch.Tensor, sparsity: float) -
     c0 = torch.where(interior, c0, torch.where(first, a0, 0.0))
     c1 = torch.where(interior, c1, torch.where(first, 0.0, b1))
     return torch.stack([c0, c1], dim=1)
+
+
+def _contract(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for a small inner dimension, ``(N, I, K) x (N, K, P) -> (N, I, P)``, written
+    as elementwise products so that every image's values are the same in any batch."""
+    out = a[:, :, 0, None] * b[:, None, 0]
+    for k in range(1, a.shape[2]):
+        out = out + a[:, :, k, None] * b[:, None, k]
+    return out
 
 
 def learn_stains(
@@ -181,5 +193,5 @@ class Vahadane(StainNormalizer):
         conc = nonnegative_lasso(
             stains, optical_density(flat, self.Io), self.concentration_sparsity
         )
-        od = p["stain_matrix"] @ (conc * scale[..., None])
+        od = _contract(p["stain_matrix"].expand(n, 3, 2), conc * scale[..., None])
         return od.neg_().exp_().mul_(self.Io).view(n, 3, h, w)

@@ -373,9 +373,9 @@ def evaluate(
 
 
 def tune_dark_blobs(slides: Sequence[tuple[SlideSpec, Path, GroundTruth]], log: Log = print):
-    """The :class:`~wsimito.baselines.DarkBlobDetector` with the blob size (µm) and
+    """The :class:`~wsimito.models.detectors.DarkBlobDetector` with the blob size (µm) and
     threshold that give the best pooled F1 on ``slides``."""
-    from ..baselines import DarkBlobDetector
+    from ..models.detectors import DarkBlobDetector
 
     best: tuple[float, Any] = (-math.inf, None)
     for blob_um in (5.0, 7.0, 9.0):
@@ -384,7 +384,7 @@ def tune_dark_blobs(slides: Sequence[tuple[SlideSpec, Path, GroundTruth]], log: 
             tile_size=TILE_SIZE,
             overlap=OVERLAP,
             blob_um=blob_um,
-            level=0.45,
+            darkness=0.45,
             device="cpu",
         )
         threshold, score = select_threshold(run_slides(det, slides).values())

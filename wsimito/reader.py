@@ -1,0 +1,500 @@
+"""Boxes of a slide at a target mpp, as a bounded, ordered stream of device batches.
+
+This is the one tile reader of wsimito: :func:`wsimito.count_mitoses`, the
+training patch datasets and the cascade detector's candidate crops all read
+through it. It follows dlup's split between geometry and reading: a
+:class:`~wsimito.tiling.TileGrid` (or any other source of boxes) says *where*,
+a :class:`TileReader` reads *what is there*.
+
+Data flow for each box (level-0 px):
+
+1. a :class:`ReadPlan` picks the pyramid level closest to, but not coarser
+   than, the target mpp, and how to get from that level to the target;
+2. reader threads, each with its own slide handle, read the level patches
+   into a bounded prefetch window whose size is given in bytes;
+3. in order, ``batch_size`` patches at a time are stacked, moved to the device
+   (through pinned, reused host buffers and a separate copy stream on CUDA),
+   and resampled there: exact ``k x k`` area pooling when the level is an
+   integer factor finer and the boxes sit on whole level pixels, otherwise
+   area pooling followed by bilinear sampling at the exact sub-pixel offsets.
+
+Every output tile carries its level-0 corner and scale, so a point found at
+tile px ``(u, v)`` lies at ``corner + (u, v) * scale`` level-0 px.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import TileReadError
+from .slide import Slide
+
+OnError = Literal["raise", "skip"]
+
+#: Relative tolerance under which a level's downsample counts as an exact integer
+#: factor of the target resolution (vendors write downsamples such as 4.000395).
+_INTEGER_FACTOR_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """How boxes are read: the pyramid level and the way from it to the target mpp.
+
+    Attributes
+    ----------
+    level : int
+        Pyramid level read.
+    downsample : float
+        Level-0 px per level px of that level.
+    scale : float
+        Level-0 px per output px (target mpp / slide mpp).
+    factor : float
+        Level px per output px (``scale / downsample``).
+    resample : bool
+        Whether the patches are resampled. It is skipped when
+        ``|factor - 1| * tile_size <= overlap / 4``: the read area then differs
+        from the tile by at most a quarter of the overlap, so every core still
+        lies inside what the detector sees, objects are scaled by under
+        ``overlap / (4 * tile_size)`` (about 2 % for 512/64 px, far below the
+        natural variation of nuclear size), and coordinates are mapped back
+        with the level's own downsample, so positions stay exact.
+    pool : int
+        Side of the area-averaging box applied before sampling (1 = none);
+        ``floor(factor)`` when shrinking by 2x or more.
+    exact : bool
+        ``factor`` is an integer ``pool``: patches of ``pool * tile_size``
+        level px whose corner is a whole level pixel are reduced by area
+        pooling alone, with no interpolation.
+    read_size : int
+        Side of the general read patch, level px (the exact path reads
+        ``pool * tile_size``).
+    tile_size : int
+        Side of the output tiles, px at the target mpp.
+    """
+
+    level: int
+    downsample: float
+    scale: float
+    factor: float
+    resample: bool
+    pool: int
+    exact: bool
+    read_size: int
+    tile_size: int
+
+    @classmethod
+    def for_slide(cls, slide: Slide, mpp: float, tile_size: int, overlap: int = 0) -> ReadPlan:
+        """The plan for ``tile_size`` px tiles at ``mpp`` µm/px on ``slide``.
+
+        Parameters
+        ----------
+        slide : Slide
+            The slide to read.
+        mpp : float
+            Target resolution, µm/px.
+        tile_size : int
+            Output tile side, px at ``mpp``.
+        overlap : int
+            Overlap of neighbouring tiles, px at ``mpp``; it sets how far the
+            level may be from the target before resampling (see the class).
+
+        Returns
+        -------
+        ReadPlan
+        """
+        scale = mpp / slide.mpp
+        level = slide.best_level(scale)
+        ds = slide.level_downsamples[level]
+        factor = scale / ds
+        resample = abs(factor - 1) * tile_size > overlap / 4
+        pool = math.floor(factor + _INTEGER_FACTOR_TOLERANCE) if resample and factor >= 2 else 1
+        exact = resample and pool >= 2 and abs(factor - pool) <= _INTEGER_FACTOR_TOLERANCE * pool
+        read_size = math.ceil(tile_size * factor) + pool + 2 if resample else tile_size
+        return cls(level, ds, scale, factor, resample, pool, exact, read_size, int(tile_size))
+
+
+@dataclass
+class TileBatch:
+    """One batch of tiles on the device, with where each came from.
+
+    Attributes
+    ----------
+    pixels : torch.Tensor
+        uint8 ``(N, 3, tile_size, tile_size)`` RGB on the reader's device, in
+        channels-last memory format. Only the boxes that were read.
+    index : numpy.ndarray
+        ``(N,)`` int64 positions of these tiles in the reader's ``boxes``.
+    corners : numpy.ndarray
+        ``(N, 2)`` float64 level-0 px of each tile's top-left pixel edge.
+    scale : float
+        Level-0 px per tile px: tile point ``(u, v)`` lies at
+        ``corners[k] + (u, v) * scale`` level-0 px.
+    skipped : list of (int, str)
+        Boxes of this batch that could not be read (``on_error="skip"``):
+        their position in ``boxes`` and the error.
+    """
+
+    pixels: torch.Tensor
+    index: np.ndarray
+    corners: np.ndarray
+    scale: float
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def to_level0(self, k: int, points: np.ndarray) -> np.ndarray:
+        """Level-0 px of ``(K, 2)`` points given in px of tile ``k`` of this batch."""
+        return self.corners[k] + np.asarray(points, dtype=np.float64) * self.scale
+
+
+@dataclass
+class _Read:
+    index: int
+    pixels: np.ndarray | None  # (S, S, 3) uint8 level patch; None when skipped
+    origin: tuple[float, float]  # level px of the patch's top-left corner
+    error: str | None = None
+
+
+class TileReader:
+    """Read level-0 boxes as tiles at a target mpp: an ordered stream of device batches.
+
+    Parameters
+    ----------
+    slide : Slide
+        The slide. Each reader thread opens its own handle with
+        :meth:`Slide.reopen`, so the slide's own handle is never shared.
+    boxes : numpy.ndarray
+        ``(N, 4)`` level-0 boxes ``(x, y, w, h)`` px, each ``tile_size * mpp /
+        slide.mpp`` px wide and high (e.g. :meth:`TileGrid.boxes`), or
+        ``(N, 2)`` top-left corners. Boxes may cross the slide's edge: pixels
+        outside are white.
+    mpp : float
+        Resolution of the output tiles, µm/px.
+    tile_size : int
+        Side of the output tiles, px at ``mpp``.
+    overlap : int
+        Overlap of neighbouring tiles, px at ``mpp`` (sets when resampling is
+        skipped, see :class:`ReadPlan`); 0 always resamples off-resolution
+        levels.
+    batch_size : int
+        Tiles per batch.
+    device : str or torch.device
+        Where the batches are delivered.
+    num_workers : int
+        Reader threads.
+    on_error : {"raise", "skip"}
+        A box that fails twice raises :class:`~wsimito.errors.TileReadError`,
+        or, with ``"skip"``, is reported in :attr:`TileBatch.skipped`.
+    prefetch_bytes : int, optional
+        Upper bound, in bytes, of level pixels read ahead of the consumer. The
+        window always holds at least one batch plus one read per thread.
+        Default: two batches plus one read per thread.
+
+    Examples
+    --------
+    >>> import numpy as np, wsimito
+    >>> from wsimito.reader import TileReader
+    >>> slide = wsimito.open_slide(np.full((1000, 1000, 3), 200, np.uint8), mpp=0.25)
+    >>> grid = wsimito.TileGrid(slide, tile_size=256, overlap=32, mpp=0.5)
+    >>> reader = TileReader(slide, grid.boxes(), mpp=0.5, tile_size=256, batch_size=4)
+    >>> [tuple(b.pixels.shape) for b in reader]
+    [(4, 3, 256, 256)]
+    """
+
+    def __init__(
+        self,
+        slide: Slide,
+        boxes: np.ndarray,
+        *,
+        mpp: float,
+        tile_size: int,
+        overlap: int = 0,
+        batch_size: int = 8,
+        device: str | torch.device = "cpu",
+        num_workers: int = 2,
+        on_error: OnError = "raise",
+        prefetch_bytes: int | None = None,
+    ) -> None:
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error={on_error!r}: use 'raise' or 'skip'")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int (tiles), got {batch_size!r}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+            raise ValueError(f"num_workers must be a positive int (threads), got {num_workers!r}")
+        boxes = np.asarray(boxes, dtype=np.float64)
+        if boxes.size == 0:
+            boxes = boxes.reshape(0, 4)
+        if boxes.ndim != 2 or boxes.shape[1] not in (2, 4):
+            raise ValueError(f"boxes must be (N, 4) x, y, w, h or (N, 2) x, y; got {boxes.shape}")
+        if not np.isfinite(boxes).all():
+            raise ValueError("boxes must be finite level-0 px")
+        self.slide = slide
+        self.plan = ReadPlan.for_slide(slide, float(mpp), int(tile_size), int(overlap))
+        self.mpp, self.tile_size = float(mpp), int(tile_size)
+        side = self.tile_size * self.plan.scale
+        if boxes.shape[1] == 4:
+            wrong = np.abs(boxes[:, 2:] - side) > 1e-6 * max(side, 1.0)
+            if wrong.any():
+                k = int(np.flatnonzero(wrong.any(axis=1))[0])
+                raise ValueError(
+                    f"box {k} is {boxes[k, 2]:g} x {boxes[k, 3]:g} level-0 px, but a {tile_size} px "
+                    f"tile at {mpp:g} µm/px covers {side:g} px of this {slide.mpp:g} µm/px slide"
+                )
+        self.boxes = boxes[:, :2].copy()
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.num_workers = num_workers
+        self.on_error: OnError = on_error
+        read_side = self.plan.pool * self.tile_size if self.plan.exact else self.plan.read_size
+        self.read_bytes = read_side * read_side * 3
+        default = (2 * batch_size + num_workers) * self.read_bytes
+        budget = default if prefetch_bytes is None else int(prefetch_bytes)
+        self.window = max(batch_size + num_workers, budget // self.read_bytes)
+
+    def __len__(self) -> int:
+        """Number of batches."""
+        return -(-len(self.boxes) // self.batch_size)
+
+    # -- reading on the threads -------------------------------------------------
+    def _patch(self, handle: Slide, x: float, y: float) -> tuple[np.ndarray, tuple[float, float]]:
+        plan = self.plan
+        lx, ly = x / plan.downsample, y / plan.downsample
+        if plan.exact and float(lx).is_integer() and float(ly).is_integer():
+            size = plan.pool * self.tile_size
+            return handle.read_level_box(int(lx), int(ly), plan.level, size, size), (lx, ly)
+        if plan.resample:
+            ox, oy = math.floor(lx) - 1, math.floor(ly) - 1
+        else:
+            ox, oy = round(lx), round(ly)
+        size = plan.read_size
+        return handle.read_level_box(ox, oy, plan.level, size, size), (float(ox), float(oy))
+
+    def _read(self, handles: _Handles, index: int) -> _Read:
+        x, y = self.boxes[index]
+        error: Exception | None = None
+        for _attempt in range(2):  # one retry, on a fresh handle
+            try:
+                pixels, origin = self._patch(handles.get(), x, y)
+                return _Read(index, pixels, origin)
+            except Exception as exc:  # any reader failure
+                error = exc
+                handles.drop()
+        side = self.tile_size * self.plan.scale
+        message = (
+            f"reading {self.slide.name} at level-0 box (x={x:.1f}, y={y:.1f}, w={side:.1f}, "
+            f"h={side:.1f}), level {self.plan.level}, failed twice: "
+            f"{type(error).__name__}: {error}"
+        )
+        if self.on_error == "skip":
+            return _Read(index, None, (0.0, 0.0), message)
+        raise TileReadError(
+            message + ". Pass on_error='skip' to record it and continue."
+        ) from error
+
+    def _reads(self) -> Iterator[_Read]:
+        handles = _Handles(self.slide)
+        pool = ThreadPoolExecutor(max_workers=self.num_workers, thread_name_prefix="wsimito-read")
+        pending: deque[Future[_Read]] = deque()
+        try:
+            for index in range(len(self.boxes)):
+                pending.append(pool.submit(self._read, handles, index))
+                if len(pending) >= self.window:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+            handles.close()
+
+    # -- batches on the device ----------------------------------------------------
+    def __iter__(self) -> Iterator[TileBatch]:
+        """Batches in the order of ``boxes``; each holds up to ``batch_size`` tiles."""
+        transfer = _Transfer(self.device)
+        batch: list[_Read] = []
+        for item in self._reads():
+            batch.append(item)
+            if len(batch) == self.batch_size:
+                yield self._assemble(batch, transfer)
+                batch = []
+        if batch:
+            yield self._assemble(batch, transfer)
+
+    def _assemble(self, batch: list[_Read], transfer: _Transfer) -> TileBatch:
+        good = [item for item in batch if item.pixels is not None]
+        skipped = [(item.index, str(item.error)) for item in batch if item.pixels is None]
+        index = np.array([item.index for item in good], dtype=np.int64)
+        plan, size = self.plan, self.tile_size
+        if not good:
+            empty = torch.empty((0, 3, size, size), dtype=torch.uint8, device=self.device)
+            return TileBatch(empty, index, np.empty((0, 2)), plan.scale, skipped)
+        origins = np.array([item.origin for item in good], dtype=np.float64)  # level px
+        groups: dict[tuple[int, int], list[int]] = {}
+        for k, item in enumerate(good):
+            groups.setdefault(item.pixels.shape[:2], []).append(k)  # type: ignore[union-attr]
+        out = torch.empty((len(good), 3, size, size), dtype=torch.uint8, device=self.device)
+        out = out.contiguous(memory_format=torch.channels_last)
+        for shape, members in groups.items():
+            stack = transfer.to_device([good[k].pixels for k in members])  # type: ignore[misc]
+            if not plan.resample:
+                tiles = stack
+            elif plan.exact and shape[0] == plan.pool * size:
+                tiles = _area_pool(stack, plan.pool)
+            else:
+                offsets = self.boxes[index[members]] / plan.downsample - origins[members]
+                tiles = resample_batch(
+                    stack, torch.from_numpy(offsets), plan.factor, size, plan.pool
+                )
+            out[members] = tiles
+        if plan.resample:
+            corners = self.boxes[index]
+            scale = plan.scale
+        else:
+            corners = origins * plan.downsample
+            scale = plan.downsample
+        return TileBatch(out, index, corners, scale, skipped)
+
+
+class _Handles:
+    """One slide handle per reader thread (:meth:`Slide.reopen`), all closed at the end."""
+
+    def __init__(self, slide: Slide) -> None:
+        self.slide = slide
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: list[Slide] = []
+
+    def get(self) -> Slide:
+        handle = getattr(self._local, "slide", None)
+        if handle is None:
+            handle = self._local.slide = self.slide.reopen()
+            with self._lock:
+                self._open.append(handle)
+        return handle
+
+    def drop(self) -> None:
+        """Forget this thread's handle (after a failure), so the next read reopens."""
+        handle = getattr(self._local, "slide", None)
+        self._local.slide = None
+        if handle is not None:
+            with self._lock:
+                self._open.remove(handle)
+            handle.close()
+
+    def close(self) -> None:
+        with self._lock:
+            handles, self._open = self._open, []
+        for handle in handles:
+            handle.close()
+
+
+class _Transfer:
+    """Host-to-device copies: pinned, reused host buffers and a copy stream on CUDA.
+
+    On CUDA, batch ``k + 1`` is staged in the second of two pinned buffers and
+    copied on a side stream while batch ``k`` is computed; the compute stream
+    waits for the copy's event, and a buffer is refilled only after its last
+    copy finished. Elsewhere it is a plain ``torch.from_numpy(...).to(device)``.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self._buffers: list[torch.Tensor | None] = [None, None]
+        self._events: list[torch.cuda.Event | None] = [None, None]
+        self._turn = 0
+        self._stream = torch.cuda.Stream(device) if self.cuda else None
+
+    def to_device(self, patches: list[np.ndarray]) -> torch.Tensor:
+        """``(N, 3, S, S)`` uint8 on the device, channels-last, from ``N`` ``(S, S, 3)`` patches."""
+        if not self.cuda:
+            host = torch.from_numpy(np.stack(patches))
+            return host.to(self.device).permute(0, 3, 1, 2)
+        turn, self._turn = self._turn, 1 - self._turn
+        shape = (len(patches), *patches[0].shape)
+        buffer = self._buffers[turn]
+        if buffer is None or buffer.numel() < math.prod(shape):
+            buffer = torch.empty(math.prod(shape), dtype=torch.uint8, pin_memory=True)
+            self._buffers[turn] = buffer
+        event = self._events[turn]
+        if event is not None:
+            event.synchronize()  # the previous copy out of this buffer has finished
+        host = buffer[: math.prod(shape)].view(shape)
+        np.stack(patches, out=host.numpy())
+        assert self._stream is not None
+        with torch.cuda.stream(self._stream):
+            gpu = host.to(self.device, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(self._stream)
+        self._events[turn] = event
+        torch.cuda.current_stream(self.device).wait_event(event)
+        gpu.record_stream(torch.cuda.current_stream(self.device))
+        return gpu.permute(0, 3, 1, 2)
+
+
+def _area_pool(batch: torch.Tensor, k: int) -> torch.Tensor:
+    """Exact ``k x k`` area averages of uint8 ``(N, 3, k*T, k*T)``, rounded, as uint8."""
+    pooled = F.avg_pool2d(batch.float(), k)
+    return pooled.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def resample_batch(
+    batch: torch.Tensor, offsets: torch.Tensor, factor: float, tile_size: int, pool: int = 1
+) -> torch.Tensor:
+    """Resample read patches to tiles on the batch's device.
+
+    Parameters
+    ----------
+    batch : torch.Tensor
+        uint8 ``(N, 3, S, S)`` patches.
+    offsets : torch.Tensor
+        ``(N, 2)`` float: the tile corner inside each patch, patch px
+        (continuous coordinates).
+    factor : float
+        Patch px per output px.
+    tile_size : int
+        Output side, px.
+    pool : int
+        When shrinking by ``pool`` or more, a ``pool x pool`` box filter runs
+        first (area averaging).
+
+    Returns
+    -------
+    torch.Tensor
+        uint8 ``(N, 3, tile_size, tile_size)``: output pixel ``u`` samples the
+        patch at ``offset + (u + 0.5) * factor``.
+    """
+    x = batch.float()
+    if pool > 1:
+        x = F.avg_pool2d(x, pool, stride=1)
+    size_y, size_x = x.shape[-2:]
+    u = (torch.arange(tile_size, device=x.device, dtype=torch.float32) + 0.5) * factor
+    shift = (pool - 1) / 2  # pooled pixel i is centred on patch coordinate i + pool / 2
+    off = offsets.to(device=x.device, dtype=torch.float32)
+    gx = (off[:, 0:1] + u[None, :] - shift) * (2.0 / size_x) - 1.0  # (N, T)
+    gy = (off[:, 1:2] + u[None, :] - shift) * (2.0 / size_y) - 1.0
+    n = x.shape[0]
+    grid = torch.stack(
+        torch.broadcast_tensors(
+            gx[:, None, :].expand(n, tile_size, tile_size),
+            gy[:, :, None].expand(n, tile_size, tile_size),
+        ),
+        dim=-1,
+    )
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+__all__ = ["ReadPlan", "TileBatch", "TileReader", "resample_batch"]
