@@ -146,3 +146,31 @@ def test_a_folder_of_results_reads_to_one_slide_each(tmp_path):
     ann = wsimito.read_annotations(tmp_path)
     assert ann.slides == ["a.svs", "b.svs"]
     assert [len(ann.points(s)) for s in ann.slides] == [first.count, second.count]
+
+
+def test_qupath_point_annotations_round_trip_through_the_geojson_writer(tmp_path):
+    from wsimito.io.annotations import Annotations, class_color
+    from wsimito.io.geojson import feature_collection, point_features, write_geojson
+
+    rng = np.random.default_rng(9)
+    labels = rng.choice(["Mitotic figure", "Non-mitotic figure", "Tumor"], 40).tolist()
+    original = Annotations.from_points(
+        rng.uniform(0, 5000, (40, 2)), slide="case.ndpi", labels=labels
+    )
+    features = []
+    for label in original.labels:
+        kind = original.select(label=label).to_frame()["kind"].iloc[0]
+        features += point_features(
+            original.points("case.ndpi", label=label),
+            slide_name="case.ndpi",
+            class_name=label,
+            color=class_color(label, kind),
+            object_type="annotation",
+        )
+    path = write_geojson(tmp_path / "case.ndpi.geojson", feature_collection(features))
+    back = wsimito.read_annotations(path)
+    columns = ["slide", "x", "y", "label", "kind"]
+    order = ["label", "x", "y"]
+    expected = original.to_frame()[columns].sort_values(order, ignore_index=True)
+    got = back.to_frame()[columns].sort_values(order, ignore_index=True)
+    assert got.equals(expected)
