@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..classes import MITOSIS_CLASS
-from .annotations import _IMAGE_SUFFIXES, AnnotationError, Annotations, slide_key
+from .annotation_set import _IMAGE_SUFFIXES, AnnotationError, Annotations, slide_key
 from .atomic import atomic_write
 
 _LABEL_NAMES = ("label", "class", "classification", "category", "name")

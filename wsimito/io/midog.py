@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from .annotations import AnnotationError, Annotations, _preview, slide_key
+from .annotation_set import AnnotationError, Annotations, _preview, slide_key
 from .qupath import load_json
 
 #: Tumour names in the split table -> the JSON's name for the same tumour (lower case keys).

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .annotations import AnnotationError, Annotations
+from .annotation_set import AnnotationError, Annotations
 
 _POINT_TYPES = ("Point", "MultiPoint")
 _REGION_TYPES = ("Polygon", "MultiPolygon", "LineString", "MultiLineString")

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from ..classes import MITOSIS_CLASS, hex_color
-from .annotations import AnnotationError, Annotations, class_color, class_kind
+from .annotation_set import AnnotationError, Annotations, class_color, class_kind
 from .atomic import atomic_path
 from .geojson import point_ids
 
