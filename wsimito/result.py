@@ -281,15 +281,18 @@ class MitosisResult:
 
     @cached_property
     def skipped_area_mm2(self) -> float:
-        """Tissue area that could not be read and left the analysis, mm²."""
-        if not self.skipped_cores:
-            return 0.0
-        return max(0.0, float(self.tissue.area_mm2) - self.tissue_area_mm2)
+        """Area that could not be read and left the analysis, mm²: the tissue in the cores
+        of skipped tiles, plus the regions the tissue detection could not read
+        (:attr:`Tissue.unread_area_mm2`), which count as unknown, not as tissue."""
+        lost = 0.0
+        if self.skipped_cores:
+            lost = max(0.0, float(self.tissue.area_mm2) - self.tissue_area_mm2)
+        return lost + float(self.tissue.unread_area_mm2)
 
     @property
     def partial(self) -> bool:
-        """True when tiles were skipped: the result covers less tissue than was searched."""
-        return bool(self.skipped_tiles)
+        """True when something could not be read: the result covers less than the slide's tissue."""
+        return bool(self.skipped_tiles) or self.tissue.unread_area_mm2 > 0
 
     @property
     def density_per_mm2(self) -> float:

@@ -7,13 +7,17 @@ import html
 import io
 import math
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
-from ..errors import MissingMPPError
+from ..checks import finite_float, positive_float
+from ..errors import MissingMPPError, SlideReadError, WsimitoError
 from .backend import Backend
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 #: Relative difference above which a given ``mpp=`` disagrees with the file's (1 %).
 MPP_AGREEMENT = 0.01
@@ -104,6 +108,7 @@ class Slide:
 
     @property
     def level_count(self) -> int:
+        """Number of pyramid levels."""
         return len(self._backend.level_dimensions)
 
     @property
@@ -117,7 +122,17 @@ class Slide:
         return self._backend.level_downsamples
 
     @property
+    def level_tile_sizes(self) -> tuple[tuple[int, int], ...]:
+        """The file's native tile ``(width, height)`` at each level, px of that level.
+
+        Reads that follow these tiles decode each file tile once; files
+        without tiles report the blocks their reader works in.
+        """
+        return tuple(self._backend.tile_size(level) for level in range(self.level_count))
+
+    @property
     def properties(self) -> dict[str, str]:
+        """Vendor and reader metadata, all values ``str``."""
         return self._backend.properties
 
     @property
@@ -138,6 +153,7 @@ class Slide:
 
     @property
     def has_mpp(self) -> bool:
+        """Whether the level-0 resolution is known (from the file or ``mpp=``)."""
         return self._mpp_xy[0] is not None and self._mpp_xy[1] is not None
 
     @property
@@ -162,7 +178,18 @@ class Slide:
         return self.mpp * self.level_downsamples[level]
 
     def best_level(self, downsample: float) -> int:
-        """The coarsest level whose downsample does not exceed ``downsample`` (level-0 px per px)."""
+        """The coarsest level whose downsample does not exceed ``downsample`` (level-0 px per px).
+
+        Parameters
+        ----------
+        downsample : float
+            Level-0 px per output px.
+
+        Returns
+        -------
+        int
+            The level.
+        """
         best = 0
         for i, ds in enumerate(self.level_downsamples):
             if ds <= downsample * (1 + _LEVEL_TOLERANCE) and ds >= self.level_downsamples[best]:
@@ -175,8 +202,29 @@ class Slide:
     ) -> np.ndarray:
         """Read ``size = (w, h)`` px of ``level`` whose top-left is ``location`` (level-0 px).
 
-        Returns ``(h, w, 3)`` uint8 RGB; pixels outside the slide or
-        transparent are white. A negative size raises ``ValueError``.
+        OpenSlide's call, with OpenSlide's coordinates.
+
+        Parameters
+        ----------
+        location : tuple of int
+            ``(x, y)`` of the top-left corner, level-0 px.
+        level : int
+            The pyramid level, 0 to ``level_count - 1``.
+        size : tuple of int
+            ``(w, h)``, px of ``level`` (>= 0).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(h, w, 3)`` uint8 RGB; pixels outside the slide or transparent
+            are white.
+
+        Raises
+        ------
+        ValueError
+            A negative size or a level that does not exist.
+        wsimito.SlideReadError
+            The reader failed on the region (names the file, level and box).
         """
         w, h = int(size[0]), int(size[1])
         if w < 0 or h < 0:
@@ -187,7 +235,14 @@ class Slide:
             )
         if w == 0 or h == 0:
             return np.empty((h, w, 3), dtype=np.uint8)
-        return self._backend.read_region((int(location[0]), int(location[1])), level, (w, h))
+        x, y = int(location[0]), int(location[1])
+        try:
+            return self._backend.read_region((x, y), level, (w, h))
+        except (WsimitoError, MemoryError):
+            raise
+        except Exception as exc:  # each reader raises its own types
+            ds = self.level_downsamples[level]
+            raise self._read_error(exc, level, (int(x // ds), int(y // ds), w, h)) from exc
 
     def read_level_box(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
         """Read ``width`` x ``height`` px of ``level`` whose top-left is ``(x, y)`` in **level** px.
@@ -196,10 +251,26 @@ class Slide:
         pixels, which is what tile readers that work at one level need. The box
         may cross the level's edge: pixels outside are white.
 
+        Parameters
+        ----------
+        x, y : int
+            Top-left corner, px of ``level``.
+        level : int
+            The pyramid level.
+        width, height : int
+            Size, px of ``level`` (> 0).
+
         Returns
         -------
         numpy.ndarray
             ``(height, width, 3)`` uint8 RGB.
+
+        Raises
+        ------
+        ValueError
+            A size below 1 px or a level that does not exist.
+        wsimito.SlideReadError
+            The reader failed on the region.
         """
         if not 0 <= level < self.level_count:
             raise ValueError(
@@ -207,27 +278,71 @@ class Slide:
             )
         if width <= 0 or height <= 0:
             raise ValueError(f"width and height must be positive px, got {width} x {height}")
-        return self._backend.read_level_box(int(x), int(y), level, int(width), int(height))
+        return self._read_level_box(int(x), int(y), level, int(width), int(height))
+
+    def _read_level_box(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
+        """The backend's ``read_level_box``; its failures become :class:`SlideReadError`."""
+        try:
+            return self._backend.read_level_box(x, y, level, width, height)
+        except (WsimitoError, MemoryError):
+            raise
+        except Exception as exc:  # each reader raises its own types
+            raise self._read_error(exc, level, (x, y, width, height)) from exc
+
+    def _read_error(
+        self, exc: Exception, level: int, box: tuple[int, int, int, int]
+    ) -> SlideReadError:
+        """A :class:`SlideReadError` naming the file, the level and the box (level px)."""
+        x, y, w, h = box
+        ds = self.level_downsamples[level]
+        where = self.path or f"<{self.backend} slide>"
+        return SlideReadError(
+            f"{where}: cannot read level {level}, box x={x}, y={y}, {w}x{h} px of that level "
+            f"(level-0 box x={x * ds:g}, y={y * ds:g}, {w * ds:g}x{h * ds:g} px): "
+            f"{type(exc).__name__}: {exc}. The file may be damaged or truncated in this region.",
+            path=self.path,
+            level=level,
+            box=box,
+        )
 
     def read(self, box: tuple[float, float, float, float], mpp: float | None = None) -> np.ndarray:
         """Read the level-0 box ``(x, y, w, h)`` (px) resampled to ``mpp`` (µm/px).
 
         Uses the coarsest pyramid level at least as fine as ``mpp`` and
-        area-averages when shrinking (bilinear when enlarging). The result has
-        ``round(w * slide.mpp / mpp)`` columns and the matching rows; with
-        ``mpp=None`` it is the level-0 box itself. Memory is bounded by reading
-        in strips, so large boxes are safe.
+        area-averages when shrinking (bilinear when enlarging). Memory is
+        bounded by reading in strips, so large boxes are safe.
+
+        Parameters
+        ----------
+        box : tuple of float
+            ``(x, y, w, h)`` in level-0 px; may be fractional and may cross the
+            slide's edge (white outside).
+        mpp : float or None
+            Resolution of the result, µm/px (> 0); ``None`` for level 0.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(round(h * slide.mpp / mpp), round(w * slide.mpp / mpp), 3)``
+            uint8 RGB.
+
+        Raises
+        ------
+        ValueError
+            A negative or non-finite box, or ``mpp`` not positive and finite.
+        wsimito.SlideReadError
+            The reader failed on part of the box.
         """
-        x, y, w, h = (float(v) for v in box)
+        x, y, w, h = (finite_float(v, "box", "level-0 px") for v in box)
         if w < 0 or h < 0:
             raise ValueError(f"box width and height must be non-negative px, got {box!r}")
+        if mpp is not None:
+            mpp = positive_float(mpp, "mpp", "µm per pixel")
         if mpp is None or abs(mpp / self.mpp - 1) < 1e-9:
             if x.is_integer() and y.is_integer() and w.is_integer() and h.is_integer():
                 return self.read_region((int(x), int(y)), 0, (int(w), int(h)))
             scale = 1.0
         else:
-            if not mpp > 0:
-                raise ValueError(f"mpp must be positive µm per pixel, got {mpp!r}")
             scale = mpp / self.mpp
         out_w, out_h = max(1, round(w / scale)), max(1, round(h / scale))
         if w == 0 or h == 0:
@@ -246,7 +361,7 @@ class Slide:
             and abs(fw - out_w) < 1e-6
             and abs(fh - out_h) < 1e-6
         ):
-            return self._backend.read_level_box(int(fx0), int(fy0), level, out_w, out_h)
+            return self._read_level_box(int(fx0), int(fy0), level, out_w, out_h)
         shrinking = fw >= out_w
         resample = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
         pad = 0 if shrinking else 1
@@ -259,7 +374,7 @@ class Slide:
             r1 = min(out_h, r0 + rows_per_strip)
             sy0, sy1 = fy0 + r0 * sy, fy0 + r1 * sy
             iy0, iy1 = math.floor(sy0) - pad, math.ceil(sy1) + pad
-            src = self._backend.read_level_box(ix0, iy0, level, ix1 - ix0, iy1 - iy0)
+            src = self._read_level_box(ix0, iy0, level, ix1 - ix0, iy1 - iy0)
             img = Image.fromarray(src)
             part = img.resize(
                 (out_w, r1 - r0), resample, box=(fx0 - ix0, sy0 - iy0, fx0 + fw - ix0, sy1 - iy0)
@@ -267,13 +382,24 @@ class Slide:
             out[r0:r1] = np.asarray(part)
         return out
 
-    def to_dask(self, level: int = 0, *, chunk_tiles: int = 1):
+    def to_dask(self, level: int = 0, *, chunk_tiles: int = 1) -> da.Array:
         """A lazy ``dask.array`` of shape ``(h, w, 3)`` uint8 for ``level``.
 
-        Chunks follow the file's native tiles (``chunk_tiles`` tiles per chunk
-        side). Building the array reads no pixels; computing a slice reads only
-        the chunks it covers. The graph holds this picklable slide, so it runs
-        on dask.distributed workers, each reopening the file.
+        Building the array reads no pixels; computing a slice reads only the
+        chunks it covers. The graph holds this picklable slide, so it runs on
+        dask.distributed workers, each reopening the file.
+
+        Parameters
+        ----------
+        level : int
+            The pyramid level.
+        chunk_tiles : int
+            File tiles per chunk side; chunks follow the file's native tiles.
+
+        Returns
+        -------
+        dask.array.Array
+            ``(h, w, 3)`` uint8, px of ``level``.
         """
         import dask.array as da
         from dask.base import tokenize
@@ -307,7 +433,18 @@ class Slide:
         )
 
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:
-        """An RGB overview whose longer side is at most ``max_size`` px."""
+        """An RGB overview whose longer side is at most ``max_size`` px.
+
+        Parameters
+        ----------
+        max_size : int
+            Longest side of the result, px.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(h, w, 3)`` uint8 RGB of the whole slide, area-averaged.
+        """
         w, h = self.dimensions
         scale = max(w, h) / max_size
         if scale <= 1:
@@ -340,6 +477,7 @@ class Slide:
         return Slide(cls(*args, **kwargs), mpp=mpp, force_mpp=self._force_mpp)
 
     def close(self) -> None:
+        """Release the reader's file handles."""
         self._backend.close()
 
     def __enter__(self) -> Slide:
@@ -348,16 +486,17 @@ class Slide:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         return {
             "spec": self._backend.reopen_spec(),
             "mpp": self._mpp_override,
             "force_mpp": self._force_mpp,
         }
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         cls, args, kwargs = state["spec"]
-        self.__init__(  # type: ignore[misc]
+        Slide.__init__(
+            self,
             cls(*args, **kwargs),
             mpp=state["mpp"],
             force_mpp=state.get("force_mpp", False),
