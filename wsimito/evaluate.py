@@ -332,7 +332,7 @@ class _Steps:
     ground_truth: int
 
 
-def _image_steps(pred: np.ndarray, gt: np.ndarray, radius: float, order: str) -> _Steps:
+def _image_steps(pred: np.ndarray, gt: np.ndarray, radius: float, order: Order) -> _Steps:
     scores = pred[:, 2] if len(pred) else np.zeros(0)
     thresholds = np.unique(scores)[::-1]
     counts = len(scores) - np.searchsorted(np.sort(scores), thresholds, side="left")
@@ -857,7 +857,7 @@ def score_annotations(
             order=order,
         )
         counted = score.tp + score.fp
-        row = {"slide": slide}
+        row: dict[str, Any] = {"slide": slide}
         if by is not None:
             value = gt_info.loc[gt_info["slide"] == slide, by].iloc[0]
             row[by] = str(value)

@@ -176,15 +176,16 @@ def read_annotations(
     """
     path = Path(path)
     fmt = detect_format(path) if format == "auto" else format
-    names = {"mitosis_names": mitosis_names, "lookalike_names": lookalike_names}
+    names: dict[str, Any] = {"mitosis_names": mitosis_names, "lookalike_names": lookalike_names}
+    options = {**names, **options}
     if fmt == "midog":
-        ann = read_midog(path, **names, **options)
+        ann = read_midog(path, **options)
     elif fmt == "sliderunner":
-        ann = read_sliderunner(path, **names, **options)
+        ann = read_sliderunner(path, **options)
     elif fmt == "qupath":
-        ann = read_qupath(path, **names, **options)
+        ann = read_qupath(path, **options)
     elif fmt == "csv":
-        ann = read_csv_folder(path, **names, **options)
+        ann = read_csv_folder(path, **options)
     else:
         raise AnnotationError(f"format must be one of {get_args(AnnotationFormat)}, got {format!r}")
     if split is not None:

@@ -78,20 +78,20 @@ def read_csv_folder(
         for image in images.values():
             slide_rows[image.name] = {"slide": image.name, "_image": image}
     for csv_path in csv_files:
-        image = images.get(slide_key(csv_path.name[: -len(".csv")]))
-        if image is None and require_images:
+        match = images.get(slide_key(csv_path.name[: -len(".csv")]))
+        if match is None and require_images:
             raise AnnotationError(
                 f"{csv_path}: no image of the same name in {folder} (looked for "
                 f"{slide_key(csv_path.name[:-4])}.<image suffix>); put the image there or pass "
                 "require_images=False"
             )
-        name = image.name if image is not None else csv_path.name[: -len(".csv")]
-        slide_rows.setdefault(name, {"slide": name, "_image": image})
+        name = match.name if match is not None else csv_path.name[: -len(".csv")]
+        slide_rows.setdefault(name, {"slide": name, "_image": match})
         frames.append(_read_one_csv(csv_path, name, default_label))
     for row in slide_rows.values():
-        image = row.pop("_image")
-        if read_sizes and image is not None:
-            row.update(_image_size(image))
+        found = row.pop("_image")
+        if read_sizes and found is not None:
+            row.update(_image_size(found))
     columns = ["slide", "x", "y", "label", "score", "id"]
     cells = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     if "score" in cells and cells["score"].isna().all():
@@ -138,7 +138,7 @@ def _image_size(image: Path) -> dict[str, Any]:
 def _read_one_csv(path: Path, slide: str, default_label: str) -> pd.DataFrame:
     with open(path, newline="", encoding="utf-8-sig") as fh:
         rows = [(n, r) for n, r in enumerate(csv.reader(fh), start=1) if any(c.strip() for c in r)]
-    columns = {"x": 0, "y": 1, "label": 2, "score": 3}
+    columns: dict[str, int | None] = {"x": 0, "y": 1, "label": 2, "score": 3}
     if rows and not _is_number(rows[0][1][0]):
         header = [c.strip().lower() for c in rows[0][1]]
         columns = {
@@ -147,15 +147,14 @@ def _read_one_csv(path: Path, slide: str, default_label: str) -> pd.DataFrame:
             "label": _find(header, _LABEL_NAMES),
             "score": _find(header, _SCORE_NAMES),
         }
-        if columns["x"] is None or columns["y"] is None:
-            raise AnnotationError(
-                f"{path}: line 1 looks like a header {rows[0][1]} but has no 'x' and 'y' columns"
-            )
         rows = rows[1:]
+    ix, iy = columns["x"], columns["y"]
+    if ix is None or iy is None:
+        raise AnnotationError(f"{path}: the header on line 1 has no 'x' and 'y' columns")
     out = []
     for line, row in rows:
         try:
-            x, y = float(row[columns["x"]]), float(row[columns["y"]])
+            x, y = float(row[ix]), float(row[iy])
         except (ValueError, IndexError):
             raise AnnotationError(
                 f"{path}: line {line} ({','.join(row)!r}) needs numbers x, y (level-0 px)"

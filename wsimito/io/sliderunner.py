@@ -314,8 +314,9 @@ def read_sliderunner(
             raise AnnotationError(
                 f"{source}: not a SlideRunner database (missing tables {sorted(needed - tables)})"
             )
-        slides = db.execute("SELECT uid, filename, width, height FROM Slides ORDER BY uid")
-        slides = slides.fetchall()
+        slides = db.execute(
+            "SELECT uid, filename, width, height FROM Slides ORDER BY uid"
+        ).fetchall()
         classes = dict(db.execute("SELECT uid, name FROM Classes"))
         annos = db.execute(
             "SELECT uid, slide, type, agreedClass, description FROM Annotations "
