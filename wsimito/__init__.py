@@ -42,7 +42,7 @@ _LAZY = {
     "AnnotationError": ("wsimito.io.annotations", "AnnotationError"),
     "read_annotations": ("wsimito.io.annotations", "read_annotations"),
 }
-_SUBMODULES = {"stain", "synthetic", "evaluate", "models", "data", "io", "train"}
+_SUBMODULES = {"stain", "synthetic", "evaluate", "models", "data", "io", "train", "plot", "gallery"}
 
 if TYPE_CHECKING:
     from .detect import Detector

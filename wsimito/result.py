@@ -44,7 +44,10 @@ from .overview import PointLayer, draw_overview, html_preview
 
 if TYPE_CHECKING:
     import geopandas
+    import matplotlib.axes
+    import matplotlib.figure
 
+    from .slide import Slide
     from .tissue import Tissue
 
 # Longest side of the overview drawn by ``_repr_html_``, px.
@@ -472,6 +475,55 @@ class MitosisResult:
             ),
             person=f"wsimito/{self.detector_name}",
         )
+
+    # -- plots and galleries ---------------------------------------------------------
+    def plot(self, **kwargs: Any) -> matplotlib.axes.Axes:
+        """Thumbnail with tissue, hotspot and counted figures coloured by score.
+
+        See :func:`wsimito.plot.plot_slide` for the keyword arguments (``ax``,
+        ``tiles``, ``candidates``, ...). Needs matplotlib (``pip install "wsimito[plot]"``).
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+            Axes in level-0 px.
+        """
+        from .plot import plot_slide
+
+        return plot_slide(self, **kwargs)
+
+    def plot_density(self, **kwargs: Any) -> matplotlib.axes.Axes:
+        """Heat map of counted figures per mm² of analysed tissue.
+
+        See :func:`wsimito.plot.plot_density` for the keyword arguments
+        (``cell_um``, ``min_tissue``, ``ax``, ...). Needs matplotlib.
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+            Axes in level-0 px.
+        """
+        from .plot import plot_density
+
+        return plot_density(self, **kwargs)
+
+    def gallery(self, slide: Slide | None = None, **kwargs: Any) -> matplotlib.figure.Figure:
+        """Crops around the top-scoring detections, each titled with its score (matplotlib).
+
+        See :func:`wsimito.plot.detection_gallery` for the keyword arguments
+        (``n``, ``which``, ``size_um``, ``mpp``, ``columns``). ``slide`` is the
+        slide the result was counted on; by default its file is opened. To
+        write the gallery as PNG or HTML without matplotlib, use
+        :func:`wsimito.gallery.write_gallery` with
+        :func:`wsimito.gallery.detection_section`.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
+        from .plot import detection_gallery
+
+        return detection_gallery(self, slide, **kwargs)
 
     # -- reporting -------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:

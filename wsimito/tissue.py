@@ -9,9 +9,6 @@ See ``docs/tissue-and-tiles.md`` for when to use which method.
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import math
 import warnings
 from collections.abc import Iterable
@@ -27,6 +24,7 @@ from .errors import EmptyTissueError, SlideReadError
 
 if TYPE_CHECKING:
     import geopandas
+    import matplotlib.axes
 
     from .slide import Slide
 
@@ -837,6 +835,20 @@ class Tissue:
         )
         return shapely.union_all(rects)
 
+    def plot(self, **kwargs: Any) -> matplotlib.axes.Axes:
+        """The image tissue detection saw, with the tissue outline, in level-0 px.
+
+        See :func:`wsimito.plot.plot_tissue` for the keyword arguments (``ax``,
+        ``scale_bar``, ``legend``). Needs matplotlib (``pip install "wsimito[plot]"``).
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+        """
+        from .plot import plot_tissue
+
+        return plot_tissue(self, **kwargs)
+
     def __repr__(self) -> str:
         rows, cols = self.mask.shape
         unread = self.unread_area_mm2
@@ -845,37 +857,35 @@ class Tissue:
             f"method {self.method}" + (f", {unread:.3g} mm² unread>" if unread else ">")
         )
 
+    @property
+    def image(self) -> np.ndarray | None:
+        """The RGB image the mask was computed from, ``(rows, cols, 3)`` uint8 at :attr:`mpp`
+        (covering the mask's grid, level-0 px ``[0, cols * scale) x [0, rows * scale)``),
+        or ``None`` when the tissue was not detected from pixels."""
+        return self._image
+
     def _repr_html_(self) -> str:
-        """A thumbnail with the tissue outline, and the area."""
-        preview = self._image
+        """A thumbnail with the tissue outline, beside the area (for Jupyter)."""
+        from .overview import draw_overview, html_preview
+
         rows, cols = self.mask.shape
-        factor = min(1.0, _PREVIEW_SIZE / max(rows, cols))
-        size = (max(1, round(cols * factor)), max(1, round(rows * factor)))
-        if preview is None:
-            preview = np.full((size[1], size[0], 3), 255, dtype=np.uint8)
-            small = _resize_mask(self.mask, size)
-            preview[small] = (236, 200, 220)
-        else:
-            preview = np.asarray(Image.fromarray(preview).resize(size, Image.Resampling.BILINEAR))
-            small = _resize_mask(self.mask, size)
-        outline = small & ~_erode(small)
-        preview = preview.copy()
-        preview[outline] = (0, 160, 60)
-        buf = io.BytesIO()
-        Image.fromarray(preview).save(buf, format="PNG")
-        b64 = base64.b64encode(buf.getvalue()).decode()
-        rows_html = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(k)}</th><td style='text-align:left'>"
-            f"{html.escape(v)}</td></tr>"
-            for k, v in (
+        s = self.scale
+        background = self._image
+        if background is None:
+            background = np.where(self.mask[..., None], (236, 200, 220), 255).astype(np.uint8)
+        picture = draw_overview(
+            background,
+            (round(cols * s), round(rows * s)),
+            size=min(_PREVIEW_SIZE, max(rows, cols)),
+            tissue=self.geometry,
+        )
+        return html_preview(
+            picture,
+            [
                 ("area", f"{self.area_mm2:.4g} mm²"),
                 ("mask", f"{cols} x {rows} px at {self.mpp:g} µm/px"),
                 ("method", str(self.method)),
-            )
-        )
-        return (
-            f"<div style='display:flex;gap:1em;align-items:flex-start'>"
-            f"<img src='data:image/png;base64,{b64}'/><table>{rows_html}</table></div>"
+            ],
         )
 
 
@@ -1000,19 +1010,3 @@ def _preview(rgb: np.ndarray) -> np.ndarray:
         return rgb.copy()
     size = (max(1, round(cols * factor)), max(1, round(rows * factor)))
     return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BOX))
-
-
-def _resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    img = Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.Resampling.NEAREST)
-    return np.asarray(img) > 127
-
-
-def _erode(mask: np.ndarray) -> np.ndarray:
-    padded = np.pad(mask, 1, constant_values=False)
-    return (
-        padded[1:-1, 1:-1]
-        & padded[:-2, 1:-1]
-        & padded[2:, 1:-1]
-        & padded[1:-1, :-2]
-        & padded[1:-1, 2:]
-    )

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import math
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -509,10 +506,9 @@ class Slide:
         return f"<Slide {self.name}: {w}x{h} px, {mpp}, {self.level_count} levels, {self.backend}>"
 
     def _repr_html_(self) -> str:
-        thumb = Image.fromarray(self.thumbnail(256))
-        buf = io.BytesIO()
-        thumb.save(buf, format="PNG")
-        b64 = base64.b64encode(buf.getvalue()).decode()
+        """A 256 px thumbnail beside the size, resolution and pyramid (for Jupyter)."""
+        from ..overview import html_preview
+
         w, h = self.dimensions
         rows = [
             ("file", self.name),
@@ -527,15 +523,7 @@ class Slide:
             ),
             ("levels", ", ".join(f"{ds:.4g}x" for ds in self.level_downsamples)),
         ]
-        table = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
-            f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>"
-            for k, v in rows
-        )
-        return (
-            f"<div style='display:flex;gap:1em;align-items:flex-start'>"
-            f"<img src='data:image/png;base64,{b64}'/><table>{table}</table></div>"
-        )
+        return html_preview(self.thumbnail(256), rows)
 
 
 def _read_chunk(slide: Slide, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
