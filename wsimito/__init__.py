@@ -38,12 +38,16 @@ _LAZY = {
     "Hotspot": ("wsimito.hotspot", "Hotspot"),
     "find_hotspot": ("wsimito.hotspot", "find_hotspot"),
     "DarkBlobDetector": ("wsimito.models.detectors", "DarkBlobDetector"),
+    "Annotations": ("wsimito.io.annotations", "Annotations"),
+    "AnnotationError": ("wsimito.io.annotations", "AnnotationError"),
+    "read_annotations": ("wsimito.io.annotations", "read_annotations"),
 }
 _SUBMODULES = {"stain", "synthetic", "evaluate", "models", "data", "io", "train", "plot", "gallery"}
 
 if TYPE_CHECKING:
     from .detect import Detector
     from .hotspot import Hotspot, find_hotspot
+    from .io.annotations import AnnotationError, Annotations, read_annotations
     from .models import Weights, list_detectors, load_detector, register_detector, save_detector
     from .models.detectors import DarkBlobDetector
     from .pipeline import count_mitoses
@@ -64,6 +68,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AnnotationError",
+    "Annotations",
     "DarkBlobDetector",
     "Detector",
     "EmptyTissueError",
@@ -88,6 +94,7 @@ __all__ = [
     "list_detectors",
     "load_detector",
     "open_slide",
+    "read_annotations",
     "register_detector",
     "save_detector",
 ]

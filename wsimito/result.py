@@ -463,7 +463,18 @@ class MitosisResult:
 
         See :func:`wsimito.io.sliderunner.write_sliderunner`. Returns the path written.
         """
-        return write_sliderunner(self, path)
+        counted = self.counted()
+        return write_sliderunner(
+            path,
+            counted.xy,
+            scores=counted.scores,
+            slide_name=self.slide_name,
+            slide_size=self.slide_dimensions,
+            slide_directory=(
+                os.path.dirname(os.path.realpath(self.slide_path)) if self.slide_path else ""
+            ),
+            person=f"wsimito/{self.detector_name}",
+        )
 
     # -- plots and galleries ---------------------------------------------------------
     def plot(self, **kwargs: Any) -> matplotlib.axes.Axes:
