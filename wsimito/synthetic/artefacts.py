@@ -1054,7 +1054,7 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 
 # -- ground truth --------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Artefact:
     """One artefact of a synthetic slide.
 
@@ -1066,6 +1066,17 @@ class Artefact:
     kind: str
     polygon: np.ndarray
     detail: str = ""
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Artefact):
+            return NotImplemented
+        return (
+            self.kind == other.kind
+            and self.detail == other.detail
+            and np.array_equal(self.polygon, other.polygon)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         lo, hi = self.polygon.min(axis=0), self.polygon.max(axis=0)
