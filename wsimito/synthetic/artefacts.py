@@ -22,6 +22,7 @@ pixel it changes.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Literal, Union
@@ -158,7 +159,7 @@ class Artefacts:
     def __post_init__(self) -> None:
         for kind in _KINDS:
             rate = getattr(self, kind.rate)
-            if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate >= 0):
+            if not (isinstance(rate, numbers.Real) and math.isfinite(rate) and rate >= 0):
                 raise ValueError(
                     f"Artefacts.{kind.rate} must be a number >= 0 per mm², got {rate!r}"
                 )
@@ -549,7 +550,7 @@ def _rbc_geometry(p: np.ndarray, per_group: tuple[int, int] = (1, 1)) -> dict[st
     lo, hi = per_group
     n = np.minimum(lo + np.floor((hi - lo + 1) * p[:, 0] ** 2), hi).astype(np.int64)
     q = 0.35 + 0.45 * p[:, 1]
-    A = np.where(n > 1, np.sqrt(n * 13.0 / q) + 2.0, 4.2)
+    A = np.where(n > 1, np.sqrt(n * 9.0 / q) + 3.0, 4.2)  # packed: cells overlap
     return {"n": n, "A": A, "B": A * q, "angle": np.pi * p[:, 2], "key": p[:, 3]}
 
 
@@ -597,6 +598,7 @@ def _rbc_cells(layout: c.Layout, groups: _Set) -> dict[str, np.ndarray]:
 _RAG = c.Noise(31, 45.0, 3)  # raggedness of torn edges
 _CRACK = c.Noise(32, 80.0, 2)  # cracks that split fragments off a torn edge
 _GRAIN = c.Texture(33, 1.5)  # granular ink and edge roughness
+_BLOTCH = c.Noise(34, 60.0, 2)  # uneven ink laydown
 
 
 def _envelope(r: np.ndarray) -> np.ndarray:
@@ -768,7 +770,9 @@ def _draw_ink(
                 + 0.18 * np.sin(2 * np.pi * Vb / g["streak1"][i] + g["phase1"][i])
                 + 0.10 * np.sin(2 * np.pi * Vb / g["streak2"][i] + g["phase2"][i])
             )
-            amount = inside * (streak + g["pool"][i] * pool) * (1.0 + 0.15 * gran)
+            blotch = _BLOTCH.grid(layout.seed, fr.xs[win[1]], fr.ys[win[0]])
+            amount = inside * (streak + g["pool"][i] * pool)
+            amount *= np.clip(1.0 + 0.15 * gran + 0.3 * blotch, 0.2, None)
             amount *= g["density"][i]
             od = cv.get("od", 0.0, 3)
             od[win] += amount[..., None] * vec
