@@ -8,6 +8,8 @@ darkens, blur removes fine detail, a tear leaves glass, ...).
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import shapely
@@ -285,6 +287,8 @@ def test_file_and_virtual_slide_show_the_artefacts_of_make_slide(tmp_path):
         assert np.array_equal(slide.read_region((0, 0), 0, (600, 520)), image)
     virtual = virtual_slide(600, 520, artefacts="heavy", **kw)
     assert np.array_equal(virtual.read_region((0, 0), 0, (600, 520)), image)
+    clone = pickle.loads(pickle.dumps(virtual))
+    assert np.array_equal(clone.read_region((100, 80), 0, (200, 150)), image[80:230, 100:300])
     assert "wsimito.synthetic.artefacts" in virtual.properties
 
 

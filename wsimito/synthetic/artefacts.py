@@ -189,7 +189,22 @@ class Artefacts:
         return any(getattr(self, k.rate) > 0 for k in _KINDS)
 
     def only(self, *kinds: str) -> Artefacts:
-        """The same rates for ``kinds`` (names in :data:`ARTEFACT_KINDS`), zero for the others.
+        """The same rates for ``kinds``, zero for the others.
+
+        Parameters
+        ----------
+        *kinds : str
+            Names in :data:`ARTEFACT_KINDS` ("vessel" stands for the red cells).
+
+        Returns
+        -------
+        Artefacts
+            A copy with every other rate set to 0.
+
+        Examples
+        --------
+        >>> ARTEFACT_PRESETS["heavy"].only("ink", "dust").folds_per_mm2
+        0.0
 
         Raises
         ------
@@ -235,7 +250,17 @@ ARTEFACT_PRESETS: dict[str, Artefacts] = {
 
 
 def resolve_artefacts(spec: ArtefactSpec) -> Artefacts | None:
-    """An :class:`Artefacts` from a preset name or an instance; None when there are none.
+    """An :class:`Artefacts` from a preset name or an instance.
+
+    Parameters
+    ----------
+    spec : {"none", "realistic", "heavy"}, Artefacts or None
+        A name in :data:`ARTEFACT_PRESETS` or an :class:`Artefacts`.
+
+    Returns
+    -------
+    Artefacts or None
+        None when ``spec`` asks for no artefact at all (every rate 0).
 
     Raises
     ------
@@ -644,8 +669,9 @@ class _Canvas:
         return arr
 
 
-class _Frame:
-    """Pixel-centre coordinates (µm) of a render box and the sub-box an instance covers."""
+class Frame:
+    """A render box: ``x``, ``y``, ``w``, ``h`` in px of a level at ``scale`` µm/px, and the
+    µm coordinates of its pixel centres (``xs``, ``ys``)."""
 
     def __init__(self, x: int, y: int, w: int, h: int, scale: float) -> None:
         self.x, self.y, self.w, self.h, self.scale = x, y, w, h, scale
@@ -710,7 +736,7 @@ class _Frame:
 
 
 def _draw_fold(
-    cv: _Canvas, fr: _Frame, s: _Set, layout: c.Layout, edge: float, mpp_r: float
+    cv: _Canvas, fr: Frame, s: _Set, layout: c.Layout, edge: float, mpp_r: float
 ) -> None:
     g = _fold_geometry(s.p)
     r = _radius(FOLD, s.p, layout.artefacts)
@@ -745,9 +771,7 @@ def _near_band(half: float, bend: float, slope: float, reach: float):
     return near
 
 
-def _draw_ink(
-    cv: _Canvas, fr: _Frame, s: _Set, layout: c.Layout, edge: float, mpp_r: float
-) -> None:
+def _draw_ink(cv: _Canvas, fr: Frame, s: _Set, layout: c.Layout, edge: float, mpp_r: float) -> None:
     g = _ink_geometry(s.p)
     r = _radius(INK, s.p, layout.artefacts)
     colours = layout.artefacts.ink_colours
@@ -784,7 +808,7 @@ _FIBRE_BLUE = np.array([1.1, 0.95, 0.7], np.float32)
 
 
 def _draw_dust(
-    cv: _Canvas, fr: _Frame, s: _Set, layout: c.Layout, edge: float, mpp_r: float
+    cv: _Canvas, fr: Frame, s: _Set, layout: c.Layout, edge: float, mpp_r: float
 ) -> None:
     g = _dust_geometry(s.p)
     r = _radius(DUST, s.p, layout.artefacts)
@@ -808,14 +832,14 @@ def _draw_dust(
         od[win] += amount[..., None] * vec
 
 
-def _grain(layout: c.Layout, fr: _Frame, win: tuple[slice, slice], mpp_r: float) -> np.ndarray:
+def _grain(layout: c.Layout, fr: Frame, win: tuple[slice, slice], mpp_r: float) -> np.ndarray:
     cols = np.arange(fr.x + win[1].start, fr.x + win[1].stop)
     rows = np.arange(fr.y + win[0].start, fr.y + win[0].stop)
     return _GRAIN.grid(layout.seed, cols, rows, mpp_r) * np.float32(_GRAIN.fade(mpp_r))
 
 
 def _draw_fibre(
-    cv: _Canvas, fr: _Frame, s: _Set, layout: c.Layout, edge: float, mpp_r: float
+    cv: _Canvas, fr: Frame, s: _Set, layout: c.Layout, edge: float, mpp_r: float
 ) -> None:
     g = _fibre_geometry(s.p)
     r = _radius(FIBRE, s.p, layout.artefacts)
@@ -838,7 +862,7 @@ def _draw_fibre(
 
 
 def _draw_blur(
-    cv: _Canvas, fr: _Frame, s: _Set, layout: c.Layout, edge: float, mpp_r: float
+    cv: _Canvas, fr: Frame, s: _Set, layout: c.Layout, edge: float, mpp_r: float
 ) -> None:
     g = _blur_geometry(s.p)
     for i in range(len(s)):
@@ -854,7 +878,7 @@ def _draw_blur(
 
 
 def _draw_tears(
-    cv: _Canvas, fr: _Frame, s: _Set, layout: c.Layout, edge: float, mpp_r: float
+    cv: _Canvas, fr: Frame, s: _Set, layout: c.Layout, edge: float, mpp_r: float
 ) -> None:
     g = _tear_geometry(s.p)
     for i in range(len(s)):
@@ -873,9 +897,7 @@ def _draw_tears(
         np.minimum(keep[win], k, out=keep[win])
 
 
-def _draw_rbc(
-    cv: _Canvas, fr: _Frame, s: _Set, layout: c.Layout, edge: float, mpp_r: float
-) -> None:
+def _draw_rbc(cv: _Canvas, fr: Frame, s: _Set, layout: c.Layout, edge: float, mpp_r: float) -> None:
     g = _rbc_geometry(s.p, layout.artefacts.rbc_per_group)
     for i in np.flatnonzero(g["n"] > 1):  # vessel lumina of clusters
         win = fr.window(s.x[i], s.y[i], g["A"][i] * (1.0 + 4.0 / g["B"][i]) + 1.0)
@@ -907,7 +929,7 @@ def _draw_rbc(
 
 
 def _draw_bubbles(
-    cv: _Canvas, fr: _Frame, s: _Set, layout: c.Layout, edge: float, mpp_r: float
+    cv: _Canvas, fr: Frame, s: _Set, layout: c.Layout, edge: float, mpp_r: float
 ) -> None:
     g = _bubble_geometry(s.p)
     r = _radius(BUBBLE, s.p, layout.artefacts)
@@ -962,7 +984,7 @@ def defocus_margin(placed: Placed, mpp_r: float) -> int:
 def paint(
     layout: c.Layout,
     placed: Placed,
-    frame: _Frame,
+    frame: Frame,
     hem: np.ndarray,
     eos: np.ndarray,
     stain: StainModel,

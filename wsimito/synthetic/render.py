@@ -224,7 +224,7 @@ class Scene:
         if m:
             x0, y0, x1, y1 = x - m, y - m, x + w + m, y + h + m
             placed = art.place(self.layout, (x0 * mpp_r, y0 * mpp_r, x1 * mpp_r, y1 * mpp_r), rare)
-        frame = art._Frame(x - m, y - m, w + 2 * m, h + 2 * m, mpp_r)
+        frame = art.Frame(x - m, y - m, w + 2 * m, h + 2 * m, mpp_r)
         hem, eos = self._stain_maps(frame.x, frame.y, frame.w, frame.h, ds)
         rgb = art.paint(self.layout, placed, frame, hem, eos, self.stain, mpp_r, blur=m > 0)
         if m:
