@@ -134,7 +134,11 @@ class Scene:
             c.threshold_for_fraction(tumour_fraction),
             rate,
             float(imposters_per_mitosis),
-            None if imposters_per_mm2 is None else float(imposters_per_mm2) / tumour_fraction,
+            None
+            if imposters_per_mm2 is None
+            else float(imposters_per_mm2) / tumour_fraction
+            if tumour_fraction > 0
+            else 0.0,
             min_imposters_per_mitosis,
             (int(width) * float(mpp), int(height) * float(mpp))
             if min_imposters_per_mitosis
@@ -165,7 +169,8 @@ class Scene:
         return objs.take((objs.x >= x0) & (objs.x < x1) & (objs.y >= y0) & (objs.y < y1))
 
     def truth(self, box: tuple[float, float, float, float] | None = None) -> GroundTruth:
-        """Mitotic figures and look-alikes whose centres lie in the level-0 box (px).
+        """Mitotic figures and look-alikes whose centres lie in the level-0 box (px), and the
+        artefacts whose polygons reach into it.
 
         ``box`` ``(x, y, w, h)`` defaults to the whole slide. Cost grows with the
         box area (about a second per 100 mm² of slide on one core).
