@@ -102,7 +102,7 @@ def main() -> None:
         draw.text((x0 + 2, y0 + 4), f"{CAPTION.get(kind, kind)}: synthetic | real", fill=0)
         sheet.paste(Image.fromarray(_synthetic(kind)), (x0, y0 + LABEL))
         sheet.paste(Image.fromarray(_real(kind)), (x0 + TILE + 4, y0 + LABEL))
-    sheet.save(OUT, optimize=True)
+    sheet.save(OUT, optimize=True)  # full colour: the comparison is about colour
     print(f"wrote {OUT}")
 
 
