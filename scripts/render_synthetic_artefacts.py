@@ -5,7 +5,7 @@ Real crops come from the sample data (``wsimito.data.fetch``): the TCGA slide
 tiatoolbox H&E patch (about 0.25 µm/px) and, for pen ink only, the CMU sample,
 which is looked at here and used for nothing else.
 
-Run: WSIMITO_DATA_DIR=../shared/data python docs/images/make_synthetic_artefacts.py
+Run: WSIMITO_DATA_DIR=../shared/data python scripts/render_synthetic_artefacts.py
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from wsimito.synthetic import Artefacts, virtual_slide
 
 TILE = 200  # px per crop in the picture
 LABEL = 22  # px of caption above each pair
-OUT = Path(__file__).with_name("synthetic-artefacts.png")
+OUT = Path(__file__).resolve().parents[1] / "docs" / "images" / "synthetic-artefacts.png"
 
 # kind -> (Artefacts for a synthetic slide, crop side in µm, seed, needs tissue around it)
 SYNTHETIC = {
