@@ -100,6 +100,8 @@ def find_hotspot(
         its area is tissue (exact, from the tissue mask). Areas beyond the
         slide's edge count as glass.
 
+    Notes
+    -----
     The window counts detections ``x0 <= x < x0 + side``, ``y0 <= y < y0 + side``.
     Ties go to the placement with more tissue, then the smaller y, then the
     smaller x. When no placement is inside tissue (the tissue is smaller than

@@ -53,6 +53,8 @@ class PointHeatmapNet(nn.Module):
     blocks : residual blocks per encoder level below stride 2.
     decoder_width : channels of the decoder; ``None`` means ``2 * width``.
 
+    Notes
+    -----
     Input: float ``(N, 3, H, W)`` with H and W multiples of ``2**depth`` px.
     Output: logits ``(N, 1, H / stride, W / stride)``.
     """

@@ -130,6 +130,8 @@ class RetinaNetDA(nn.Module):
     n_domains : outputs of the discriminators (4).
     sizes : grid sizes (cells) of the pyramid levels to return.
 
+    Notes
+    -----
     Input: normalized float ``(N, 3, H, W)``. Output: class logits
     ``(N, A, n_classes)`` and box deltas ``(N, A, 4)``, anchors ordered
     (level, row, col, anchor) like :func:`wsimito.models.anchors.create_anchors`.

@@ -129,7 +129,10 @@ def train_point_detector(
     seed : seeds batch sampling and augmentation.
     callback : called as ``callback(step, loss)`` after every step.
 
-    Returns the :class:`TrainingLog`; the model is left in eval mode on ``device``.
+    Returns
+    -------
+    TrainingLog
+        The loss of every step; the model is left in eval mode on ``device``.
     """
     if len(dataset) == 0:
         raise ValueError("dataset is empty; it must yield (uint8 (3, H, W) image, (K, 2) points)")
