@@ -501,9 +501,24 @@ class _Transfer:
 
 
 def _area_pool(batch: torch.Tensor, k: int) -> torch.Tensor:
-    """Exact ``k x k`` area averages of uint8 ``(N, 3, k*T, k*T)``, rounded, as uint8."""
-    pooled = F.avg_pool2d(batch.float(), k)
-    return pooled.round_().clamp_(0, 255).to(torch.uint8)
+    """Exact ``k x k`` area averages of uint8 ``(N, 3, k*T, k*T)``, rounded half up, as uint8.
+
+    Integer sums of strided slices in channels-last order: on a CPU this is
+    about three times faster than ``avg_pool2d`` on floats, which matters
+    because reduction shares the cores with decoding.
+    """
+    x = batch.permute(0, 2, 3, 1)  # (N, H, W, C): contiguous for a channels-last batch
+    wide = torch.int16 if 255 * k * k < 2**15 else torch.int32
+    x = x.to(wide)
+    rows = x[:, 0::k]
+    for i in range(1, k):
+        rows = rows + x[:, i::k]
+    total = rows[:, :, 0::k]
+    for j in range(1, k):
+        total = total + rows[:, :, j::k]
+    area = k * k
+    mean = torch.div(total + area // 2, area, rounding_mode="floor")
+    return mean.to(torch.uint8).permute(0, 3, 1, 2)
 
 
 def resample_batch(
