@@ -10,6 +10,7 @@ and unlabelled blocks are not Python to run.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -48,6 +49,17 @@ class Block:
         return f"{self.path.relative_to(ROOT)}:{self.line}"
 
 
+def _closes(line: str, fence: str) -> bool:
+    """Whether ``line`` closes a block opened with ``fence`` (same character, as long, no info)."""
+    match = _FENCE.match(line)
+    return bool(
+        match
+        and match["fence"][0] == fence[0]
+        and len(match["fence"]) >= len(fence)
+        and not match["info"].strip()
+    )
+
+
 def code_blocks(path: Path) -> list[Block]:
     """Every fenced code block of a Markdown file, with its info string and dedented code."""
     blocks: list[Block] = []
@@ -62,10 +74,8 @@ def code_blocks(path: Path) -> list[Block]:
         start, body = i + 1, []
         i += 1
         while i < len(lines):
-            close = _FENCE.match(lines[i])
-            if close and close["fence"][0] == fence[0] and len(close["fence"]) >= len(fence):
-                if not close["info"].strip():
-                    break
+            if _closes(lines[i], fence):
+                break
             body.append(lines[i][len(indent) :] if lines[i].startswith(indent) else lines[i])
             i += 1
         else:
@@ -143,9 +153,12 @@ def test_site_builds_strict(tmp_path):
     pytest.importorskip("material", reason="mkdocs-material is in the docs extra")
     pytest.importorskip("mkdocstrings_handlers.python", reason="mkdocstrings[python] is needed")
     site = tmp_path / "site"
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}  # material's notice about MkDocs 2.0
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     done = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
