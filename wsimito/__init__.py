@@ -29,6 +29,7 @@ _LAZY = {
     "load_detector": ("wsimito.models", "load_detector"),
     "save_detector": ("wsimito.models", "save_detector"),
     "count_mitoses": ("wsimito.pipeline", "count_mitoses"),
+    "count_many": ("wsimito.distributed", "count_many"),
     "MitosisResult": ("wsimito.result", "MitosisResult"),
     "Hotspot": ("wsimito.hotspot", "Hotspot"),
     "find_hotspot": ("wsimito.hotspot", "find_hotspot"),
@@ -38,6 +39,7 @@ _SUBMODULES = {"stain", "synthetic", "evaluate", "models", "data", "io", "train"
 
 if TYPE_CHECKING:
     from .detect import Detector
+    from .distributed import count_many
     from .hotspot import Hotspot, find_hotspot
     from .models import load_detector, save_detector
     from .models.detectors import DarkBlobDetector
@@ -74,6 +76,7 @@ __all__ = [
     "Tissue",
     "WeightsError",
     "WsimitoError",
+    "count_many",
     "count_mitoses",
     "detect_tissue",
     "find_hotspot",
