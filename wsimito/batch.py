@@ -175,7 +175,7 @@ def output_name(path: str | os.PathLike) -> str:
             break
     else:
         stem = Path(stem).stem or stem
-    stem = re.sub(r"[^\w.-]+", "_", stem, flags=re.ASCII).lstrip(".-")[:80] or "slide"
+    stem = re.sub(r"[^\w.-]+", "_", stem, flags=re.ASCII).strip("._-")[:80] or "slide"
     digest = hashlib.sha256(absolute.encode("utf-8", "surrogateescape")).hexdigest()[:8]
     return f"{stem}-{digest}"
 
@@ -521,11 +521,16 @@ def count_slide(
     return record
 
 
+#: Warnings about the code rather than the slide (a ResourceWarning may come from
+#: an earlier slide's handles being collected), left out of the records.
+_NOT_FOR_USERS = (DeprecationWarning, PendingDeprecationWarning, ResourceWarning)
+
+
 def _warning_lines(caught: Sequence[warnings.WarningMessage]) -> list[str]:
     lines: dict[str, None] = {}
     for w in caught:
         text = " ".join(str(w.message).split())
-        if issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning)):
+        if issubclass(w.category, _NOT_FOR_USERS):
             continue
         lines[text] = None
     return list(lines)

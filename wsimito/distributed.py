@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .batch import (
+    BatchError,
     BatchResult,
     BatchRun,
     SlideJob,
@@ -459,7 +460,14 @@ def _cluster(
         client.register_plugin(GPUPinning())
         yield client
         return
-    with Client(client, timeout="30s") as remote:  # an address or a cluster object
+    try:
+        remote = Client(client, timeout="30s")  # an address or a cluster object
+    except OSError as exc:
+        raise BatchError(
+            f"cannot reach the Dask scheduler at {client} ({exc}); start one with "
+            "`dask scheduler` and workers with `dask worker ADDRESS`, or use a local cluster"
+        ) from exc
+    with remote:
         _check_remote_memory(remote, todo, loaded, options)
         remote.register_plugin(GPUPinning())
         yield remote
