@@ -37,6 +37,7 @@ import pickle
 import platform
 import re
 import socket
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -109,6 +110,7 @@ SUMMARY_COLUMNS = (
     "mpp_file",
     "mpp_given",
     "seconds",
+    "peak_rss_mib",
     "partial",
     "skipped_tiles",
     "skipped_area_mm2",
@@ -130,6 +132,7 @@ _NUMERIC = {
     "mpp_file": "float64",
     "mpp_given": "float64",
     "seconds": "float64",
+    "peak_rss_mib": "float64",
     "skipped_area_mm2": "float64",
     "partial": "boolean",
     "hotspot_whole_tissue": "boolean",
@@ -473,7 +476,8 @@ def count_slide(
     dict
         The manifest record: ``status`` ("done" or "failed"), ``error`` and
         ``error_type``, ``seconds``, ``started``, ``finished``, ``host``,
-        ``pid``, ``warnings``, ``outputs`` and the slide's ``summary`` row.
+        ``pid``, ``peak_rss_mib`` (the process's peak resident memory so far,
+        MiB), ``warnings``, ``outputs`` and the slide's ``summary`` row.
     """
     from .pipeline import count_mitoses
     from .slide import open_slide
@@ -517,8 +521,19 @@ def count_slide(
         )
     record["warnings"] = _warning_lines(caught)
     record["seconds"] = time.perf_counter() - start
+    record["peak_rss_mib"] = _peak_rss_mib()
     record["finished"] = _now()
     return record
+
+
+def _peak_rss_mib() -> float | None:
+    """Peak resident memory of this process so far, MiB (``None`` where unknown)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 #: Warnings about the code rather than the slide (a ResourceWarning may come from
@@ -595,7 +610,8 @@ class BatchResult:
     table : pandas.DataFrame
         One row per slide of the run (:data:`SUMMARY_COLUMNS`): slide path,
         status, error, count, analysed tissue area (mm²), density (per mm²),
-        hotspot count, detector and weights hash, seconds, partial result and
+        hotspot count, detector and weights hash, seconds, peak memory of the
+        process that counted it (MiB), partial result and
         skipped area (mm²), warnings, and the output files (absolute paths).
     manifest : Path
         The run manifest (JSON).
@@ -922,6 +938,7 @@ def _row(entry: Mapping[str, Any], out: Path) -> dict[str, Any]:
         status=entry.get("status"),
         error=entry.get("error"),
         seconds=entry.get("seconds"),
+        peak_rss_mib=entry.get("peak_rss_mib"),
         warnings=" | ".join(entry.get("warnings") or []) or None,
     )
     for kind in ("geojson", "csv", "json"):

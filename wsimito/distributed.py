@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import math
 import os
 import subprocess
@@ -504,6 +505,7 @@ def _local_cluster(
     # torch allocator keeps its pages could pause it for good. Only the limit stays.
     memory = {"target": False, "spill": False, "pause": False, "terminate": 0.95}
     with (
+        _nanny_log_level(),
         dask.config.set({f"distributed.worker.memory.{k}": v for k, v in memory.items()}),
         LocalCluster(
             n_workers=n,
@@ -518,7 +520,28 @@ def _local_cluster(
     ):
         if gpus:
             local.register_plugin(GPUPinning())
-        yield local
+        try:
+            yield local
+        finally:
+            _quiet_nanny_on_close()
+
+
+@contextlib.contextmanager
+def _nanny_log_level() -> Iterator[None]:
+    """Restore the level of the ``distributed.nanny`` log after :func:`_quiet_nanny_on_close`."""
+    log = logging.getLogger("distributed.nanny")
+    level = log.level
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _quiet_nanny_on_close() -> None:
+    """A worker that imported torch may take more than the nanny's 4 s to exit on a busy
+    machine; it is then killed, which is harmless at the end of a batch, so the nanny's
+    warning about it is not shown."""
+    logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
 
 
 def _memory_limit(todo: Sequence[SlideJob], loaded: Any, options: Mapping, *, gpu: bool) -> int:
@@ -639,8 +662,10 @@ def _submit(
                 yield future.result()
             else:
                 yield _failure(job, future)
-    finally:
-        client.cancel(list(futures))
+    finally:  # Ctrl-C or an error here: stop what still runs
+        pending = [f for f in futures if not f.done()]
+        if pending:
+            client.cancel(pending)
 
 
 def _failure(job: SlideJob, future: Future) -> dict:
