@@ -239,21 +239,45 @@ def test_output_names_are_stable_and_unique_per_path(tmp_path):
     assert odd.startswith("cmd_x_z-") and "/" not in odd and " " not in odd
 
 
-def test_worker_memory_limit_covers_the_measured_peak(slides, client, tmp_path):
-    """Workers that counted slides peaked below the estimate the limit is set from."""
-    wsimito.count_many(slides["a"], tmp_path, client=client, detector=_detector(), progress=False)
-    det = _detector()
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> str:
+    """A tiny untrained point detector saved as a checkpoint (a detector given by path)."""
+    torch = pytest.importorskip("torch")
+    from wsimito.models import PointDetector, PointHeatmapNet, save_detector
+
+    torch.manual_seed(0)
+    det = PointDetector(
+        PointHeatmapNet(width=8, depth=3, stride=4),
+        mpp=0.5,
+        tile_size=128,
+        overlap=32,
+        threshold=0.2,
+        device="cpu",
+        metadata={"training_data": "none (untrained test weights)"},
+    )
+    return str(save_detector(det, tmp_path_factory.mktemp("w") / "tiny.pt"))
+
+
+def test_workers_load_a_detector_once_and_stay_under_its_memory_estimate(
+    slides, weights, client, tmp_path
+):
+    batch = wsimito.count_many(
+        [slides["a"], slides["c"]], tmp_path, client=client, detector=weights, progress=False
+    )
+    assert batch.ok
+    loaded = client.run(lambda: list(__import__("wsimito.batch").batch._DETECTORS))
+    assert [(weights, "auto")] in loaded.values()  # one entry, keyed by spec and device
+    det = wsimito.load_detector(weights, device="cpu")
     with wsimito.open_slide(slides["a"]) as slide:
         estimate = estimate_worker_memory(slide, det, batch_size=8)
         bigger = estimate_worker_memory(slide, det, batch_size=16)
     peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    assert peaks and max(peaks.values()) < estimate.total
+    assert max(peaks.values()) < estimate.total
+    assert max(batch.table["peak_rss_mib"]) * 2**20 < estimate.total
     assert bigger.batch == 2 * estimate.batch and bigger.prefetch > estimate.prefetch
-    assert estimate.total == pytest.approx(
-        1.5
-        * (estimate.base + estimate.weights + estimate.prefetch + estimate.batch + estimate.tissue),
-        abs=1,
-    )
+    assert estimate.weights == 2 * sum(p.numel() * 4 for p in det.model.parameters())
+    parts = estimate.base + estimate.weights + estimate.prefetch + estimate.batch + estimate.tissue
+    assert estimate.total == pytest.approx(1.5 * parts, abs=1)
 
 
 def test_activations_are_measured_from_the_network():

@@ -18,7 +18,6 @@ dask-jobqueue on an HPC queue; see ``docs/cluster.md``).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import math
 import os
@@ -266,6 +265,8 @@ def choose_gpu(gpus: Sequence[str], lock_dir: str | os.PathLike) -> tuple[str, T
     ValueError
         ``gpus`` is empty.
     """
+    import fcntl  # POSIX only; GPUs are pinned on Linux clusters
+
     if not gpus:
         raise ValueError("gpus is empty: there is no GPU to choose")
     folder = Path(lock_dir)

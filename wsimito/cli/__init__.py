@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from rich.console import Console
 from rich.text import Text
@@ -72,8 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = bool(getattr(args, "debug", False))
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(str(message).split())
+        where = f" ({category.__name__} at {filename}:{lineno})" if debug else ""
+        err.print(Text("warning: ", style="yellow") + Text(text + where))
+
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = show  # one line per warning, as plain text
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         if debug:
             raise
