@@ -245,6 +245,22 @@ def describe(value: Any) -> Any:
 
     Plain values stay as they are; an object is described by its class and the
     SHA-256 of its pickle (the bytes that are sent to the workers).
+
+    Parameters
+    ----------
+    value : object
+        A setting: a number, text, path, sequence or any picklable object.
+
+    Returns
+    -------
+    object
+        ``value`` itself, an absolute path, a list, or
+        ``{"object": "module.Class", "pickle_sha256": "..."}``.
+
+    Raises
+    ------
+    TypeError
+        An object that does not pickle (it could not reach the workers either).
     """
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
@@ -264,7 +280,20 @@ def describe(value: Any) -> Any:
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes, as 64 hex digits."""
+    """SHA-256 of a file's bytes.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    chunk : int
+        Bytes read at a time.
+
+    Returns
+    -------
+    str
+        64 hex digits.
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
@@ -273,8 +302,19 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def detector_spec(detector: Any) -> Any:
-    """What a worker needs to load ``detector``: a registry name, an absolute path or a URL,
-    or the object itself."""
+    """What a worker needs to load ``detector``.
+
+    Parameters
+    ----------
+    detector : str, os.PathLike or Detector
+        A registry name, a weights path or URL, or a detector object.
+
+    Returns
+    -------
+    str or Detector
+        The registry name or URL as given, a path made absolute (workers may
+        run in another folder), or the object itself.
+    """
     if isinstance(detector, (str, os.PathLike)):
         text = os.fspath(detector)
         if "://" in text:
@@ -345,6 +385,16 @@ def _weights_file_sha256(spec: str) -> str | None:
 def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """The batch's keyword arguments for :func:`wsimito.count_mitoses`, checked up front.
 
+    Parameters
+    ----------
+    options : mapping
+        Keywords from :data:`BATCH_OPTIONS`.
+
+    Returns
+    -------
+    dict
+        A copy of ``options``.
+
     Raises
     ------
     TypeError
@@ -383,7 +433,13 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def package_versions() -> dict[str, str | None]:
-    """Versions of Python, wsimito and the packages that shape a count."""
+    """Versions of Python, wsimito and the packages that shape a count.
+
+    Returns
+    -------
+    dict of str to str or None
+        Package name to version (``None`` when not installed).
+    """
     from importlib import metadata
 
     versions: dict[str, str | None] = {"python": platform.python_version()}
@@ -419,7 +475,16 @@ _DETECTORS: dict[tuple[str, str], Any] = {}
 def cached_detector(spec: Any, device: str = "auto") -> Any:
     """The detector for ``spec`` on ``device``, loaded once per process and then reused.
 
-    A detector object is returned as it is.
+    Parameters
+    ----------
+    spec : str or Detector
+        From :func:`detector_spec`; a detector object is returned as it is.
+    device : str
+        ``"auto"`` or a torch device name.
+
+    Returns
+    -------
+    Detector
     """
     if not isinstance(spec, str):
         return spec
@@ -791,7 +856,18 @@ class BatchRun:
     def record(self, record: Mapping[str, Any]) -> dict:
         """Store a slide's record from :func:`count_slide` and rewrite the manifest.
 
-        Returns the stored entry.
+        A ``done`` record whose outputs no longer match their SHA-256 is stored
+        as failed.
+
+        Parameters
+        ----------
+        record : mapping
+            From :func:`count_slide` or :func:`failure_record`.
+
+        Returns
+        -------
+        dict
+            The manifest entry as stored.
         """
         path = str(record["path"])
         entry = dict(self.manifest["slides"].get(path, {}))
@@ -861,10 +937,23 @@ class BatchRun:
     ) -> BatchResult:
         """Store each record as it arrives, with a progress view of the whole batch.
 
-        ``records`` yields one record per slide of :attr:`todo` (from
-        :func:`count_slide` or :func:`failure_record`). On Ctrl-C the manifest stays as
-        last written (every finished slide recorded, the others pending), the
-        summary is written and :class:`KeyboardInterrupt` propagates.
+        On Ctrl-C the manifest stays as last written (every finished slide
+        recorded, the others pending), the summary is written and
+        :class:`KeyboardInterrupt` propagates.
+
+        Parameters
+        ----------
+        records : iterator of dict
+            One record per slide of :attr:`todo` (from :func:`count_slide` or
+            :func:`failure_record`), in any order.
+        progress : bool
+            Show slides done, failed and slides per hour.
+        on_slide : callable, optional
+            Called with each stored manifest entry.
+
+        Returns
+        -------
+        BatchResult
         """
         from .progress import Progress
 
@@ -893,7 +982,7 @@ class BatchRun:
 
 
 def settings_key(settings: Mapping[str, Any]) -> str:
-    """SHA-256 of the canonical JSON of ``settings``."""
+    """SHA-256 of the canonical JSON of ``settings`` (sorted keys), as 64 hex digits."""
     text = json.dumps(_json_safe(dict(settings)), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -901,13 +990,43 @@ def settings_key(settings: Mapping[str, Any]) -> str:
 def run_sequential(
     run: BatchRun, detector: Any, options: Mapping[str, Any]
 ) -> Iterator[dict[str, Any]]:
-    """Count the slides of ``run`` one after another in this process; yields their records."""
+    """Count the slides of ``run`` one after another in this process.
+
+    Parameters
+    ----------
+    run : BatchRun
+        The run; its :attr:`~BatchRun.todo` slides are counted in order.
+    detector : str or Detector
+        From :func:`detector_spec`.
+    options : mapping
+        Checked keyword arguments (:func:`check_options`).
+
+    Yields
+    ------
+    dict
+        Each slide's record from :func:`count_slide`.
+    """
     for job in run.todo:
         yield count_slide(job, str(run.out_dir), detector, options, run.settings_key)
 
 
 def failure_record(job: SlideJob, error: str, error_type: str) -> dict[str, Any]:
-    """The record of a slide that failed outside :func:`count_slide` (e.g. its worker died)."""
+    """The record of a slide that failed outside :func:`count_slide` (e.g. its worker died).
+
+    Parameters
+    ----------
+    job : SlideJob
+        The slide.
+    error : str
+        What happened, for the manifest and the summary.
+    error_type : str
+        The exception's class name.
+
+    Returns
+    -------
+    dict
+        A record for :meth:`BatchRun.record`.
+    """
     return {
         "path": job.path,
         "name": job.name,

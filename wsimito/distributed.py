@@ -617,7 +617,22 @@ def count_on_worker(
     threads_per_host: Mapping[str, int],
 ) -> dict[str, Any]:
     """:func:`wsimito.batch.count_slide` on a Dask worker, with torch using this
-    worker's share of its machine's cores."""
+    worker's share of its machine's cores.
+
+    Parameters
+    ----------
+    job, out_dir, detector, options, settings_key
+        As for :func:`wsimito.batch.count_slide`.
+    threads_per_host : mapping of str to int
+        Task threads of all workers per host address, when the batch started;
+        torch gets ``cores // threads`` of this host (``cores // nthreads`` of
+        this worker for a host that joined later).
+
+    Returns
+    -------
+    dict
+        The slide's record.
+    """
     from distributed import get_worker
 
     worker = get_worker()
