@@ -12,7 +12,7 @@ repetition and in turn:
 Slides per hour are reported as the median, min and max over the
 repetitions, with the load average before and after. Peak memory per worker
 is the largest peak resident memory a worker process reported (the manifest's
-``peak_rss_mib``), next to the limit count_many gave the workers
+``peak_rss_mib``, VmHWM on Linux), next to the limit count_many gave the workers
 (:func:`wsimito.distributed.estimate_worker_memory`).
 
 Run: .venv/bin/python benchmarks/bench_batch.py [--quick] [--repeat 3] [--slides 6]
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import tempfile
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 from _common import machine
 
 import wsimito
+from wsimito.batch import peak_rss_mib
 from wsimito.synthetic import write_slide
 
 
@@ -89,8 +89,10 @@ def main() -> None:
         peaks: dict[str, list[float]] = {"1 worker": [], "2 workers": []}
         limits: list[float] = []
         load_before = os.getloadavg()
+        loop_peak = None
         for rep in range(args.repeat):
             runs["loop"].append(_loop(paths, detector))
+            loop_peak = loop_peak or peak_rss_mib()  # before any count_many in this process
             for workers, key in ((1, "1 worker"), (2, "2 workers")):
                 seconds, peak, limit = _many(
                     paths, detector, workers, root / f"out-{rep}-{workers}"
@@ -99,7 +101,6 @@ def main() -> None:
                 peaks[key].append(peak)
                 limits.append(limit)
         load_after = os.getloadavg()
-    loop_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"Machine: {machine()}")
     print(
         f"{args.slides} synthetic JPEG SVS slides of {args.size}² px at 0.25 µm/px, detector "

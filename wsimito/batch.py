@@ -586,13 +586,29 @@ def count_slide(
         )
     record["warnings"] = _warning_lines(caught)
     record["seconds"] = time.perf_counter() - start
-    record["peak_rss_mib"] = _peak_rss_mib()
+    record["peak_rss_mib"] = peak_rss_mib()
     record["finished"] = _now()
     return record
 
 
-def _peak_rss_mib() -> float | None:
-    """Peak resident memory of this process so far, MiB (``None`` where unknown)."""
+def peak_rss_mib() -> float | None:
+    """Peak resident memory of this process so far, MiB (``None`` where unknown).
+
+    On Linux it is ``VmHWM`` of ``/proc/self/status``: the peak of this
+    process's own memory. ``getrusage`` is used elsewhere; on Linux it would
+    carry over the parent's peak into a worker started with fork and exec.
+
+    Returns
+    -------
+    float or None
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     try:
         import resource
     except ImportError:  # Windows
@@ -1203,6 +1219,7 @@ __all__ = [
     "failure_record",
     "find_slides",
     "output_name",
+    "peak_rss_mib",
     "run_sequential",
     "settings_key",
 ]

@@ -430,9 +430,38 @@ def count_many(
     try:
         with _cluster(client, workers, run.todo, loaded, options) as dask_client:
             records = _submit(dask_client, run, detector, options)
-            return run.run(records, progress=progress, on_slide=on_slide)
+            result = run.run(records, progress=progress, on_slide=on_slide)
     finally:
         run.close()
+    if on_slide is None:
+        _warn_about_slides(result)
+    return result
+
+
+def _warn_about_slides(result: BatchResult) -> None:
+    """One warning for the slides of this call that warned or failed (the workers' own
+    warnings stay in their processes; they are in the table's ``warnings`` column)."""
+    rows = result.table[result.table["slide"].isin(result.counted)]
+    warned = rows[rows["warnings"].notna()]
+    failed = rows[rows["status"] == "failed"]
+    if warned.empty and failed.empty:
+        return
+    parts = []
+    if len(failed):
+        parts.append(
+            f"{len(failed)} slide(s) failed (first: {failed['slide'].iloc[0]}: "
+            f"{failed['error'].iloc[0]})"
+        )
+    if len(warned):
+        first = str(warned["warnings"].iloc[0]).split(" | ")[0]
+        parts.append(
+            f"{len(warned)} slide(s) gave warnings (first: {warned['slide'].iloc[0]}: {first})"
+        )
+    warnings.warn(
+        "; ".join(parts) + ". See the 'error' and 'warnings' columns of the table.",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _driver_detector(detector: Any) -> Any:

@@ -93,6 +93,11 @@ def _count(args: argparse.Namespace) -> int:
     )
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers {args.workers}: give a positive number of processes")
+    if args.workers is not None and args.scheduler != "local":
+        raise ValueError(
+            "--workers sets the size of a local cluster: add --scheduler local (the workers of "
+            "a remote scheduler are started with `dask worker`)"
+        )
     slides = find_slides(args.slides)
     lines: list[Text] = []
     finished: list[Mapping[str, Any]] = []
