@@ -170,4 +170,10 @@ def test_site_builds_strict(tmp_path):
         assert page in pages, sorted(pages)
     api = (site / "api" / "count" / "index.html").read_text(encoding="utf-8")
     assert "count_mitoses" in api and "tissue_area_mm2" in api
+    # Sphinx roles in docstrings became links (docs/_ext/sphinx_roles.py), not raw text.
+    assert 'href="../tissue/#wsimito.tissue.Tissue"' in api
+    for page in (site / "api").rglob("index.html"):
+        html = page.read_text(encoding="utf-8")
+        raw = re.findall(r":(?:func|class|meth|mod|attr|data|exc):`|&lt;autoref", html)
+        assert not raw, f"{page.relative_to(site)}: {raw[:3]}"
     shutil.rmtree(site)
