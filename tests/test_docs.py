@@ -165,14 +165,14 @@ def test_site_builds_strict(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-6000:]
     assert not re.search(r"^(WARNING|ERROR)", done.stderr, flags=re.M), done.stderr[-6000:]
-    pages = {p.relative_to(site).as_posix() for p in site.rglob("index.html")}
-    for page in ("index.html", "installation/index.html", "api/count/index.html"):
+    pages = {p.relative_to(site).as_posix() for p in site.rglob("*.html")}
+    for page in ("index.html", "installation.html", "qupath.html", "api/count.html"):
         assert page in pages, sorted(pages)
-    api = (site / "api" / "count" / "index.html").read_text(encoding="utf-8")
+    api = (site / "api" / "count.html").read_text(encoding="utf-8")
     assert "count_mitoses" in api and "tissue_area_mm2" in api
     # Sphinx roles in docstrings became links (docs/_ext/sphinx_roles.py), not raw text.
-    assert 'href="../tissue/#wsimito.tissue.Tissue"' in api
-    for page in (site / "api").rglob("index.html"):
+    assert 'href="tissue.html#wsimito.tissue.Tissue"' in api
+    for page in (site / "api").rglob("*.html"):
         html = page.read_text(encoding="utf-8")
         raw = re.findall(r":(?:func|class|meth|mod|attr|data|exc):`|&lt;autoref", html)
         assert not raw, f"{page.relative_to(site)}: {raw[:3]}"
