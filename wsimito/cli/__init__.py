@@ -11,9 +11,10 @@ import importlib
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 #: Sub-command modules, in the order ``wsimito --help`` lists them.
-COMMANDS = ("info", "count", "demo")
+COMMANDS = ("info", "count", "demo", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except WsimitoError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
 
 
