@@ -6,9 +6,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import _synthetic_training
 import numpy as np
 import pytest
-import _synthetic_training
 from _synthetic_training import point_truth, small_config
 
 import wsimito
