@@ -74,6 +74,10 @@ REGISTRY: dict[str, tuple[str, str | None]] = {
         "8c87ab4276eb11f6b6b5ac0d956b89dad7568a5474e0904b653d54dc68091f47",
         "https://raw.githubusercontent.com/DeepMicroscopy/MIDOGpp/main/databases/MIDOG%2B%2B.json",
     ),
+    "annotations/MIDOGpp-split.csv": (
+        "211140f590199d50ee98d923ddc923c382c3a5543ea3b430612c3624570b26b8",
+        "https://raw.githubusercontent.com/DeepMicroscopy/MIDOGpp/main/datasets_xvalidation.csv",
+    ),
 }
 
 

@@ -465,7 +465,10 @@ def _check_combinations(config: TrainingConfig) -> None:
     tile = m.tile_size or m.patch_size
     if m.overlap is not None and m.overlap >= tile:
         raise ConfigError(f"[model] overlap = {m.overlap} must be below the tile size ({tile} px)")
-    overlap = set(config.split.train) & (set(config.split.test) | set(config.split.validation))
+    split = config.split
+    # with a held-out domain, train and test may share split values: the domain separates them
+    other = set(split.validation) | (set() if split.hold_out else set(split.test))
+    overlap = set(split.train) & other
     if overlap:
         raise ConfigError(
             f"[split] the value(s) {sorted(overlap)} are in train and in test or validation"
