@@ -49,6 +49,7 @@ def _train(args: argparse.Namespace) -> int:
         trainer.close()
     if result.best is not None:
         print(
-            f"best detector: {result.best} (count with: wsimito count SLIDE --detector {result.best})"
+            f"best detector: {result.best} "
+            f"(count with: wsimito count SLIDE --detector {result.best})"
         )
     return 0

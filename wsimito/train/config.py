@@ -351,8 +351,8 @@ def _build(cls: type, table: Mapping[str, Any], prefix: str, base: Path | None) 
     unknown = sorted(set(table) - set(known))
     if unknown:
         raise ConfigError(
-            f"unknown key {_where(prefix, unknown[0])}; {('[' + prefix + ']') if prefix else 'the top level'} "
-            f"allows {', '.join(sorted(known))}"
+            f"unknown key {_where(prefix, unknown[0])}; "
+            f"{f'[{prefix}]' if prefix else 'the top level'} allows {', '.join(sorted(known))}"
         )
     values = {}
     for name, f in known.items():
@@ -446,11 +446,13 @@ def _check_combinations(config: TrainingConfig) -> None:
     m = config.model
     if m.stride & (m.stride - 1) or m.stride > 2**m.depth:
         raise ConfigError(
-            f"[model] stride = {m.stride} must be a power of two of at most 2 ** depth = {2**m.depth}"
+            f"[model] stride = {m.stride} must be a power of two of at most "
+            f"2 ** depth = {2**m.depth}"
         )
     if m.architecture == "point-heatmap-net" and m.patch_size % 2**m.depth:
         raise ConfigError(
-            f"[model] patch_size = {m.patch_size} must be a multiple of 2 ** depth = {2**m.depth} px"
+            f"[model] patch_size = {m.patch_size} must be a multiple of "
+            f"2 ** depth = {2**m.depth} px"
         )
     if m.architecture == "retinanet-da":
         if m.patch_size % 32:
@@ -507,11 +509,11 @@ def describe() -> str:
         for f in fields(cls):
             if "kind" not in f.metadata:
                 continue
-            default = (
-                "required"
-                if f.default is MISSING and f.default_factory is MISSING  # type: ignore[misc]
-                else repr(f.default if f.default is not MISSING else f.default_factory())  # type: ignore[misc]
-            )
+            factory = f.default_factory  # type: ignore[misc]
+            if f.default is not MISSING:
+                default = repr(f.default)
+            else:
+                default = "required" if factory is MISSING else repr(factory())
             allowed = f" ({' | '.join(f.metadata['choices'])})" if f.metadata["choices"] else ""
             doc = f": {f.metadata['doc']}" if f.metadata["doc"] else ""
             lines.append(f"  {f.name} = {default}{allowed}{doc}")

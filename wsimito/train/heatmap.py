@@ -109,7 +109,8 @@ def train_point_detector(
             image, pts = dataset[index]
             if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
                 raise ValueError(
-                    f"dataset images must be uint8 (3, H, W), got {image.dtype} {tuple(image.shape)}"
+                    "dataset images must be uint8 (3, H, W), got "
+                    f"{image.dtype} {tuple(image.shape)}"
                 )
             pts = torch.as_tensor(pts, dtype=torch.float32).reshape(-1, 2)
             if augment:

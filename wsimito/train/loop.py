@@ -613,7 +613,7 @@ class Trainer:
     def detector(self, threshold: float, metadata: Mapping[str, Any] | None = None) -> Any:
         """The network as a detector (sharing its weights) with ``threshold``."""
         s, c = self.setup, self.config
-        common = {
+        common: dict[str, Any] = {
             "mpp": s.mpp,
             "tile_size": s.tile_size,
             "overlap": s.overlap,
@@ -630,7 +630,7 @@ class Trainer:
             class_score = (
                 "mitosis" if c.model.lookalikes == "class" or self.model.n_classes == 1 else "max"
             )
-            return RetinaNetDetector(self.model, class_score=class_score, **common)  # type: ignore[arg-type]
+            return RetinaNetDetector(self.model, class_score=class_score, **common)
         return PointDetector(self.model, **common)
 
     def metadata(self) -> dict[str, Any]:

@@ -154,7 +154,7 @@ def focal_heatmap_loss(
 
 
 def encode_boxes(boxes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-    """The regression targets that :func:`~wsimito.models.anchors.decode_boxes` turns back into ``boxes``.
+    """The regression targets that :func:`~wsimito.models.anchors.decode_boxes` maps to ``boxes``.
 
     Both are cthw ``(..., 4)`` in normalized units (the tile spans -1 to 1).
     """
