@@ -474,6 +474,12 @@ class Trainer:
             return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total)
         return torch.optim.lr_scheduler.ConstantLR(self.optimizer, factor=1.0, total_iters=0)
 
+    def prepare(self) -> None:
+        """Build what a new run needs before its first epoch: the FDA amplitude bank (read
+        from training patches) and the augmentation chain that uses it."""
+        self.bank = self._build_bank()
+        self.augmenter = build_augmenter(self.config, self.bank, self.config.seed)
+
     def _build_bank(self) -> AmplitudeBank | None:
         """The FDA bank: ``bank_patches`` random training patches per domain (seeded)."""
         a = self.config.augment.fda
@@ -552,7 +558,12 @@ class Trainer:
         return cls_loss + box_loss
 
     def train_epoch(self) -> dict[str, Any]:
-        """One epoch of optimiser steps; returns its loss, learning rate and timings."""
+        """One epoch of optimiser steps; returns its loss, learning rate and timings.
+
+        Timings, s: ``read_wait_s`` waiting for patches (reading not hidden by the
+        prefetch thread), ``augment_s`` augmenting, ``compute_s`` augmenting plus the
+        network's forward, backward and step; ``train_s`` the whole epoch.
+        """
         samples = self.sampler.next_epoch()
         samples = samples[: self.steps * self.batch_size]
         samples = Samples(
@@ -565,7 +576,8 @@ class Trainer:
             samples.cell,
         )
         self.model.train()
-        losses, wait, compute = [], 0.0, 0.0
+        losses, wait, augment, compute = [], 0.0, 0.0, 0.0
+        timed = self.device.type == "cuda"  # synchronise, so the timings are the device's
         start = time.perf_counter()
         clip = self.config.optimizer.grad_clip
         epochs = self.config.train.epochs
@@ -578,6 +590,9 @@ class Trainer:
                 t1 = time.perf_counter()
                 wait += t1 - t0
                 images, points = self.augmenter(batch.pixels, batch.points, batch.samples.domain)
+                if timed:
+                    torch.cuda.synchronize(self.device)
+                augment += time.perf_counter() - t1
                 loss = self.loss(images, points)
                 value = float(loss.detach())
                 if not math.isfinite(value):
@@ -594,6 +609,8 @@ class Trainer:
                 self.scaler.update()
                 self.scheduler.step()
                 losses.append(value)
+                if timed:
+                    torch.cuda.synchronize(self.device)
                 t0 = time.perf_counter()
                 compute += t0 - t1
                 bar.advance(extra=f"loss {np.mean(losses):.4f}")
@@ -605,6 +622,7 @@ class Trainer:
             "patches": len(samples),
             "patches_per_s": len(samples) / seconds,
             "read_wait_s": wait,
+            "augment_s": augment,
             "compute_s": compute,
             "train_s": seconds,
         }
@@ -722,8 +740,7 @@ class Trainer:
                     f"{self.out} already holds a run ({last}); pass --resume to continue it, or "
                     "choose another [out] folder"
                 )
-            self.bank = self._build_bank()
-            self.augmenter = build_augmenter(self.config, self.bank, self.config.seed)
+            self.prepare()
             self._write_json("split.json", self.split)
             self._write_json("config.json", self.config.to_dict())
         self.log(
