@@ -1,11 +1,18 @@
-"""Training detectors from point annotations.
+"""Training detectors from point annotations (see ``docs/training.md``).
 
 - :mod:`~wsimito.train.sampler`: which patches an epoch holds, balanced over
   domains and classes (:class:`BalancedSampler`);
+- :mod:`~wsimito.train.datasets`: reading them from annotated slides
+  (:class:`PatchDataset`);
 - :mod:`~wsimito.train.augment`: augmentation on the device, per batch, with
   the points moved along (:class:`Augmenter` and its operations);
-- :mod:`~wsimito.train.heatmap`: heatmap targets, the focal loss and a small
-  loop over in-memory crops (:func:`train_point_detector`).
+- :mod:`~wsimito.train.losses`: heatmap loss with look-alikes as negatives,
+  RetinaNet loss;
+- :mod:`~wsimito.train.config` and :mod:`~wsimito.train.loop`: the TOML
+  configuration and the loop behind ``wsimito train`` (:func:`train`,
+  :class:`Trainer`);
+- :mod:`~wsimito.train.heatmap`: the small in-memory loop of the demo detector
+  (:func:`train_point_detector`).
 """
 
 from .augment import (
@@ -19,7 +26,11 @@ from .augment import (
     StainMatrixJitter,
     Zoom,
 )
-from .heatmap import focal_heatmap_loss, heatmap_targets, train_point_detector
+from .config import ConfigError, TrainingConfig, load_config
+from .datasets import PatchBatch, PatchDataset, TrainingDataError
+from .heatmap import train_point_detector
+from .loop import Trainer, TrainingResult, train
+from .losses import focal_heatmap_loss, heatmap_targets, lookalike_weights, retinanet_loss
 from .sampler import CLASSES, BalancedSampler, Samples
 
 __all__ = [
@@ -27,15 +38,26 @@ __all__ = [
     "AmplitudeBank",
     "Augmenter",
     "BalancedSampler",
+    "ConfigError",
     "Dihedral",
     "DomainFDA",
     "GaussianBlur",
     "HEDStainJitter",
     "JPEGArtefacts",
+    "PatchBatch",
+    "PatchDataset",
     "Samples",
     "StainMatrixJitter",
+    "Trainer",
+    "TrainingConfig",
+    "TrainingDataError",
+    "TrainingResult",
     "Zoom",
     "focal_heatmap_loss",
     "heatmap_targets",
+    "load_config",
+    "lookalike_weights",
+    "retinanet_loss",
+    "train",
     "train_point_detector",
 ]
