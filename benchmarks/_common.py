@@ -15,6 +15,13 @@ if "WSIMITO_DATA_DIR" not in os.environ and _SHARED.is_dir():
     os.environ["WSIMITO_DATA_DIR"] = str(_SHARED)
 
 
+def tests_on_path() -> None:
+    """Make the test helpers (``tests/_oracles.py``, ``tests/_marks.py``) importable."""
+    tests = str(Path(__file__).resolve().parents[1] / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+
+
 def best_of(fn: Callable[[], object], repeat: int = 5) -> float:
     """Median wall time of ``fn`` in seconds over ``repeat`` runs (after one warm-up)."""
     fn()

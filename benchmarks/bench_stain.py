@@ -18,11 +18,14 @@ import time
 import numpy as np
 import torch
 import torchstain
+from _common import tests_on_path
 from PIL import Image
 
 from wsimito.data import fetch
 from wsimito.stain import Macenko, fda
-from wsimito.stain.fda import fda_reference_numpy
+
+tests_on_path()
+from _oracles import fda_reference_numpy  # noqa: E402
 
 
 def timed(fn, device: torch.device, repeat: int = 1) -> tuple[float, object]:

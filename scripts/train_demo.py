@@ -17,7 +17,7 @@ from pathlib import Path
 
 from wsimito.models import save_detector
 from wsimito.models.registry import WEIGHTS_DIR
-from wsimito.train import demo
+from wsimito.train import demo_recipe as demo
 
 
 def main() -> None:
@@ -57,7 +57,7 @@ def main() -> None:
         detector.threshold = threshold
         detector.metadata.update(
             {
-                "recipe": "scripts/train_demo.py (wsimito.train.demo)",
+                "recipe": "scripts/train_demo.py (wsimito.train.demo_recipe)",
                 "recipe_settings": dataclasses.asdict(recipe),
                 "held_out_stain_presets": list(demo.HELD_OUT_PRESETS),
                 "validation_f1": round(score.f1, 4),

@@ -9,8 +9,19 @@ from pathlib import Path
 import pytest
 
 _SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-if "WSIMITO_DATA_DIR" not in os.environ and _SHARED.is_dir():
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sample_data_dir():
+    """Point wsimito's data registry at ../shared/data for the session (unless already set)."""
+    if "WSIMITO_DATA_DIR" in os.environ or not _SHARED.is_dir():
+        yield
+        return
     os.environ["WSIMITO_DATA_DIR"] = str(_SHARED)
+    try:
+        yield
+    finally:
+        os.environ.pop("WSIMITO_DATA_DIR", None)
 
 
 @pytest.fixture(scope="session")

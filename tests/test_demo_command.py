@@ -11,7 +11,7 @@ from PIL import Image
 from test_geojson_qupath import check_qupath_geojson
 
 from wsimito.cli import main
-from wsimito.demo import run_demo
+from wsimito.demo_run import run_demo
 from wsimito.slide import open_slide
 
 SEED, SIZE = 8, 2048  # a seed whose 2048 px slide holds mitotic figures

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _oracles import fda_reference_numpy
 from PIL import Image
 
 from wsimito.data import fetch
 from wsimito.stain import FDA, fda
-from wsimito.stain.fda import fda_reference_numpy
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,14 @@ from scipy.spatial import cKDTree
 
 
 def owned(points: np.ndarray, core: np.ndarray) -> np.ndarray:
-    """Which of ``(K, 2)`` level-0 points lie in ``core`` ``(x0, y0, x1, y1)`` (half-open).
+    """Which of ``(K, 2)`` level-0 points lie in their core ``(x0, y0, x1, y1)`` (half-open).
+
+    Parameters
+    ----------
+    points : numpy.ndarray
+        ``(K, 2)`` level-0 px.
+    core : numpy.ndarray
+        ``(4,)`` one core for all points, or ``(4, K)`` one core per point, level-0 px.
 
     Returns
     -------

@@ -78,7 +78,7 @@ def _as_tissue(tissue: Any, slide: Slide, on_error: OnError) -> Tissue:
                 f"tissue={tissue!r}: use 'auto', None (whole image), a Tissue or polygons "
                 "(level-0 px)"
             )
-        return detect_tissue(slide)
+        return detect_tissue(slide, on_error=on_error)
     if tissue is None:
         return Tissue.full(slide)
     if isinstance(tissue, Tissue):
@@ -321,7 +321,7 @@ def count_mitoses(
 
 def _why_no_tissue(tissue: Any, result: MitosisResult) -> str:
     if result.partial:
-        return "every tile with tissue failed to read"
+        return "every region with tissue failed to read"
     if isinstance(tissue, str):
         return (
             "tissue detection found none (a blank, greyscale or very narrow image?); pass "
@@ -371,19 +371,29 @@ def _run(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, str]]]:
     """Stream every tile through the detector.
 
+    The outputs of batch ``k`` are brought to the host only after batch
+    ``k + 1`` was handed to the detector, so on a GPU the host never waits for
+    a batch it does not need yet (one synchronisation per batch, overlapped).
+
     Returns the owned points (level-0 px), their scores and tile ids, and the
     skipped tiles ``(index, error)``.
     """
     found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     skipped: list[tuple[int, str]] = []
+    pending: tuple[TileBatch, list[torch.Tensor]] | None = None
     with Progress(
         len(reader.boxes), f"counting mitoses in {reader.slide.name}", enabled=progress
     ) as bar:
         for batch in reader:
             skipped.extend(batch.skipped)
             if len(batch):
-                found.append(_detect_batch(batch, det, cores, transform))
+                outputs = _detect_batch(batch, det, transform)
+                if pending is not None:
+                    found.append(_owned_points(*pending, cores))
+                pending = (batch, outputs)
             bar.advance(len(batch) + len(batch.skipped))
+        if pending is not None:
+            found.append(_owned_points(*pending, cores))
     if not found:
         return np.empty((0, 2)), np.empty(0), np.empty(0, dtype=np.int64), skipped
     xy, score, tile = (np.concatenate(parts) for parts in zip(*found, strict=True))
@@ -393,10 +403,9 @@ def _run(
 def _detect_batch(
     batch: TileBatch,
     det: Detector,
-    cores: np.ndarray,
     transform: Callable[[torch.Tensor], torch.Tensor] | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Detect in one batch; returns owned points (level-0 px), scores and tile ids."""
+) -> list[torch.Tensor]:
+    """Stain-transform and detect one batch on the device; outputs stay on the device."""
     pixels = batch.pixels
     if transform is not None:
         pixels = transform(pixels)
@@ -407,17 +416,19 @@ def _detect_batch(
             f"{type(det).__name__}.detect returned {len(outputs)} results for "
             f"{len(batch)} tiles; it must return one (K, 3) tensor per tile"
         )
-    xys, scores, tiles = [], [], []
-    for k, out in enumerate(outputs):
-        arr = out.detach().to("cpu", torch.float64).numpy().reshape(-1, 3)
-        if not len(arr):
-            continue
-        xy = batch.to_level0(k, arr[:, :2])
-        mine = owned(xy, cores[batch.index[k]])
-        if mine.any():
-            xys.append(xy[mine])
-            scores.append(arr[mine, 2])
-            tiles.append(np.full(int(mine.sum()), batch.index[k], dtype=np.int64))
-    if not xys:
+    return outputs
+
+
+def _owned_points(
+    batch: TileBatch, outputs: list[torch.Tensor], cores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One batch's detections kept by core ownership: level-0 points, scores and tile ids."""
+    sizes = [int(out.shape[0]) for out in outputs]
+    if not sum(sizes):
         return np.empty((0, 2)), np.empty(0), np.empty(0, dtype=np.int64)
-    return np.concatenate(xys), np.concatenate(scores), np.concatenate(tiles)
+    flat = torch.cat([out.reshape(-1, 3) for out in outputs]).to("cpu", torch.float64).numpy()
+    tile_pos = np.repeat(np.arange(len(outputs)), sizes)
+    xy = batch.corners[tile_pos] + flat[:, :2] * batch.scale
+    tile_ids = batch.index[tile_pos]
+    mine = owned(xy, cores[tile_ids].T)
+    return xy[mine], flat[mine, 2], tile_ids[mine]

@@ -280,19 +280,16 @@ class TileReader:
         size = plan.read_size
         return handle.read_level_box(ox, oy, plan.level, size, size), (float(ox), float(oy))
 
-    def _read(self, local: threading.local, index: int) -> _Read:
+    def _read(self, handles: _Handles, index: int) -> _Read:
         x, y = self.boxes[index]
         error: Exception | None = None
         for _attempt in range(2):  # one retry, on a fresh handle
             try:
-                handle = getattr(local, "slide", None)
-                if handle is None:
-                    handle = local.slide = self.slide.reopen()
-                pixels, origin = self._patch(handle, x, y)
+                pixels, origin = self._patch(handles.get(), x, y)
                 return _Read(index, pixels, origin)
             except Exception as exc:  # any reader failure
                 error = exc
-                local.slide = None
+                handles.drop()
         side = self.tile_size * self.plan.scale
         message = (
             f"reading {self.slide.name} at level-0 box (x={x:.1f}, y={y:.1f}, w={side:.1f}, "
@@ -306,12 +303,12 @@ class TileReader:
         ) from error
 
     def _reads(self) -> Iterator[_Read]:
-        local = threading.local()
+        handles = _Handles(self.slide)
         pool = ThreadPoolExecutor(max_workers=self.num_workers, thread_name_prefix="wsimito-read")
         pending: deque[Future[_Read]] = deque()
         try:
             for index in range(len(self.boxes)):
-                pending.append(pool.submit(self._read, local, index))
+                pending.append(pool.submit(self._read, handles, index))
                 if len(pending) >= self.window:
                     yield pending.popleft().result()
             while pending:
@@ -320,6 +317,7 @@ class TileReader:
             for fut in pending:
                 fut.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
+            handles.close()
 
     # -- batches on the device ----------------------------------------------------
     def __iter__(self) -> Iterator[TileBatch]:
@@ -367,6 +365,39 @@ class TileReader:
             corners = origins * plan.downsample
             scale = plan.downsample
         return TileBatch(out, index, corners, scale, skipped)
+
+
+class _Handles:
+    """One slide handle per reader thread (:meth:`Slide.reopen`), all closed at the end."""
+
+    def __init__(self, slide: Slide) -> None:
+        self.slide = slide
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: list[Slide] = []
+
+    def get(self) -> Slide:
+        handle = getattr(self._local, "slide", None)
+        if handle is None:
+            handle = self._local.slide = self.slide.reopen()
+            with self._lock:
+                self._open.append(handle)
+        return handle
+
+    def drop(self) -> None:
+        """Forget this thread's handle (after a failure), so the next read reopens."""
+        handle = getattr(self._local, "slide", None)
+        self._local.slide = None
+        if handle is not None:
+            with self._lock:
+                self._open.remove(handle)
+            handle.close()
+
+    def close(self) -> None:
+        with self._lock:
+            handles, self._open = self._open, []
+        for handle in handles:
+            handle.close()
 
 
 class _Transfer:

@@ -1,4 +1,4 @@
-"""Command line: ``wsimito info``, ``wsimito count``, ``wsimito demo`` and more.
+"""Command line: ``wsimito info``, ``wsimito count``, ``wsimito demo``, ``wsimito evaluate``.
 
 One module per sub-command; each has ``add_parser(subparsers)`` and registers
 its own ``func``. Add a command by adding its module to :data:`COMMANDS`.
@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 #: Sub-command modules, in the order ``wsimito --help`` lists them.
-COMMANDS = ("info", "count", "demo", "train")
+COMMANDS = ("info", "count", "demo", "evaluate", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
+    from ..demo_run import run_demo
 
     run_demo(Path(args.out), seed=args.seed, size=args.size)
     return 0

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import EmptyTissueError
+from ..io.atomic import atomic_path
 from ._tensor import Image, as_batch, restore
 
 Self = TypeVar("Self", bound="StainNormalizer")
@@ -231,10 +232,8 @@ class StainNormalizer:
 
     def save(self, path: str | Path) -> None:
         """Write the fitted parameters to ``path`` (a small torch file)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save({"normalizer": type(self).__name__, "state": self.state_dict()}, tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            torch.save({"normalizer": type(self).__name__, "state": self.state_dict()}, tmp)
 
     @classmethod
     def load(cls: type[Self], path: str | Path) -> Self:

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from .classes import HOTSPOT_COLOR, MITOSIS_COLOR, TISSUE_COLOR
 from .evaluate import MIDOG_RADIUS_UM, DetectionScore, match_points, score_points
 from .io.atomic import atomic_path, atomic_write
+from .overview import PointLayer, draw_overview
 from .result import MitosisResult
 from .synthetic import GroundTruth, random_stain, write_slide
 
@@ -227,44 +228,37 @@ def write_overview(
     from .slide import open_slide
 
     with open_slide(slide_path) as slide:
-        thumb = Image.fromarray(slide.thumbnail(max_size)).convert("RGB")
-    width, height = result.slide_dimensions
-    sx, sy = thumb.width / width, thumb.height / height
-    legend_h = 28
-    image = Image.new("RGB", (thumb.width, thumb.height + legend_h), (255, 255, 255))
-    image.paste(thumb, (0, 0))
-    draw = ImageDraw.Draw(image)
-
-    def line(coords: Any, color: tuple[int, int, int], w: int) -> None:
-        draw.line([(x * sx, y * sy) for x, y in np.asarray(coords)], fill=color, width=w)
-
-    for poly in result.tissue.polygons.geometry:
-        line(poly.exterior.coords, TISSUE_COLOR, 2)
-        for hole in poly.interiors:
-            line(hole.coords, TISSUE_COLOR, 1)
+        thumb = slide.thumbnail(max_size)
     spot = result.hotspot
-    if not spot.whole_tissue:
-        line(spot.polygon.exterior.coords, HOTSPOT_COLOR, 3)
-    for x, y in truth.mitoses:
-        u, v = x * sx, y * sy
-        draw.ellipse((u - 7, v - 7, u + 7, v + 7), outline=TRUTH_COLOR, width=2)
-    detected = result.points[result.scores >= result.threshold]
-    for x, y in detected:
-        u, v = x * sx, y * sy
-        draw.ellipse((u - 4, v - 4, u + 4, v + 4), fill=MITOSIS_COLOR, outline=(255, 255, 255))
+    detected = result.counted().xy
     matched, _ = match_points(detected, truth.mitoses, MIDOG_RADIUS_UM / result.slide_mpp)
-    y0 = thumb.height + 6
-    items = [
-        (TISSUE_COLOR, "tissue"),
-        (HOTSPOT_COLOR, "hotspot (10 HPF)"),
-        (TRUTH_COLOR, f"ground truth ({len(truth.mitoses)})"),
-        (MITOSIS_COLOR, f"detections ({len(detected)}, {len(matched)} correct)"),
-    ]
-    x = 8
-    for color, label in items:
-        draw.rectangle((x, y0 + 2, x + 12, y0 + 14), fill=color)
-        draw.text((x + 18, y0 + 2), label, fill=(0, 0, 0))
-        x += 26 + int(draw.textlength(label))
+    image = Image.fromarray(
+        draw_overview(
+            thumb,
+            result.slide_dimensions,
+            size=max(thumb.shape[:2]),
+            tissue=result.analysed_tissue.geometry,
+            hotspot=None if spot.whole_tissue else spot.polygon,
+            tissue_width=2,
+            hotspot_width=3,
+            legend=[(TISSUE_COLOR, "tissue"), (HOTSPOT_COLOR, "hotspot (10 HPF)")],
+            layers=[
+                PointLayer(
+                    truth.mitoses,
+                    TRUTH_COLOR,
+                    radius=7,
+                    label=f"ground truth ({len(truth.mitoses)})",
+                ),
+                PointLayer(
+                    detected,
+                    MITOSIS_COLOR,
+                    radius=4,
+                    style="dot",
+                    label=f"detections ({len(detected)}, {len(matched)} correct)",
+                ),
+            ],
+        )
+    )
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
     return Path(path)

@@ -1,0 +1,262 @@
+"""One-shot device benchmark: detector alone, read-only stream and count_mitoses end to end.
+
+Run through ``benchmarks/device_check.sh`` on a machine with a CUDA GPU (it
+also runs, as a dry run with a CPU-only report, anywhere else):
+
+    python benchmarks/device_check.py --out device-check [--quick]
+
+For the point detector (PointHeatmapNet defaults, 0.25 µm/px, 512 px tiles,
+3.2 GFLOPs per tile) and the MIDOG RetinaNet (random weights, 30.7 GFLOPs per
+tile), at fp32 and bf16 (CUDA only), on its own virtual JPEG-tiled pyramids:
+
+- the detector alone on tiles already on the device (tiles/s);
+- the read-only stream: :class:`wsimito.reader.TileReader` over the slide's
+  grid with a detector that returns nothing (tiles/s), with the direct tile
+  decoder where the slide allows it;
+- ``count_mitoses`` end to end (tiles/s), and its ratio to the larger of the
+  two (a perfect overlap reaches 1.0 on a GPU);
+- CPU/GPU agreement: the same points within 0.5 level-0 px and equal counts
+  at the default threshold, on a small slide at fp32.
+
+Each figure is the median of ``--repeat`` runs with min and max. The time
+per 100,000 x 80,000 px slide assumes a third of it is tissue (about 12,000
+tiles of 512 px at 0.25 µm/px with 64 px overlap). Results go to
+``OUT/device_check.md`` and ``OUT/device_check.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import wsimito
+from wsimito.models.detectors import PointDetector, RetinaNetDetector
+from wsimito.models.pointnet import PointHeatmapNet
+from wsimito.reader import TileReader
+
+#: Tiles of 512 px at 0.25 µm/px (stride 448) on a 100k x 80k slide with a third tissue.
+WHOLE_SLIDE_TILES = math.ceil(100_000 / 448) * math.ceil(80_000 / 448) // 3
+
+
+class NoDetections:
+    """A detector that returns nothing at once: what is left is reading and moving tiles."""
+
+    def __init__(self, mpp: float, tile_size: int, overlap: int, device: torch.device) -> None:
+        self.mpp, self.tile_size, self.overlap = mpp, tile_size, overlap
+        self.threshold, self.device = 0.5, device
+        self.name, self.metadata, self.min_distance_um = "none", {}, None
+
+    def detect(self, tiles: torch.Tensor) -> list[torch.Tensor]:
+        return [torch.zeros((0, 3), device=tiles.device) for _ in range(len(tiles))]
+
+
+def environment() -> dict[str, Any]:
+    env = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "wsimito": wsimito.__version__,
+        "platform": platform.platform(),
+        "cpu_cores": os.cpu_count(),
+        "cuda": torch.cuda.is_available(),
+        "load_average": os.getloadavg(),
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        env.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1))
+    try:
+        import nvidia.nvimgcodec  # noqa: F401
+
+        env["gpu_decode"] = "nvImageCodec"
+    except ImportError:
+        env["gpu_decode"] = None
+    return env
+
+
+def make_slide(folder: Path, size: int, seed: int) -> Path:
+    from wsimito.synthetic import write_slide
+
+    path = folder / f"virtual-{size}-{seed}.svs"
+    if not path.exists():
+        write_slide(path, size, size, mpp=0.25, seed=seed, tissue_fraction=0.9)
+    return path
+
+
+def timed(fn: Any, repeat: int, sync: bool) -> dict[str, float]:
+    fn()  # warm-up (cudnn autotune, caches, compile)
+    times = []
+    for _ in range(repeat):
+        if sync:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if sync:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return {"median": statistics.median(times), "min": min(times), "max": max(times)}
+
+
+def detectors(device: torch.device, precision: str) -> dict[str, Any]:
+    torch.manual_seed(0)
+    net = PointHeatmapNet()
+    with torch.no_grad():
+        net.head[-1].bias.fill_(-2.0)
+    options = wsimito.detect.RuntimeOptions(device=device, precision=precision)  # type: ignore[arg-type]
+    return {
+        "point": PointDetector(net, mpp=0.25, tile_size=512, overlap=64, options=options),
+        "retinanet": RetinaNetDetector(options=options),
+    }
+
+
+def measure(
+    slide_path: Path, det: Any, batch: int, repeat: int, workers: int
+) -> dict[str, dict[str, float]]:
+    sync = det.device.type == "cuda"
+    slide = wsimito.open_slide(slide_path)
+    grid = wsimito.TileGrid(slide, tile_size=det.tile_size, overlap=det.overlap, mpp=det.mpp)
+    boxes = grid.boxes()
+    n = len(boxes)
+    tiles = torch.randint(0, 256, (batch, 3, det.tile_size, det.tile_size), dtype=torch.uint8)
+    tiles = tiles.to(det.device).contiguous(memory_format=torch.channels_last)
+
+    def alone() -> None:
+        for _ in range(math.ceil(n / batch)):
+            det.detect(tiles)
+
+    def stream() -> None:
+        reader = TileReader(
+            slide,
+            boxes,
+            mpp=det.mpp,
+            tile_size=det.tile_size,
+            overlap=det.overlap,
+            batch_size=batch,
+            device=det.device,
+            num_workers=workers,
+        )
+        for b in reader:
+            b.pixels.sum()  # touch the pixels on the device
+
+    def end_to_end() -> None:
+        wsimito.count_mitoses(
+            slide, det, tissue=None, batch_size=batch, num_workers=workers, progress=False
+        )
+
+    out = {}
+    for name, fn in (("detector", alone), ("stream", stream), ("end_to_end", end_to_end)):
+        t = timed(fn, repeat, sync)
+        out[name] = {key: n / value for key, value in t.items()}  # tiles/s
+        out[name]["tiles"] = n
+    slide.close()
+    return out
+
+
+def agreement(slide_path: Path, workers: int) -> dict[str, Any]:
+    """The same detector on CPU and GPU: points within 0.5 px and equal counts."""
+    if not torch.cuda.is_available():
+        return {"checked": False, "why": "no CUDA device"}
+    results = {}
+    for device in ("cpu", "cuda"):
+        det = detectors(torch.device(device), "fp32")["point"]
+        results[device] = wsimito.count_mitoses(
+            slide_path, det, tissue=None, num_workers=workers, progress=False
+        )
+    cpu, gpu = results["cpu"], results["cuda"]
+    from scipy.spatial import cKDTree
+
+    if len(cpu.points) and len(gpu.points):
+        dist, _ = cKDTree(gpu.points).query(cpu.points)
+        worst = float(dist.max())
+    else:
+        worst = 0.0 if len(cpu.points) == len(gpu.points) else math.inf
+    return {
+        "checked": True,
+        "cpu_count": cpu.count,
+        "gpu_count": gpu.count,
+        "candidates": [len(cpu.points), len(gpu.points)],
+        "max_point_distance_px": worst,
+        "ok": cpu.count == gpu.count and worst <= 0.5,
+    }
+
+
+def markdown(env: dict[str, Any], rows: list[dict[str, Any]], agree: dict[str, Any]) -> str:
+    lines = [
+        "# device_check",
+        "",
+        f"Device: {env.get('gpu', 'CPU only (no CUDA device): a dry run')}; "
+        f"{env['cpu_cores']} CPU cores; torch {env['torch']}; Python {env['python']}; "
+        f"GPU decode: {env['gpu_decode'] or 'not installed'}; "
+        f"load average at start {env['load_average'][0]:.2f}.",
+        "",
+        "| model | precision | tiles | detector alone (tiles/s) | read-only stream (tiles/s) "
+        "| end to end (tiles/s) | end to end / min(detector, stream) | 100k x 80k slide (s) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        d, s, e = r["detector"], r["stream"], r["end_to_end"]
+        bound = min(d["median"], s["median"])
+        lines.append(
+            f"| {r['model']} | {r['precision']} | {d['tiles']} "
+            f"| {d['median']:.1f} ({d['min']:.1f}-{d['max']:.1f}) "
+            f"| {s['median']:.1f} ({s['min']:.1f}-{s['max']:.1f}) "
+            f"| {e['median']:.1f} ({e['min']:.1f}-{e['max']:.1f}) "
+            f"| {e['median'] / bound:.2f} | {WHOLE_SLIDE_TILES / e['median']:.0f} |"
+        )
+    lines += ["", f"CPU/GPU agreement: {json.dumps(agree)}", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("device-check"))
+    parser.add_argument("--quick", action="store_true", help="small slides, one repeat")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--size", type=int, default=None, help="slide side, px at 0.25 µm/px")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    warnings.simplefilter("ignore", UserWarning)
+    env = environment()
+    print(json.dumps(env, indent=1), flush=True)
+    cuda = env["cuda"]
+    device = torch.device("cuda" if cuda else "cpu")
+    size = args.size or (1536 if args.quick else (12_288 if cuda else 3072))
+    repeat = 1 if args.quick else args.repeat
+    workers = min(8, os.cpu_count() or 1)
+    batch = 32 if cuda else 4
+    folder = Path(tempfile.gettempdir()) / "wsimito-device-check"
+    folder.mkdir(exist_ok=True)
+    t0 = time.perf_counter()
+    slide_path = make_slide(folder, size, seed=7)
+    small = make_slide(folder, 1024, seed=8)
+    print(f"slides written in {time.perf_counter() - t0:.0f} s", flush=True)
+    rows = []
+    for precision in ("fp32", "bf16") if cuda else ("fp32",):
+        for model, det in detectors(device, precision).items():
+            if model == "retinanet" and not cuda and not args.quick:
+                continue  # 0.4 tiles/s on a CPU: minutes for nothing
+            r = measure(slide_path, det, batch, repeat, workers)
+            rows.append({"model": model, "precision": precision, **r})
+            print(json.dumps(rows[-1]), flush=True)
+    agree = agreement(small, workers)
+    report = markdown(env, rows, agree)
+    (args.out / "device_check.md").write_text(report)
+    (args.out / "device_check.json").write_text(
+        json.dumps({"environment": env, "rows": rows, "agreement": agree}, indent=1)
+    )
+    print(report)
+    return 0 if agree.get("ok", True) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
