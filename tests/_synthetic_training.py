@@ -60,7 +60,10 @@ def write_set(folder: Path) -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def synthetic_set(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     """``(folder, cells)``: the synthetic slides and their annotations."""
-    folder = tmp_path_factory.mktemp("synthetic-training")
+    folder = tmp_path_factory.getbasetemp() / "synthetic-training"
+    if (folder / "cells.csv").is_file():  # written for another test module of this session
+        return folder, pd.read_csv(folder / "cells.csv")
+    folder.mkdir(exist_ok=True)
     cells = write_set(folder)
     cells.to_csv(folder / "cells.csv", index=False)
     return folder, cells

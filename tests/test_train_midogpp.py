@@ -3,7 +3,6 @@ TIFF images (real names and sizes, a dark disc at every annotated cell) for a su
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import tifffile
 
 from wsimito.data import fetch
 from wsimito.train.config import load_config
-from wsimito.train.loop import Trainer, split_slides
+from wsimito.train.loop import Trainer, load_tables, split_slides
 from wsimito.train.sampler import BalancedSampler
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "midogpp"
@@ -21,52 +20,20 @@ TUMOURS = 7
 RADIUS = 10  # px of the stand-in discs
 
 
-def _plain_midogpp(json_path: Path, split_path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The to_frame() layout straight from the files, for installations without the
-    annotation readers: box midpoints, category names, the split table joined by number."""
-    data = json.loads(Path(json_path).read_text())
-    names = {c["id"]: c["name"] for c in data["categories"]}
-    images = pd.DataFrame(data["images"]).rename(columns={"file_name": "slide"})
-    boxes = pd.DataFrame(data["annotations"])
-    cells = pd.DataFrame(
-        {
-            "image": boxes["image_id"],
-            "x": boxes["bbox"].map(lambda b: (b[0] + b[2]) / 2),
-            "y": boxes["bbox"].map(lambda b: (b[1] + b[3]) / 2),
-            "label": boxes["category_id"].map(names),
-            "id": boxes["id"],
-        }
-    )
-    cells["kind"] = np.where(cells["label"] == "mitotic figure", "mitosis", "lookalike")
-    cells["slide"] = cells["image"].map(images.set_index("id")["slide"])
-    table = pd.read_csv(split_path, sep=";")
-    table["slide"] = table["Slide"].map(lambda n: f"{n:03d}.tiff")
-    slides = images[images["slide"].isin(cells["slide"])][
-        ["slide", "width", "height", "tumor_type"]
-    ]
-    slides = slides.merge(
-        table.rename(columns={"Dataset": "split", "Scanner": "scanner"})[
-            ["slide", "split", "scanner"]
-        ],
-        on="slide",
-    )
-    cells = cells.drop(columns="image").merge(slides, on="slide")
-    return cells, slides.reset_index(drop=True)
-
-
 @pytest.fixture(scope="module")
 def midogpp() -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(cells, slides)`` of MIDOG++ with the published split."""
-    json_path, split_path = (
-        fetch("annotations/MIDOGpp.json"),
-        fetch("annotations/MIDOGpp-split.csv"),
-    )
-    try:
-        from wsimito.io.annotations import read_annotations
-    except ImportError:  # the annotation readers are not in this installation
-        return _plain_midogpp(json_path, split_path)
-    ann = read_annotations(json_path, split=split_path)
-    return ann.to_frame(), ann.slide_info
+    """``(cells, slides)`` of MIDOG++ with the published split, read as the config reads them."""
+    config = load_config(EXAMPLES / "midogpp.toml")
+    config.data.annotations = str(fetch("annotations/MIDOGpp.json"))
+    config.data.split_table = str(fetch("annotations/MIDOGpp-split.csv"))
+    cells, slides, _ = load_tables(config)
+    return cells, slides
+
+
+def test_the_config_reads_every_annotation(midogpp):
+    cells, slides = midogpp
+    assert cells["kind"].value_counts().to_dict() == {"lookalike": 14349, "mitosis": 11937}
+    assert len(slides) == 503 and slides["tumor_type"].nunique() == TUMOURS
 
 
 def test_published_split_keeps_every_test_slide_out(midogpp):

@@ -55,6 +55,9 @@ DEFAULT_MARGIN_PX = 25.0
 #: (a figure cut by the border still shapes the heatmap there).
 TARGET_MARGIN_PX = 32.0
 
+#: Bound, bytes, of the decoded-tile cache of each slide held open for training patches.
+PATCH_TILE_CACHE_BYTES = 8 * 2**20
+
 ImageSource = str | os.PathLike | Slide
 Images = str | os.PathLike | Mapping[str, ImageSource]
 UnknownClasses = Literal["error", "ignore"]
@@ -156,31 +159,44 @@ class SlideCache:
             h.close()
 
 
-class _Lease:
-    """A slide as :class:`~wsimito.reader.TileReader` sees it: ``reopen()`` hands out
-    cached handles, which all go back to the cache when the lease ends."""
+class _Borrowed:
+    """A cached handle lent to a reader thread: ``close()`` gives it back to the cache
+    (:class:`~wsimito.reader.TileReader` closes the handles it opened when it is done)."""
 
     def __init__(self, cache: SlideCache, k: int) -> None:
         self._cache, self._k = cache, k
-        self._handles = [cache.acquire(k)]
-        self._given = 0
+        self._handle: Slide | None = cache.acquire(k)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._handles[0], name)
-
-    def reopen(self) -> Slide:
-        if self._given < len(self._handles):
-            handle = self._handles[self._given]
-        else:
-            handle = self._cache.acquire(self._k)
-            self._handles.append(handle)
-        self._given += 1
-        return handle
+        return getattr(self._handle, name)
 
     def close(self) -> None:
-        for handle in self._handles:
+        handle, self._handle = self._handle, None
+        if handle is not None:
             self._cache.release(self._k, handle)
-        self._handles = []
+
+
+class _Lease:
+    """A slide as :class:`~wsimito.reader.TileReader` sees it: metadata from one cached
+    handle, and ``reopen()`` lending further cached handles; :meth:`close` returns all."""
+
+    def __init__(self, cache: SlideCache, k: int) -> None:
+        self._base = _Borrowed(cache, k)
+        self._cache, self._k = cache, k
+        self._lent: list[_Borrowed] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._base, name)
+
+    def reopen(self) -> _Borrowed:
+        borrowed = _Borrowed(self._cache, self._k)
+        self._lent.append(borrowed)
+        return borrowed
+
+    def close(self) -> None:
+        for borrowed in [*self._lent, self._base]:
+            borrowed.close()
+        self._lent = []
 
 
 def cell_kinds(labels: pd.Series) -> np.ndarray:
@@ -305,7 +321,7 @@ class PatchDataset:
         if len(self.slides) == 0:
             raise TrainingDataError(f"{self.source}: no slides to train on (the table is empty)")
         self._paths = [self._resolve(name) for name in self.slides["slide"]]
-        self.cache = SlideCache(self._open, max_open)
+        self.cache = SlideCache(self._open_for_patches, max_open)
         self._plans: list[ReadPlan] = []
         self._inspect_slides(margin_px)
         names = {name: k for k, name in enumerate(self.slides["slide"])}
@@ -397,12 +413,21 @@ class PatchDataset:
             return source.reopen()
         return open_slide(source, mpp=self._slide_mpp)
 
+    def _open_for_patches(self, k: int) -> Slide:
+        """A handle for the patch cache; its decoded-tile cache is kept small, since random
+        patches rarely reuse file tiles and many slides stay open at once."""
+        handle = self._open(k)
+        tiles = getattr(handle, "tile_cache", None)
+        if tiles is not None:
+            tiles.max_bytes = min(tiles.max_bytes, PATCH_TILE_CACHE_BYTES)
+        return handle
+
     def _inspect_slides(self, margin_px: float) -> None:
         """Open every slide once: size, resolution, read plan; cells inside their image."""
         widths, heights, mpps = [], [], []
         for k, name in enumerate(self.slides["slide"]):
             try:
-                handle = self.cache.acquire(k)
+                handle = self._open(k)
             except WsimitoError as exc:
                 raise TrainingDataError(f"{self.source}: slide {name!r}: {exc}") from exc
             except Exception as exc:  # any reader failure
@@ -420,7 +445,7 @@ class PatchDataset:
                 width, height = handle.dimensions
                 self._plans.append(ReadPlan.for_slide(handle, self.mpp, self.patch_size))
             finally:
-                self.cache.release(k, handle)
+                handle.close()
             self._check_size(k, width, height)
             widths.append(width)
             heights.append(height)
