@@ -6,7 +6,8 @@ annotated mitotic figures with the MIDOG protocol: a hit within
 ``radius_um`` (7.5 µm) converted with that image's own mpp, TP, FP and FN
 summed over the images before F1 is computed (pooled F1). The decision
 threshold is the one with the best pooled F1 on the validation images
-(:func:`best_threshold`); it is stored in the trained detector.
+(:func:`best_threshold`, over every distinct candidate score); it is stored
+in the trained detector.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..evaluate import MIDOG_RADIUS_UM, DetectionScore, score_points
+from .. import evaluate
+from ..evaluate import MIDOG_RADIUS_UM, DetectionScore, precision_recall_curve, score_points
 from ..progress import Progress
 
 TissueChoice = Literal["none", "auto"]
@@ -145,29 +147,23 @@ def domain_scores(
 
 
 def best_threshold(
-    images: Sequence[ImageDetections],
-    radius_um: float = MIDOG_RADIUS_UM,
-    *,
-    max_candidates: int = 400,
+    images: Sequence[ImageDetections], radius_um: float = MIDOG_RADIUS_UM
 ) -> tuple[float, DetectionScore]:
     """The threshold with the best pooled F1 over ``images``, and its scores.
 
-    Candidate thresholds: every distinct candidate score (F1 changes only
-    there), thinned to ``max_candidates`` quantiles when there are more. Of
-    a run of equally good thresholds the middle one is taken, the choice
-    least sensitive to a small shift of the scores. Without any candidate
-    the threshold is 0.5 and F1 is 0 (or NaN without truth).
+    Every distinct candidate score is tried (:func:`wsimito.evaluate.precision_recall_curve`,
+    each image's own mpp); of equally good thresholds the highest is taken
+    (:func:`wsimito.evaluate.best_threshold`). Without any candidate the
+    threshold is 0.5.
     """
-    scores = np.concatenate([im.candidates[:, 2] for im in images] or [np.zeros(0)])
-    if len(scores) == 0:
-        return 0.5, pooled_score(images, 0.5, radius_um)
-    grid = np.unique(scores)
-    if len(grid) > max_candidates:
-        grid = np.unique(np.quantile(scores, np.linspace(0, 1, max_candidates)))
-    f1 = np.array([pooled_score(images, float(t), radius_um).f1 for t in grid])
-    f1 = np.nan_to_num(f1, nan=-1.0)
-    best = np.flatnonzero(f1 >= f1.max() - 1e-12)
-    threshold = float(grid[best[len(best) // 2]])
+    curve = precision_recall_curve(
+        [(im.candidates, im.truth) for im in images],
+        mpp=[im.mpp for im in images],
+        radius_um=radius_um,
+    )
+    threshold, _ = evaluate.best_threshold(curve)
+    if threshold != threshold:  # NaN: no candidates
+        threshold = 0.5
     return threshold, pooled_score(images, threshold, radius_um)
 
 
