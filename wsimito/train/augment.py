@@ -236,7 +236,9 @@ class HEDStainJitter:
         out = images.clone()
         dev = idx.to(images.device)
         pixels = images[dev].round().clamp(0, 255).to(torch.uint8)  # HEDJitter takes uint8
-        out[dev] = self.jitter(pixels, generator=generator).to(images.dtype)
+        jittered = self.jitter(pixels, generator=generator)
+        assert isinstance(jittered, torch.Tensor)  # tensors in, tensors out
+        out[dev] = jittered.to(images.dtype)
         return out, points
 
 
@@ -339,7 +341,10 @@ class AmplitudeBank:
 
     @classmethod
     def from_patches(
-        cls, patches: torch.Tensor, domains: torch.Tensor | Sequence[int], beta: float
+        cls,
+        patches: torch.Tensor,
+        domains: torch.Tensor | np.ndarray | Sequence[int],
+        beta: float,
     ) -> AmplitudeBank:
         """The bank of ``patches`` (uint8 or float ``(K, 3, H, W)``, any device) up to ``beta``.
 
@@ -567,7 +572,7 @@ class Augmenter:
         self,
         images: torch.Tensor,
         points: Sequence[torch.Tensor],
-        domains: torch.Tensor | Sequence[int] | None = None,
+        domains: torch.Tensor | np.ndarray | Sequence[int] | None = None,
     ) -> tuple[torch.Tensor, Points]:
         """Augment one batch.
 

@@ -105,7 +105,7 @@ def load_tables(config: TrainingConfig) -> tuple[pd.DataFrame, pd.DataFrame, str
         ) from exc
     ann = read_annotations(
         path,
-        format=data.format,
+        format=data.format,  # type: ignore[arg-type]  # one of the allowed, by the config
         split=data.split_table,
         mitosis_names=data.mitosis_names,
         lookalike_names=data.lookalike_names,
@@ -247,17 +247,19 @@ def build_model(config: TrainingConfig) -> ModelSetup:
             f"[model] init = {m.init!r} holds a {found!r} network, but architecture = "
             f"{m.architecture!r}; set architecture = {found!r}"
         )
-    model = det.model
-    if retina:
-        model = RetinaNetDA(**{**model.config, "sizes": sizes})
+    if isinstance(det.model, RetinaNetDA):
+        model = RetinaNetDA(**{**det.model.config, "sizes": sizes})
         model.load_state_dict(det.model.state_dict())
-        if m.lookalikes == "class" and model.n_classes < 2:
+        if m.lookalikes == "class" and det.model.n_classes < 2:
             raise ConfigError("[model] lookalikes = 'class' needs a network with 2 class outputs")
-    elif m.patch_size % 2**model.depth:
-        raise ConfigError(
-            f"[model] patch_size = {m.patch_size} must be a multiple of {2**model.depth} px for "
-            f"the network in {m.init!r}"
-        )
+    else:
+        model = det.model
+        multiple = 2 ** int(det.model.config["depth"])
+        if m.patch_size % multiple:
+            raise ConfigError(
+                f"[model] patch_size = {m.patch_size} must be a multiple of {multiple} px for "
+                f"the network in {m.init!r}"
+            )
     settings = det.settings
     tile = m.tile_size or (m.patch_size if retina else int(settings["tile_size"]))
     return ModelSetup(
@@ -292,9 +294,9 @@ def build_augmenter(config: TrainingConfig, bank: AmplitudeBank | None, seed: in
     if a.hed.enabled:
         ops.append(HEDStainJitter(sigma=a.hed.sigma, bias=a.hed.bias, p=a.hed.p))
     if a.fda.enabled and bank is not None:
-        ops.append(DomainFDA(bank, beta=tuple(a.fda.beta), p=a.fda.p))  # type: ignore[arg-type]
+        ops.append(DomainFDA(bank, beta=(a.fda.beta[0], a.fda.beta[1]), p=a.fda.p))
     if a.blur.enabled:
-        ops.append(GaussianBlur(sigma=tuple(a.blur.sigma), p=a.blur.p))  # type: ignore[arg-type]
+        ops.append(GaussianBlur(sigma=(a.blur.sigma[0], a.blur.sigma[1]), p=a.blur.p))
     if a.jpeg.enabled:
         q = a.jpeg.quality
         ops.append(JPEGArtefacts(quality=(int(q[0]), int(q[1])), p=a.jpeg.p))
@@ -422,9 +424,13 @@ class Trainer:
             else None
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self._amp == torch.float16)
-        retina = self.setup.architecture == "retinanet-da"
+        # input px per heatmap cell (point network); anchors (RetinaNet)
+        self.network_config = dict(getattr(self.model, "config", {}))
+        self.stride = int(self.network_config.get("stride", 1))
         self.anchors = (
-            create_anchors([(g, g) for g in self.model.sizes]).to(self.device) if retina else None
+            create_anchors([(g, g) for g in self.network_config["sizes"]]).to(self.device)
+            if self.setup.architecture == "retinanet-da"
+            else None
         )
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"f1": -1.0, "epoch": -1, "threshold": 0.5}
@@ -531,7 +537,7 @@ class Trainer:
             output = self.model(x)
         mitoses = [p[p[:, 2] == KIND_CODES["mitosis"], :2] for p in points]
         if self.anchors is None:
-            stride = self.model.stride
+            stride = self.stride
             sigma = self.config.model.sigma or 2.0 * stride
             targets = heatmap_targets(mitoses, size, stride, sigma, self.device)
             looks = [p[p[:, 2] == KIND_CODES["lookalike"], :2] for p in points]
@@ -646,8 +652,11 @@ class Trainer:
         }
         if s.architecture == "retinanet-da":
             class_score = (
-                "mitosis" if c.model.lookalikes == "class" or self.model.n_classes == 1 else "max"
+                "mitosis"
+                if c.model.lookalikes == "class" or self.network_config["n_classes"] == 1
+                else "max"
             )
+            assert isinstance(self.model, RetinaNetDA)
             return RetinaNetDetector(self.model, class_score=class_score, **common)
         return PointDetector(self.model, **common)
 
@@ -843,7 +852,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything ``--resume`` needs (see the module docstring)."""
         # the legacy global numpy state: third-party code (e.g. a user's model) may draw from it
-        numpy_state = np.random.get_state()  # noqa: NPY002
+        numpy_state: Any = np.random.get_state()  # noqa: NPY002
         return {
             "format": STATE_FORMAT,
             "version": STATE_VERSION,
