@@ -188,3 +188,28 @@ def test_splits_and_empty_splits(dotted):
 def test_bad_config_values_name_the_key_and_what_is_allowed(table, message):
     with pytest.raises(ConfigError, match=message):
         TrainingConfig.from_dict({"data": {"annotations": "a.csv"}, **table})
+
+
+def test_init_demo_starts_from_the_demo_weights():
+    import torch
+
+    import wsimito
+    from wsimito.train.loop import build_model
+
+    config = TrainingConfig.from_dict(
+        {"data": {"annotations": "a.csv"}, "model": {"init": "demo", "patch_size": 256}}
+    )
+    setup = build_model(config)
+    demo = wsimito.load_detector("demo", device="cpu")
+    assert (setup.mpp, setup.tile_size, setup.overlap) == (demo.mpp, demo.tile_size, demo.overlap)
+    assert setup.mean == tuple(demo.normalize.mean)
+    mine, theirs = setup.model.state_dict(), demo.model.state_dict()
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert "synthetic" in setup.init_metadata["init_training_data"]
+    with pytest.raises(ConfigError, match=r"patch_size = 100 must be a multiple of 16"):
+        build_model(
+            TrainingConfig.from_dict(
+                {"data": {"annotations": "a.csv"}, "model": {"init": "demo", "patch_size": 100}}
+            )
+        )

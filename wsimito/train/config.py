@@ -449,7 +449,8 @@ def _check_combinations(config: TrainingConfig) -> None:
             f"[model] stride = {m.stride} must be a power of two of at most "
             f"2 ** depth = {2**m.depth}"
         )
-    if m.architecture == "point-heatmap-net" and m.patch_size % 2**m.depth:
+    scratch_point_net = m.architecture == "point-heatmap-net" and m.init == "scratch"
+    if scratch_point_net and m.patch_size % 2**m.depth:  # else build_model checks the init's
         raise ConfigError(
             f"[model] patch_size = {m.patch_size} must be a multiple of "
             f"2 ** depth = {2**m.depth} px"
