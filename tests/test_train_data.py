@@ -213,3 +213,21 @@ def test_init_demo_starts_from_the_demo_weights():
                 {"data": {"annotations": "a.csv"}, "model": {"init": "demo", "patch_size": 100}}
             )
         )
+
+
+def test_a_handle_whose_read_failed_is_not_cached_again(dotted):
+    from wsimito.train.datasets import _Lease
+
+    folder, cells = dotted
+    dataset = PatchDataset(cells, folder, mpp=0.5, patch_size=64, num_workers=1)
+    try:
+        lease = _Lease(dataset.cache, 0)
+        first = lease.reopen()
+        first.close()  # what the reader does with a handle whose read failed ...
+        second = lease.reopen()  # ... before it asks for another
+        assert second.handle is not first.handle
+        lease.close()
+        assert first.handle not in dataset.cache._idle.get(0, [])
+        assert second.handle in dataset.cache._idle[0]
+    finally:
+        dataset.close()

@@ -144,6 +144,15 @@ class SlideCache:
         for h in closing:
             h.close()
 
+    def forget(self, k: int, handle: Slide) -> None:
+        """Take ``handle`` out of the idle handles, if it is there (it is closed elsewhere)."""
+        with self._lock:
+            handles = self._idle.get(k, [])
+            if handle in handles:
+                handles.remove(handle)
+                if not handles:
+                    del self._idle[k]
+
     @property
     def idle(self) -> int:
         """Idle open handles."""
@@ -165,20 +174,33 @@ class _Borrowed:
 
     def __init__(self, cache: SlideCache, k: int) -> None:
         self._cache, self._k = cache, k
-        self._handle: Slide | None = cache.acquire(k)
+        self.handle = cache.acquire(k)
+        self._lent = True
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._handle, name)
+        return getattr(self.handle, name)
 
     def close(self) -> None:
-        handle, self._handle = self._handle, None
-        if handle is not None:
-            self._cache.release(self._k, handle)
+        if self._lent:
+            self._lent = False
+            self._cache.release(self._k, self.handle)
+
+    def discard(self) -> None:
+        """Close the handle for good (a read through it failed)."""
+        if self._lent:
+            self._lent = False
+        else:
+            self._cache.forget(self._k, self.handle)
+        self.handle.close()
 
 
 class _Lease:
     """A slide as :class:`~wsimito.reader.TileReader` sees it: metadata from one cached
-    handle, and ``reopen()`` lending further cached handles; :meth:`close` returns all."""
+    handle, and ``reopen()`` lending further cached handles; :meth:`close` returns all.
+
+    The reader runs one thread, which asks for a second handle only after a read
+    failed: the handle lent before is then closed rather than cached again.
+    """
 
     def __init__(self, cache: SlideCache, k: int) -> None:
         self._base = _Borrowed(cache, k)
@@ -189,9 +211,10 @@ class _Lease:
         return getattr(self._base, name)
 
     def reopen(self) -> _Borrowed:
-        borrowed = _Borrowed(self._cache, self._k)
-        self._lent.append(borrowed)
-        return borrowed
+        for failed in self._lent:
+            failed.discard()
+        self._lent = [_Borrowed(self._cache, self._k)]
+        return self._lent[0]
 
     def close(self) -> None:
         for borrowed in [*self._lent, self._base]:
