@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
-from rich.markup import escape
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser(
@@ -42,9 +39,6 @@ def _train(args: argparse.Namespace) -> int:
     trainer = Trainer(config, device=args.device, progress=not args.quiet)
     try:
         result = trainer.fit(resume=args.resume, until=args.until)
-    except (FileExistsError, FileNotFoundError) as exc:  # an existing run, nothing to resume
-        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}")
-        return 2
     finally:
         trainer.close()
     if result.best is not None:
