@@ -296,3 +296,32 @@ def test_a_killed_write_leaves_a_temporary_that_the_next_write_removes(tmp_path)
     assert target.read_text() == "{}"
     remaining = set(tmp_path.glob(".result.geojson.*.tmp"))
     assert remaining == {live, fresh}
+
+
+def test_a_url_detector_needs_its_sha256_on_the_command_line(tmp_path, weights, slides, capsys):
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copy(weights, served / "tiny.pt")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/tiny.pt"
+        out = tmp_path / "out"
+        assert main(["count", slides[0], "-o", str(out), "--detector", url, "-q"]) == 2
+        assert "--sha256" in capsys.readouterr().err
+        digest = file_sha256(Path(weights))
+        args = ["count", slides[0], "-o", str(out), "--detector", url, "--sha256", digest, "-q"]
+        assert main(args) == 0
+        manifest = json.loads((out / MANIFEST_NAME).read_text())
+        assert digest in json.dumps(manifest["settings"])
+    finally:
+        os.environ.pop("XDG_CACHE_HOME", None)
+        server.shutdown()
+        server.server_close()

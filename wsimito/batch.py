@@ -319,9 +319,9 @@ def detector_spec(detector: Any) -> Any:
         text = os.fspath(detector)
         if "://" in text:
             return text
-        from .models.registry import REGISTRY
+        from .models.registry import list_detectors
 
-        if text in REGISTRY:
+        if text in list_detectors():
             return text
         return os.path.abspath(os.path.expanduser(text))
     return detector
@@ -373,9 +373,9 @@ def batch_settings(detector: Any, loaded: Any, options: Mapping[str, Any]) -> di
 
 
 def _weights_file_sha256(spec: str) -> str | None:
-    from .models.registry import REGISTRY
+    from .models.registry import get_weights, list_detectors
 
-    entry = REGISTRY.get(spec)
+    entry = get_weights(spec) if spec in list_detectors() else None
     path = entry.path if entry is not None else Path(spec)
     if path is None or not Path(path).is_file():
         return entry.sha256 if entry is not None else None

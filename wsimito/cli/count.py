@@ -52,6 +52,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="worker processes of --scheduler local (default: one per GPU, else one per 4 cores)",
     )
     count.add_argument("--detector", default="demo", help="registry name, weights path or URL")
+    count.add_argument(
+        "--sha256",
+        default=None,
+        help="SHA-256 of the weights at a --detector URL (required for URLs; 'skip' to accept "
+        "any file, with a warning)",
+    )
     count.add_argument("--mpp", type=float, default=None, help=MPP_HELP)
     count.add_argument(
         "--threshold", type=float, default=None, help="score threshold (default: the detector's)"
@@ -106,12 +112,13 @@ def _count(args: argparse.Namespace) -> int:
         finished.append(entry)
         lines.extend(_slide_lines(entry, note))
 
+    spec = _spec(args.detector, args.sha256)
     if args.scheduler is None:
-        detector = cached_detector(_spec(args.detector), args.device)
+        detector = cached_detector(spec, args.device)
     else:
         from ..distributed import _driver_detector
 
-        detector = _driver_detector(_spec(args.detector))
+        detector = _driver_detector(spec)
     note = detector_note(getattr(detector, "metadata", {}) or {})
     if note:
         out.print(Text(note, style="yellow"))
@@ -119,7 +126,7 @@ def _count(args: argparse.Namespace) -> int:
         if args.scheduler is None:
             from ..batch import run_sequential
 
-            settings = batch_settings(_spec(args.detector), detector, options)
+            settings = batch_settings(spec, detector, options)
             runtime = {"executor": "sequential", "device": args.device}
             run = BatchRun.open(
                 slides, args.output, settings, runtime=runtime, overwrite=args.overwrite
@@ -127,7 +134,7 @@ def _count(args: argparse.Namespace) -> int:
             single = len(run.todo) == 1
             options_here = dict(options, progress=single and not args.quiet)
             batch = run.run(
-                run_sequential(run, _spec(args.detector), options_here),
+                run_sequential(run, spec, options_here),
                 progress=not args.quiet and not single,
                 on_slide=on_slide,
             )
@@ -138,7 +145,7 @@ def _count(args: argparse.Namespace) -> int:
                 slides,
                 args.output,
                 client=None if args.scheduler == "local" else args.scheduler,
-                detector=_spec(args.detector),
+                detector=spec,
                 workers=args.workers,
                 overwrite=args.overwrite,
                 progress=not args.quiet,
@@ -186,9 +193,14 @@ def _count(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _spec(detector: str) -> str:
+def _spec(detector: str, sha256: str | None = None) -> str:
+    """The detector as workers load it: a URL becomes its checked, cached local copy."""
     from ..batch import detector_spec
 
+    if detector.startswith(("http://", "https://")):
+        from ..models.registry import fetch_weights
+
+        return str(fetch_weights(detector, sha256=sha256))
     return detector_spec(detector)
 
 
