@@ -895,6 +895,10 @@ class Tissue:
 _BOX = Image.Resampling.BOX
 
 
+#: Mask pixels (fractions of one) by which a slide may overshoot whole pixels through rounding.
+_EDGE_TOLERANCE = 1e-9
+
+
 def _mask_rows_cols(
     dimensions: tuple[int, int], slide_mpp: float, mpp: float, max_pixels: int | None
 ) -> tuple[int, int]:
@@ -904,7 +908,10 @@ def _mask_rows_cols(
     """
     width, height = dimensions
     s = mpp / slide_mpp
-    rows, cols = max(1, math.ceil(height / s)), max(1, math.ceil(width / s))
+    # A row or column that would start at the slide's far edge but for rounding (e.g.
+    # 383 / (3.49 / 0.109375) = 12.000000000000002) would have no area: leave it out.
+    rows = max(1, math.ceil(height / s - _EDGE_TOLERANCE))
+    cols = max(1, math.ceil(width / s - _EDGE_TOLERANCE))
     if max_pixels is not None and rows * cols > positive_int(max_pixels, "max_mask_pixels", "px"):
         gib = rows * cols * _BYTES_PER_MASK_PIXEL / 2**30
         raise ValueError(
