@@ -38,6 +38,8 @@ from .slide import Slide, open_slide
 from .tiling import TileGrid
 from .tissue import Tissue, detect_tissue
 
+#: Longest side of the overview kept in a result, px.
+_OVERVIEW_PX = 512
 #: Default radius (µm) of the duplicate check across tiles when the detector names none.
 DEFAULT_MERGE_RADIUS_UM = 3.0
 
@@ -303,7 +305,7 @@ def count_mitoses(
             },
             skipped_tiles=[tuple(float(v) for v in boxes[i]) for i, _ in skipped],
             skipped_cores=[tuple(float(v) for v in cores[i]) for i, _ in skipped],
-            thumbnail=_overview(slide),
+            thumbnail=_overview(slide, tissue_obj),
         )
         if skipped:
             warnings.warn(
@@ -354,10 +356,26 @@ def _stain_transform(
     )
 
 
-def _overview(slide: Slide) -> np.ndarray | None:
-    """A 512 px overview for the result's display; a failed read only loses the picture."""
+def _overview(slide: Slide, tissue: Tissue) -> np.ndarray | None:
+    """A small overview for the result's display.
+
+    The image tissue detection already read (8 µm/px by default) serves when it
+    is at least 512 px on its longer side, so the slide is not read a second
+    time; otherwise a 512 px thumbnail is read. A failed read only loses the
+    picture.
+    """
+    image = tissue.image
+    if image is not None and max(image.shape[:2]) >= _OVERVIEW_PX:
+        from PIL import Image
+
+        s = tissue.scale
+        width, height = slide.dimensions
+        image = image[: max(1, round(height / s)), : max(1, round(width / s))]
+        factor = _OVERVIEW_PX / max(image.shape[:2])
+        size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[0] * factor)))
+        return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
     try:
-        return slide.thumbnail(512)
+        return slide.thumbnail(_OVERVIEW_PX)
     except Exception as exc:  # a broken region must not discard a finished count
         warnings.warn(f"no overview image for {slide.name}: {exc}", stacklevel=3)
         return None
