@@ -338,15 +338,6 @@ class Slide:
             A writable ``(height, width, 3)`` uint8 array (a view into a batch
             buffer, for instance) to fill instead of allocating one.
 
-        Parameters
-        ----------
-        x, y : int
-            Top-left corner, px of ``level``.
-        level : int
-            The pyramid level.
-        width, height : int
-            Size, px of ``level`` (> 0).
-
         Returns
         -------
         numpy.ndarray
