@@ -1,7 +1,8 @@
 """Every public docstring of wsimito is real numpydoc, checked by numpydoc's own validator.
 
 Public means: a module, class, function, method or property whose name (and whose
-module's name) has no leading underscore, defined in wsimito. Each is checked with
+module's name) has no leading underscore, defined in wsimito; a method marked
+``@override`` without a docstring of its own is documented by the method it overrides. Each is checked with
 ``numpydoc.validate`` (as scikit-learn and pandas do): ``name : type`` entries for every
 parameter, a Returns section where something is returned, sections in numpydoc's order,
 capitalised sentences. Not required: an extended summary, See Also, Examples (they are
@@ -60,8 +61,12 @@ def _public_objects() -> Iterator[str]:
                         continue
                     if isinstance(value, staticmethod | classmethod):
                         value = value.__func__
-                    if inspect.isfunction(value) or isinstance(value, property):
-                        yield f"{module_name}.{name}.{member}"
+                    if not (inspect.isfunction(value) or isinstance(value, property)):
+                        continue
+                    func = value.fget if isinstance(value, property) else value
+                    if getattr(func, "__override__", False) and not func.__doc__:
+                        continue  # @override without a docstring: the base's applies
+                    yield f"{module_name}.{name}.{member}"
 
 
 OBJECTS = sorted(set(_public_objects()))
@@ -102,11 +107,14 @@ def _errors(name: str) -> list[str]:
     for code, message in report["errors"]:
         if code in IGNORED:
             continue
-        if code == "PR01" and report["type"] == "type":
-            # A dataclass or record may document its fields under Attributes.
-            if attributes is None:
-                attributes = _class_attributes(name)
-            missing = set(re.findall(r"'([^']+)'", message)) - attributes
+        if code == "PR01":
+            # Private parameters (``_warn``) are not documented; a dataclass or record
+            # may document its fields under Attributes.
+            missing = {m for m in re.findall(r"'([^']+)'", message) if not m.startswith("_")}
+            if report["type"] == "type":
+                if attributes is None:
+                    attributes = _class_attributes(name)
+                missing -= attributes
             if not missing:
                 continue
             message = f"Parameters {sorted(missing)} not documented"
