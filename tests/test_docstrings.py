@@ -2,11 +2,11 @@
 
 Public means: a module, class, function, method or property whose name (and whose
 module's name) has no leading underscore, defined in wsimito; a method marked
-``@override`` without a docstring of its own is documented by the method it overrides. Each is checked with
-``numpydoc.validate`` (as scikit-learn and pandas do): ``name : type`` entries for every
-parameter, a Returns section where something is returned, sections in numpydoc's order,
-capitalised sentences. Not required: an extended summary, See Also, Examples (they are
-given where they help) and the summary on the line after the quotes.
+``@override`` without a docstring of its own is documented by the method it overrides.
+Each is checked with ``numpydoc.validate`` (as scikit-learn and pandas do): ``name : type``
+entries for every parameter, a Returns section where something is returned, sections in
+numpydoc's order, capitalised sentences. Not required: an extended summary, See Also,
+Examples (they are given where they help) and the summary on the line after the quotes.
 """
 
 from __future__ import annotations
@@ -72,15 +72,21 @@ def _public_objects() -> Iterator[str]:
 OBJECTS = sorted(set(_public_objects()))
 
 
-def _class_attributes(name: str) -> set[str]:
-    """Names documented under a class's Attributes section (dataclass fields, for one)."""
+def _object(name: str) -> object:
     module_name, _, attr = name.rpartition(".")
-    obj = getattr(importlib.import_module(module_name), attr, None)
-    if not inspect.isclass(obj) or not obj.__doc__:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return getattr(_object(module_name), attr)
+
+
+def _class_attributes(cls: type) -> set[str]:
+    """Names documented under a class's Attributes section (dataclass fields, for one)."""
+    if not cls.__doc__:
         return set()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        doc = NumpyDocString(inspect.cleandoc(obj.__doc__))
+        doc = NumpyDocString(inspect.cleandoc(cls.__doc__))
     return {n.strip() for entry in doc["Attributes"] for n in entry.name.split(",")}
 
 
@@ -102,19 +108,20 @@ def _errors(name: str) -> list[str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         report = validate(name, _Validator)
+    obj = _object(name)
     found = []
-    attributes: set[str] | None = None
     for code, message in report["errors"]:
         if code in IGNORED:
             continue
         if code == "PR01":
             # Private parameters (``_warn``) are not documented; a dataclass or record
-            # may document its fields under Attributes.
+            # may document its fields under Attributes; a Protocol's signature is
+            # typing's ``(*args, **kwargs)``.
             missing = {m for m in re.findall(r"'([^']+)'", message) if not m.startswith("_")}
-            if report["type"] == "type":
-                if attributes is None:
-                    attributes = _class_attributes(name)
-                missing -= attributes
+            if inspect.isclass(obj):
+                missing -= _class_attributes(obj)
+                if getattr(obj, "_is_protocol", False):
+                    missing -= {"*args", "**kwargs"}
             if not missing:
                 continue
             message = f"Parameters {sorted(missing)} not documented"
