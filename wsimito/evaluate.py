@@ -587,7 +587,7 @@ class Evaluation:
             )
         return pd.DataFrame(out)
 
-    def to_csv(self, path: str | os.PathLike) -> Path:
+    def to_csv(self, path: str | os.PathLike[str]) -> Path:
         """Write :meth:`table` as CSV, atomically.
 
         Parameters
@@ -606,7 +606,7 @@ class Evaluation:
             self.table().to_csv(fh, index=False)
         return Path(path)
 
-    def plot(self, path: str | os.PathLike) -> Path:
+    def plot(self, path: str | os.PathLike[str]) -> Path:
         """Write a precision-recall plot (PNG) with one curve per domain, atomically.
 
         Parameters
@@ -717,7 +717,7 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _read(path: str | os.PathLike, *, predictions: bool) -> Annotations:
+def _read(path: str | os.PathLike[str], *, predictions: bool) -> Annotations:
     """Read a side for scoring: CSV files need not have their images beside them, and a
     prediction beyond the image edge is scored like any other."""
     from .io.annotations import detect_format, read_annotations
@@ -729,8 +729,8 @@ def _read(path: str | os.PathLike, *, predictions: bool) -> Annotations:
 
 
 def score_annotations(
-    predictions: Annotations | str | os.PathLike,
-    ground_truth: Annotations | str | os.PathLike,
+    predictions: Annotations | str | os.PathLike[str],
+    ground_truth: Annotations | str | os.PathLike[str],
     *,
     radius_um: float = MIDOG_RADIUS_UM,
     mpp: float | Mapping[str, float] | None = None,

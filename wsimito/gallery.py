@@ -579,7 +579,7 @@ def gallery_html(
 
 
 def write_gallery(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     sections: np.ndarray | Sequence[GallerySection],
     labels: Sequence[str] | None = None,
     *,

@@ -99,7 +99,7 @@ def _aperio_description(
 
 
 def write_slide(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     width: int,
     height: int,
     *,
