@@ -1,7 +1,8 @@
 """Every public docstring of wsimito is real numpydoc, checked by numpydoc's own validator.
 
 Public means: a module, class, function, method or property whose name (and whose
-module's name) has no leading underscore, defined in wsimito; a method marked
+module's name) has no leading underscore, defined in wsimito (in the synthetic slide
+generator, only what ``wsimito.synthetic`` exports); a method marked
 ``@override`` without a docstring of its own is documented by the method it overrides.
 Each is checked with ``numpydoc.validate`` (as scikit-learn and pandas do): ``name : type``
 entries for every parameter, a Returns section where something is returned, sections in
@@ -35,6 +36,19 @@ NOT_YET = re.compile(
 )
 
 
+# Packages whose modules are implementation: only what the package exports (``__all__``)
+# is public there. The synthetic slide generator's internals are numerical kernels.
+INTERNAL_PACKAGES = ("wsimito.synthetic",)
+
+
+def _exported(module_name: str) -> set[str] | None:
+    """The names public in ``module_name``, or ``None`` for every name without ``_``."""
+    for package in INTERNAL_PACKAGES:
+        if module_name.startswith(package + "."):
+            return set(importlib.import_module(package).__all__)
+    return None
+
+
 def _modules() -> list[str]:
     names = ["wsimito"]
     for info in pkgutil.walk_packages(wsimito.__path__, "wsimito."):
@@ -48,9 +62,12 @@ def _modules() -> list[str]:
 def _public_objects() -> Iterator[str]:
     for module_name in _modules():
         module = importlib.import_module(module_name)
+        exported = _exported(module_name)
         yield module_name
         for name, obj in vars(module).items():
             if name.startswith("_") or getattr(obj, "__module__", None) != module_name:
+                continue
+            if exported is not None and name not in exported:
                 continue
             if inspect.isfunction(obj):
                 yield f"{module_name}.{name}"

@@ -136,7 +136,18 @@ def draw_overview(
 
 
 def png_base64(image: np.ndarray) -> str:
-    """``image`` (``(h, w, 3)`` uint8) as a base64-encoded PNG."""
+    """Encode an image as a base64 PNG, for inlining in HTML.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(h, w, 3)`` uint8 RGB.
+
+    Returns
+    -------
+    str
+        The PNG file, base64-encoded (ASCII).
+    """
     buf = io.BytesIO()
     Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode()
