@@ -76,3 +76,13 @@ def test_count_writes_geojson_per_slide_and_a_summary(tmp_path, weights, capsys)
         assert len(detections) == int(row["count"])
         assert float(row["mpp"]) == pytest.approx(0.25)
     assert not list(out.glob(".*.tmp"))
+
+
+def test_info_prints_markup_in_a_path_as_text(sample, tmp_path, capsys):
+    folder = tmp_path / "odd["
+    folder.mkdir()
+    path = folder / "z][bold]x.svs"
+    path.write_bytes(Path(sample("slides/cmu-1-small-region.svs")).read_bytes())
+    assert main(["info", str(path)]) == 0
+    out = "".join(capsys.readouterr().out.split())  # the title may wrap
+    assert "".join(str(path).split()) in out

@@ -34,6 +34,7 @@ _LAZY = {
     "Weights": ("wsimito.models", "Weights"),
     "save_detector": ("wsimito.models", "save_detector"),
     "count_mitoses": ("wsimito.pipeline", "count_mitoses"),
+    "count_many": ("wsimito.distributed", "count_many"),
     "MitosisResult": ("wsimito.result", "MitosisResult"),
     "Hotspot": ("wsimito.hotspot", "Hotspot"),
     "find_hotspot": ("wsimito.hotspot", "find_hotspot"),
@@ -46,6 +47,7 @@ _SUBMODULES = {"stain", "synthetic", "evaluate", "models", "data", "io", "train"
 
 if TYPE_CHECKING:
     from .detect import Detector
+    from .distributed import count_many
     from .hotspot import Hotspot, find_hotspot
     from .io.annotations import AnnotationError, Annotations, read_annotations
     from .models import Weights, list_detectors, load_detector, register_detector, save_detector
@@ -88,6 +90,7 @@ __all__ = [
     "Weights",
     "WeightsError",
     "WsimitoError",
+    "count_many",
     "count_mitoses",
     "detect_tissue",
     "find_hotspot",

@@ -6,6 +6,7 @@ import argparse
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,7 +30,7 @@ def _info(args: argparse.Namespace) -> int:
     console = Console()
     for path in args.slides:
         slide = open_slide(path, backend=args.backend, mpp=args.mpp)
-        table = Table(title=str(path), show_header=False)
+        table = Table(title=Text(str(path)), show_header=False)
         w, h = slide.dimensions
         table.add_row("backend", slide.backend)
         table.add_row("size (level 0)", f"{w} x {h} px")
@@ -52,6 +53,6 @@ def _info(args: argparse.Namespace) -> int:
             "tiffslide.vendor"
         )
         if vendor:
-            table.add_row("vendor", vendor)
+            table.add_row("vendor", Text(vendor))
         console.print(table)
     return 0

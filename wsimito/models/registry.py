@@ -376,15 +376,8 @@ def load_detector(
             path = _download(str(weights.url), None if expected == SKIP else expected)
         architecture = weights.architecture
     elif text.startswith(("http://", "https://")):
-        if sha256 is None:
-            raise WeightsError(
-                f"{text} is a URL and no sha256= was given: wsimito loads downloaded weights only "
-                "when their SHA-256 is known, since other weights change every count without a "
-                "word. Pass load_detector(url, sha256='<64 hex digits>') (the publisher's hash, "
-                "or `sha256sum` of a copy you trust), or sha256='skip' to load it unchecked"
-            )
+        path = fetch_weights(text, sha256=sha256)
         expected = sha256
-        path = _download(text, None if sha256 == SKIP else sha256)
         name, metadata, architecture = Path(text).stem, {"weights": text}, None
     else:
         path = Path(text).expanduser()
@@ -444,6 +437,39 @@ def _bundled_or_local(name: str, path: Path, given: bool) -> Path:
             "wsimito.train.heatmap.train_point_detector and save it with save_detector"
         )
     return path
+
+
+def fetch_weights(url: str, *, sha256: str | None) -> Path:
+    """Download a weights file once into the user cache, checked against its SHA-256.
+
+    Parameters
+    ----------
+    url : str
+        An http(s) URL.
+    sha256 : str or None
+        The file's SHA-256 (64 hex digits), or ``"skip"`` to accept any file.
+
+    Returns
+    -------
+    pathlib.Path
+        The cached copy.
+
+    Raises
+    ------
+    WeightsError
+        Without ``sha256``, when the download fails, or when the file differs.
+    """
+    if sha256 is None:
+        raise WeightsError(
+            f"{url} is a URL and no sha256= was given: wsimito loads downloaded weights only "
+            "when their SHA-256 is known, since other weights change every count without a "
+            "word. Pass load_detector(url, sha256='<64 hex digits>') (the publisher's hash, "
+            "or `sha256sum` of a copy you trust; on the command line --sha256), or "
+            "sha256='skip' to load it unchecked"
+        )
+    if sha256 != SKIP:
+        sha256 = _checked_sha256(sha256, "sha256")
+    return _download(url, None if sha256 == SKIP else sha256)
 
 
 def _download(url: str, sha256: str | None) -> Path:
