@@ -310,10 +310,10 @@ class TileReader:
             except Exception as exc:  # any reader failure
                 error = exc
                 handles.drop()
-        side = self.tile_size * self.plan.scale
+        box_side = self.tile_size * self.plan.scale
         message = (
-            f"reading {self.slide.name} at level-0 box (x={x:.1f}, y={y:.1f}, w={side:.1f}, "
-            f"h={side:.1f}), level {self.plan.level}, failed twice: "
+            f"reading {self.slide.name} at level-0 box (x={x:.1f}, y={y:.1f}, w={box_side:.1f}, "
+            f"h={box_side:.1f}), level {self.plan.level}, failed twice: "
             f"{type(error).__name__}: {error}"
         )
         if self.on_error == "skip":
@@ -498,8 +498,18 @@ class _Transfer:
         self.last_event: Any = None
 
     def to_device(self, host: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        """``(N, 3, S, S)`` uint8 channels-last on the device from ``(N, S, S, 3)`` on the host,
-        and whether it shares ``host``'s memory."""
+        """Move a host batch to the device as ``(N, 3, S, S)`` uint8 channels-last.
+
+        Parameters
+        ----------
+        host : torch.Tensor
+            ``(N, S, S, 3)`` uint8 on the host.
+
+        Returns
+        -------
+        tuple of (torch.Tensor, bool)
+            The device batch, and whether it shares ``host``'s memory.
+        """
         if not self.cuda:
             moved = host.to(self.device)
             self.last_event = None
