@@ -535,7 +535,7 @@ class Evaluation:
         Hit radius, µm.
     threshold : float or None
         The score threshold the counts were made at (``None``: every prediction).
-    order : str
+    order : {"reference", "nearest"}
         The matching order.
     ignored_slides : list of str
         Prediction slides without ground truth (not scored).
@@ -547,7 +547,7 @@ class Evaluation:
     by: str | None = None
     radius_um: float = MIDOG_RADIUS_UM
     threshold: float | None = None
-    order: str = "reference"
+    order: Order = "reference"
     ignored_slides: list[str] = field(default_factory=list)
 
     @property

@@ -13,6 +13,7 @@ import html
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import shapely
@@ -44,7 +45,7 @@ class PointLayer:
     points: np.ndarray
     color: RGB
     radius: float = 3.0
-    style: str = "ring"
+    style: Literal["ring", "dot"] = "ring"
     label: str = ""
 
 

@@ -178,7 +178,7 @@ def detect_tissue(
 
 
 def _read_tissue_image(
-    slide: Slide, mpp: float, rows: int, cols: int, on_error: str
+    slide: Slide, mpp: float, rows: int, cols: int, on_error: OnError
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[tuple[float, float, float, float], str]]]:
     """The slide at ``mpp`` on the mask's grid, read block by block.
 
