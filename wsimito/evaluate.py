@@ -503,8 +503,8 @@ def best_threshold(curve: pd.DataFrame) -> tuple[float, float]:
 
     Returns
     -------
-    (float, float)
-        The threshold (the highest one on ties) and its F1; ``(nan, nan)`` for
+    tuple of (float, float)
+        The threshold (a score in [0, 1], the highest one on ties) and its F1; ``(nan, nan)`` for
         an empty curve.
     """
     if not len(curve) or curve["f1"].isna().all():

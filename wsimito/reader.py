@@ -565,7 +565,7 @@ def resample_batch(
     tile_size : int
         Output side, px.
     pool : int
-        When shrinking by ``pool`` or more, a ``pool x pool`` box filter runs
+        When shrinking by ``pool`` or more, a ``pool x pool`` patch px box filter runs
         first (area averaging).
 
     Returns

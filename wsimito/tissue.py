@@ -698,7 +698,7 @@ class Tissue:
         Returns
         -------
         float
-            Tissue area / box area; 0 for an empty box.
+            Tissue area / box area, in [0, 1]; 0 for an empty box.
         """
         return float(self.fractions(np.asarray([box], dtype=np.float64))[0])
 

@@ -177,7 +177,7 @@ class RetinaNetDetector(TorchDetector):
     threshold : float
         Default decision threshold on the box score (0.64, the reference's).
     min_score : float
-        Boxes scoring at or below it are dropped before NMS (0.4).
+        Box score in [0, 1] at or below which boxes are dropped before NMS (0.4).
     nms_iou : float
         IoU above which NMS suppresses the lower-scoring box (0.4).
     class_score : {"max", "mitosis"}
@@ -314,7 +314,7 @@ def boxes_to_points(
     tile_size : int
         Tile side, px.
     min_score : float
-        Boxes scoring at or below it are dropped before NMS.
+        Box score in [0, 1] at or below which boxes are dropped before NMS.
     nms_iou : float
         IoU above which NMS suppresses the lower-scoring box.
     class_score : {"max", "mitosis"}

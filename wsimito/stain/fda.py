@@ -103,7 +103,7 @@ def low_frequencies(x: torch.Tensor, b: int) -> torch.Tensor:
     x : torch.Tensor
         Float images ``(N, C, H, W)``.
     b : int
-        Half-width of the square of frequencies.
+        Half-width of the square, in frequencies.
 
     Returns
     -------
@@ -300,7 +300,7 @@ class FDA:
         height, width : int
             Image size the targets are resized to, px.
         b : int
-            Half-width of the square of frequencies.
+            Half-width of the square, in frequencies.
         device : torch.device or str
             Where the amplitudes go.
         dtype : torch.dtype

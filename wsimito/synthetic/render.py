@@ -56,7 +56,7 @@ class Scene:
     layout : Layout
         Where tissue, tumour, figures and artefacts are (µm).
     tumour_fraction : float
-        Share of tissue in tumour nests.
+        Share (0 to 1) of tissue in tumour nests.
     """
 
     width: int
@@ -98,11 +98,11 @@ class Scene:
         stain : str or StainModel
             "random" (a preset varied by ``seed``), a preset name or a :class:`StainModel`.
         tissue_fraction : float
-            Share of the slide covered by tissue (the rest is glass).
+            Share (0 to 1) of the slide covered by tissue (the rest is glass).
         tissue_scale_um : float
             Size of tissue islands (µm, first noise octave).
         tumour_fraction : float
-            Share of tissue in tumour nests (the rest is stroma).
+            Share (0 to 1) of tissue in tumour nests (the rest is stroma).
         mitoses_per_mm2 : float
             Mean mitotic figures per mm² of tissue; 0 makes a mitosis-free slide.
         imposters_per_mitosis : float
