@@ -1,4 +1,4 @@
-"""Command line: ``wsimito info``, ``wsimito count``, ``wsimito demo``, ``wsimito evaluate``.
+"""Command line: ``wsimito info``, ``count``, ``demo``, ``evaluate`` and ``train``.
 
 One module per sub-command; each has ``add_parser(subparsers)`` and registers
 its own ``func``. Add a command by adding its module to :data:`COMMANDS`.
@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.text import Text
 
 #: Sub-command modules, in the order ``wsimito --help`` lists them.
-COMMANDS = ("info", "count", "demo", "evaluate")
+COMMANDS = ("info", "count", "demo", "evaluate", "train")
 
 _DEBUG_HELP = "show the full traceback of an error"
 

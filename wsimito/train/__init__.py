@@ -1,5 +1,63 @@
-"""Training detectors from point annotations."""
+"""Training detectors from point annotations (see ``docs/training.md``).
 
-from .heatmap import focal_heatmap_loss, heatmap_targets, train_point_detector
+- :mod:`~wsimito.train.sampler`: which patches an epoch holds, balanced over
+  domains and classes (:class:`BalancedSampler`);
+- :mod:`~wsimito.train.datasets`: reading them from annotated slides
+  (:class:`PatchDataset`);
+- :mod:`~wsimito.train.augment`: augmentation on the device, per batch, with
+  the points moved along (:class:`Augmenter` and its operations);
+- :mod:`~wsimito.train.losses`: heatmap loss with look-alikes as negatives,
+  RetinaNet loss;
+- :mod:`~wsimito.train.config` and :mod:`~wsimito.train.loop`: the TOML
+  configuration and the loop behind ``wsimito train`` (:func:`train`,
+  :class:`Trainer`);
+- :mod:`~wsimito.train.heatmap`: the small in-memory loop of the demo detector
+  (:func:`train_point_detector`).
+"""
 
-__all__ = ["focal_heatmap_loss", "heatmap_targets", "train_point_detector"]
+from .augment import (
+    AmplitudeBank,
+    Augmenter,
+    Dihedral,
+    DomainFDA,
+    GaussianBlur,
+    HEDStainJitter,
+    JPEGArtefacts,
+    StainMatrixJitter,
+    Zoom,
+)
+from .config import ConfigError, TrainingConfig, load_config
+from .datasets import PatchBatch, PatchDataset, TrainingDataError
+from .heatmap import train_point_detector
+from .loop import Trainer, TrainingResult, train
+from .losses import focal_heatmap_loss, heatmap_targets, lookalike_weights, retinanet_loss
+from .sampler import CLASSES, BalancedSampler, Samples
+
+__all__ = [
+    "CLASSES",
+    "AmplitudeBank",
+    "Augmenter",
+    "BalancedSampler",
+    "ConfigError",
+    "Dihedral",
+    "DomainFDA",
+    "GaussianBlur",
+    "HEDStainJitter",
+    "JPEGArtefacts",
+    "PatchBatch",
+    "PatchDataset",
+    "Samples",
+    "StainMatrixJitter",
+    "Trainer",
+    "TrainingConfig",
+    "TrainingDataError",
+    "TrainingResult",
+    "Zoom",
+    "focal_heatmap_loss",
+    "heatmap_targets",
+    "load_config",
+    "lookalike_weights",
+    "retinanet_loss",
+    "train",
+    "train_point_detector",
+]

@@ -1,10 +1,12 @@
-"""Training a centre-heatmap point detector from point annotations.
+"""A small loop that trains a centre-heatmap point detector on in-memory crops.
 
-- :func:`heatmap_targets`: Gaussian targets at the network stride, centred on
-  the exact (sub-pixel) point positions, so the sub-pixel refinement of
-  :mod:`wsimito.models.peaks` recovers them.
-- :func:`focal_heatmap_loss`: a focal-style loss for soft targets.
-- :func:`train_point_detector`: a small training loop.
+:func:`train_point_detector` is what the bundled demo detector was trained
+with; training on annotated slides goes through :mod:`wsimito.train.loop`.
+The targets and the loss live in :mod:`wsimito.train.losses`
+(:func:`heatmap_targets`: Gaussians at the network stride centred on the
+exact sub-pixel positions, so the sub-pixel refinement of
+:mod:`wsimito.models.peaks` recovers them; :func:`focal_heatmap_loss`) and
+are re-exported here.
 
 Points are x, y in input px, continuous convention (pixel ``(c, r)`` has its
 centre at ``(c + 0.5, r + 0.5)``); heatmap cell ``j`` at stride ``s`` is
@@ -19,55 +21,11 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..detect import resolve_device
+from .losses import focal_heatmap_loss, heatmap_targets
 
 Sample = tuple[torch.Tensor, torch.Tensor]
-
-
-def heatmap_targets(
-    points: Sequence[torch.Tensor],
-    size: tuple[int, int],
-    stride: int,
-    sigma: float,
-) -> torch.Tensor:
-    """Gaussian centre heatmaps ``(N, 1, H / stride, W / stride)`` with peak 1 at each point.
-
-    ``points``: one ``(K, 2)`` tensor of x, y (input px) per image; ``size``:
-    input (H, W) px; ``sigma``: Gaussian standard deviation, input px.
-    Overlapping Gaussians combine by maximum.
-    """
-    h, w = size[0] // stride, size[1] // stride
-    sigma_cells = sigma / stride
-    rows = torch.arange(h, dtype=torch.float32)
-    cols = torch.arange(w, dtype=torch.float32)
-    maps = []
-    for pts in points:
-        pts = pts.reshape(-1, 2).float().cpu()
-        if len(pts) == 0:
-            maps.append(torch.zeros(h, w))
-            continue
-        u = pts[:, 0] / stride - 0.5
-        v = pts[:, 1] / stride - 0.5
-        gy = torch.exp(-((rows[None, :] - v[:, None]) ** 2) / (2 * sigma_cells**2))
-        gx = torch.exp(-((cols[None, :] - u[:, None]) ** 2) / (2 * sigma_cells**2))
-        maps.append((gy[:, :, None] * gx[:, None, :]).amax(dim=0))
-    return torch.stack(maps)[:, None]
-
-
-def focal_heatmap_loss(
-    logits: torch.Tensor, targets: torch.Tensor, n_points: int, gamma: float = 2.0
-) -> torch.Tensor:
-    """Focal loss for soft targets, summed and divided by ``max(1, n_points)``.
-
-    Per cell: ``|t - p| ** gamma * BCE(p, t)`` with ``p = sigmoid(logit)``
-    (the quality focal loss of Li et al. 2020); it is minimal at ``p = t``, so
-    the network learns the Gaussian shape that sub-pixel refinement relies on.
-    """
-    prob = torch.sigmoid(logits)
-    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    return ((prob - targets).abs().pow(gamma) * bce).sum() / max(1, n_points)
 
 
 def _augment(image: torch.Tensor, points: torch.Tensor, generator: torch.Generator) -> Sample:
@@ -151,7 +109,8 @@ def train_point_detector(
             image, pts = dataset[index]
             if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
                 raise ValueError(
-                    f"dataset images must be uint8 (3, H, W), got {image.dtype} {tuple(image.shape)}"
+                    "dataset images must be uint8 (3, H, W), got "
+                    f"{image.dtype} {tuple(image.shape)}"
                 )
             pts = torch.as_tensor(pts, dtype=torch.float32).reshape(-1, 2)
             if augment:
