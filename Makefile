@@ -22,8 +22,8 @@ test: lint
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check wsimito tests benchmarks examples
-	$(VENV)/bin/ruff format --check wsimito tests benchmarks examples
+	$(VENV)/bin/ruff check wsimito tests benchmarks examples scripts
+	$(VENV)/bin/ruff format --check wsimito tests benchmarks examples scripts
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)
