@@ -17,12 +17,14 @@ $(STAMP): pyproject.toml .ci/constraints-cpu.txt
 demo: $(STAMP)
 	$(VENV)/bin/wsimito demo --out demo-output
 
-test: $(STAMP)
-	$(VENV)/bin/ruff check wsimito tests benchmarks examples
+# The same checks as .pre-commit-config.yaml, then the tests (docstring examples included).
+test: lint
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check wsimito tests benchmarks examples
+	$(VENV)/bin/ruff check wsimito tests benchmarks examples scripts
+	$(VENV)/bin/ruff format --check wsimito tests benchmarks examples scripts
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

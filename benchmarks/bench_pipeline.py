@@ -54,7 +54,10 @@ def point_detector(tile_size: int = 512):
 
 
 def naive_loop(path: str, det, boxes: np.ndarray, radius_px: float) -> int:
-    """What a user writes first: read each tile with OpenSlide, one forward pass each, NMS at the end."""
+    """What a user writes first: read each tile with OpenSlide, one forward pass each.
+
+    NMS runs at the end.
+    """
     osr = openslide.OpenSlide(path)
     pts, scores = [], []
     size = det.tile_size
@@ -176,7 +179,8 @@ def main() -> None:
     print("|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['width']} x {r['width']} | {r['tiles']} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} |"
+            f"| {r['width']} x {r['width']} | {r['tiles']} | {r['seconds']:.1f} "
+            f"| {r['peak_rss_mb']:.0f} |"
         )
     print(f"\nlarge - small peak RSS: {rows[-1]['peak_rss_mb'] - rows[0]['peak_rss_mb']:+.0f} MB")
 
@@ -187,7 +191,8 @@ def report_throughput(t: dict) -> None:
     print("|---|---|---|")
     print(f"| detector alone, tiles in memory | {t['alone']:.2f} | 1.00 |")
     print(
-        f"| count_mitoses end to end | {t['e2e']:.2f} | {t['e2e'] / t['alone']:.2f} of detector alone |"
+        f"| count_mitoses end to end | {t['e2e']:.2f} "
+        f"| {t['e2e'] / t['alone']:.2f} of detector alone |"
     )
     print(
         f"| naive loop (read_region, 1 tile/forward, global NMS) | {t['naive']:.2f} | "

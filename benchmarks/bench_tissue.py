@@ -26,7 +26,8 @@ SAMPLES = [  # (label, registry name, mpp to pass or None)
     ("TCGA CR-7395 (JPEG 2000 SVS, mpp 0.25 given)", "slides/tcga-cr-7395-01a-01-ts1.svs", 0.25),
     ("tiatoolbox H&E ROI (PNG, mpp 0.25 given)", "images/he-target-tiatoolbox.png", 0.25),
 ]
-LARGE = [  # (width, height, pyramid step): 2x levels include 8 µm/px; 4x levels (as in SVS) stop at 4
+# (width, height, pyramid step): 2x levels include 8 µm/px; 4x levels (as in SVS) stop at 4
+LARGE = [
     (20_000, 16_000, 2),
     (50_000, 40_000, 2),
     (100_000, 80_000, 2),
@@ -84,7 +85,8 @@ class ProceduralPyramid(Backend):
 
 def samples() -> None:
     print(
-        "| slide | size (px) | mask (px) | area (mm²) | detect_tissue (ms) | slide.read at 8 µm/px (ms) |"
+        "| slide | size (px) | mask (px) | area (mm²) | detect_tissue (ms) "
+        "| slide.read at 8 µm/px (ms) |"
     )
     print("|---|---|---|---|---|---|")
     for label, name, mpp in SAMPLES:

@@ -56,7 +56,10 @@ class MarkDetector:
 def draw_marks(
     width: int, height: int, marks: np.ndarray, radius: float, supersample: int = 4
 ) -> np.ndarray:
-    """White RGB image with anti-aliased dark discs of ``radius`` px centred at ``marks`` (level-0 px)."""
+    """White RGB image with anti-aliased dark discs of ``radius`` px centred at ``marks``.
+
+    ``marks`` are level-0 px.
+    """
     img = np.full((height, width), 255.0)
     r = radius
     for cx, cy in marks:
@@ -130,7 +133,10 @@ def write_pyramid(
 def marks_near_borders(
     grid, width: int, height: int, radius_px: float, rng: np.random.Generator, n_random: int = 20
 ) -> np.ndarray:
-    """Mark centres (level-0 px): on tile core borders (within a few px), at the slide's edges, and random."""
+    """Mark centres (level-0 px): on tile core borders, at the slide's edges, and random.
+
+    The border marks lie within a few px of a core border.
+    """
     margin = radius_px + 2
     cores = grid.cores()
     xs = np.unique(np.clip(cores[:, [0, 2]].ravel(), 0, width))

@@ -1,4 +1,4 @@
-"""wsimito: count mitotic figures in H&E whole-slide images.
+"""Count mitotic figures in H&E whole-slide images: the public names of wsimito.
 
 Coordinates are level-0 pixels; resolutions are µm per pixel (mpp); areas mm².
 Heavy parts (torch models, stain tools, synthetic slides) load on first use.

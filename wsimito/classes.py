@@ -46,5 +46,22 @@ ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://wsimito/detections")
 
 
 def hex_color(rgb: tuple[int, int, int]) -> str:
-    """``(r, g, b)`` 0-255 as ``"#rrggbb"`` (SlideRunner's colour format)."""
+    """Write an RGB colour the way SlideRunner stores it.
+
+    Parameters
+    ----------
+    rgb : tuple of (int, int, int)
+        ``(r, g, b)``, each 0-255.
+
+    Returns
+    -------
+    str
+        ``"#rrggbb"``.
+
+    Examples
+    --------
+    >>> from wsimito.classes import MITOSIS_COLOR, hex_color
+    >>> hex_color(MITOSIS_COLOR)
+    '#dc143c'
+    """
     return "#{:02x}{:02x}{:02x}".format(*rgb)

@@ -95,7 +95,13 @@ def _sha256(path: Path) -> str:
 
 
 def data_dir() -> Path | None:
-    """The local folder named by ``WSIMITO_DATA_DIR``, if set."""
+    """Give the local folder named by ``WSIMITO_DATA_DIR``.
+
+    Returns
+    -------
+    pathlib.Path or None
+        The folder, or ``None`` when the variable is not set.
+    """
     value = os.environ.get("WSIMITO_DATA_DIR")
     return Path(value) if value else None
 

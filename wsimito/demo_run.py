@@ -46,7 +46,27 @@ WARNING = (
 
 @dataclass(frozen=True)
 class DemoRun:
-    """What :func:`run_demo` produced: the result, the ground truth, the score and the files."""
+    """What :func:`run_demo` produced: the result, the ground truth, the score and the files.
+
+    Attributes
+    ----------
+    result : MitosisResult
+        What the demo detector found.
+    truth : GroundTruth
+        Every mitotic figure of the synthetic slide.
+    score : DetectionScore
+        Detections against the truth, MIDOG matching (7.5 µm).
+    slide : pathlib.Path
+        The synthetic SVS.
+    geojson : pathlib.Path
+        The QuPath GeoJSON.
+    overview : pathlib.Path
+        The overview PNG.
+    summary : pathlib.Path
+        The JSON summary.
+    seconds : float
+        Wall time of the whole demo, s.
+    """
 
     result: MitosisResult
     truth: GroundTruth
@@ -59,21 +79,35 @@ class DemoRun:
 
 
 def run_demo(out: Path, seed: int = 2026, size: int = 8000, *, progress: bool = True) -> DemoRun:
-    """Synthetic slide -> :func:`wsimito.count_mitoses` -> GeoJSON, overview PNG, summary, F1.
-
-    Parameters
-    ----------
-    out : folder for the files (created if missing).
-    seed : seeds the slide and its stain (a random variation of a preset);
-        the demo detector was trained on seeds 10,000 and up, so keep ``seed``
-        below 10,000 for a slide it has never seen.
-    size : side of the square slide, px at 0.25 µm/px (8000 px = 2 mm; the
-        10-HPF hotspot window is 1.54 mm wide).
-    progress : show progress bars.
+    """Run the demo: synthetic slide, count, GeoJSON, overview PNG, summary and F1.
 
     Writes ``out/synthetic-<seed>.svs``, ``out/synthetic-<seed>.geojson``,
     ``out/overview.png`` and ``out/summary.json``, and prints the count,
     density, hotspot, F1 / precision / recall and the synthetic-data warning.
+
+    Parameters
+    ----------
+    out : pathlib.Path
+        Folder for the files (created if missing).
+    seed : int
+        Seeds the slide and its stain (a random variation of a preset); the
+        demo detector was trained on seeds 10,000 and up, so keep ``seed``
+        below 10,000 for a slide it has never seen.
+    size : int
+        Side of the square slide, px at 0.25 µm/px (8000 px = 2 mm; the
+        10-HPF hotspot window is 1.54 mm wide).
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    DemoRun
+        The result, the ground truth, the score and the paths written.
+
+    Raises
+    ------
+    ValueError
+        ``size`` is below 512 px.
     """
     from rich.console import Console
 
@@ -222,9 +256,29 @@ def write_overview(
     slide_path: Path,
     max_size: int = OVERVIEW_PX,
 ) -> Path:
-    """A PNG of the slide with the tissue outline, the hotspot, the ground-truth figures
-    (blue rings) and the detections (red dots; missed figures and false alarms stand out),
-    longest side ``max_size`` px, with a legend. ``slide_path``: the slide ``result`` counted."""
+    """Draw the demo's overview PNG, with a legend.
+
+    The slide with the tissue outline, the hotspot, the ground-truth figures (blue
+    rings) and the detections (red dots; missed figures and false alarms stand out).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The PNG file to write.
+    result : MitosisResult
+        What the demo detector found.
+    truth : GroundTruth
+        The synthetic slide's ground truth.
+    slide_path : pathlib.Path
+        The slide ``result`` was counted on.
+    max_size : int
+        Longest side of the picture, px.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+    """
     from .slide import open_slide
 
     with open_slide(slide_path) as slide:

@@ -21,7 +21,7 @@ from torch import nn
 from .errors import TileInputError
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
+PRECISIONS: tuple[Precision, ...] = ("auto", "fp32", "fp16", "bf16")
 
 
 @runtime_checkable
@@ -62,24 +62,56 @@ class Detector(Protocol):
     min_distance_um: float | None
 
     def detect(self, tiles: torch.Tensor) -> list[torch.Tensor]:
-        """Detect objects in uint8 RGB tiles ``(N, 3, tile_size, tile_size)``.
+        """Detect objects in a batch of tiles.
 
-        Returns one float tensor ``(K, 3)`` per tile: ``x, y`` in tile pixels
-        at ``mpp`` (continuous convention, see the module docstring) and a
-        score in [0, 1].
+        Parameters
+        ----------
+        tiles : torch.Tensor
+            The tiles, uint8 RGB ``(N, 3, tile_size, tile_size)`` on
+            :attr:`device`, read at :attr:`mpp`.
+
+        Returns
+        -------
+        list of torch.Tensor
+            One float tensor ``(K, 3)`` per tile: ``x, y`` in tile px at
+            ``mpp`` (continuous convention, see the module docstring) and a
+            score in [0, 1].
         """
         ...
 
 
 def protocol_members() -> tuple[str, ...]:
-    """The names an object needs to follow :class:`Detector`, read off the protocol itself."""
+    """List the names an object needs to follow :class:`Detector`, read off the protocol.
+
+    Returns
+    -------
+    tuple of str
+        Attribute and method names, sorted.
+
+    Examples
+    --------
+    >>> from wsimito.detect import protocol_members
+    >>> protocol_members()
+    ('detect', 'device', 'metadata', 'min_distance_um', 'mpp', 'name', 'overlap', 'threshold',
+     'tile_size')
+    """
     names = set(Detector.__annotations__)
     names.update(k for k, v in vars(Detector).items() if callable(v) and not k.startswith("_"))
     return tuple(sorted(names))
 
 
 def as_detector(obj: Any) -> Detector:
-    """``obj`` if it follows the :class:`Detector` protocol with sane geometry, else raise.
+    """Check that an object follows the :class:`Detector` protocol with sane geometry.
+
+    Parameters
+    ----------
+    obj : object
+        The would-be detector.
+
+    Returns
+    -------
+    Detector
+        ``obj`` itself.
 
     Raises
     ------
@@ -106,7 +138,18 @@ def as_detector(obj: Any) -> Detector:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """A concrete, available device; ``"auto"`` picks CUDA, then Apple MPS, then CPU.
+    """Turn a device request into a concrete device that this machine has.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        ``"auto"`` picks CUDA, then Apple MPS, then the CPU; or ``"cpu"``,
+        ``"cuda"``, ``"cuda:1"``, ``"mps"``, or a ``torch.device``.
+
+    Returns
+    -------
+    torch.device
+        The device.
 
     Raises
     ------
@@ -130,8 +173,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(
-                f"device={str(device)!r}, but this torch build ({torch.__version__}) or machine has "
-                "no CUDA GPU; use device='auto' or 'cpu', or install a CUDA build of torch"
+                f"device={str(device)!r}, but this torch build ({torch.__version__}) or machine "
+                "has no CUDA GPU; use device='auto' or 'cpu', or install a CUDA build of torch"
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(
@@ -172,11 +215,35 @@ class RuntimeOptions:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
-def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device``; ``None`` means full fp32.
+def autocast_dtype(device: torch.device, precision: Precision = "auto") -> torch.dtype | None:
+    """Choose the autocast dtype for a precision on a device.
 
-    ``"auto"`` gives bf16 on CUDA devices that support it, else fp16 on CUDA
-    and MPS, and fp32 on the CPU.
+    Parameters
+    ----------
+    device : torch.device
+        Where the network runs.
+    precision : {"auto", "fp32", "fp16", "bf16"}
+        ``"auto"`` gives bf16 on CUDA devices that support it, else fp16 on
+        CUDA and MPS, and fp32 on the CPU.
+
+    Returns
+    -------
+    torch.dtype or None
+        The autocast dtype; ``None`` means full fp32 (no autocast).
+
+    Raises
+    ------
+    ValueError
+        ``precision`` is not one of the four.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from wsimito.detect import autocast_dtype
+    >>> autocast_dtype(torch.device("cpu")) is None
+    True
+    >>> autocast_dtype(torch.device("cpu"), "bf16")
+    torch.bfloat16
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -194,9 +261,25 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
 
 
 def check_tiles(tiles: Any, tile_size: int) -> torch.Tensor:
-    """Return ``tiles`` if they are uint8 ``(N, 3, tile_size, tile_size)``, else raise.
+    """Check that tiles are uint8 ``(N, 3, tile_size, tile_size)``; they are never resized.
 
-    Raises :class:`TileInputError` naming the fix; tiles are never resized.
+    Parameters
+    ----------
+    tiles : torch.Tensor
+        The batch a detector was given.
+    tile_size : int
+        The detector's input side, px.
+
+    Returns
+    -------
+    torch.Tensor
+        ``tiles`` itself.
+
+    Raises
+    ------
+    wsimito.TileInputError
+        Not a tensor, the wrong shape, layout, dtype or size; the message
+        names the fix.
     """
     if not isinstance(tiles, torch.Tensor):
         raise TileInputError(
@@ -239,11 +322,11 @@ class TorchDetector:
     model : torch.nn.Module
         The network.
     mpp : float
-        µm/px the model expects.
+        Resolution the model expects, µm/px.
     tile_size : int
         Input side length, px at ``mpp``.
     overlap : int
-        px at ``mpp`` between neighbouring tiles.
+        Overlap between neighbouring tiles, px at ``mpp``.
     threshold : float
         Default decision threshold on the score, in [0, 1].
     options : RuntimeOptions, optional
@@ -256,6 +339,12 @@ class TorchDetector:
         Free-form facts (training data, intended use), copied into results.
     min_distance_um : float or None
         The closest two detections may be, µm (see :class:`Detector`).
+
+    Raises
+    ------
+    ValueError
+        ``mpp``, ``tile_size``, ``overlap``, ``threshold`` or
+        ``min_distance_um`` is out of range, or the device is not available.
     """
 
     def __init__(
@@ -293,34 +382,76 @@ class TorchDetector:
         self.min_distance_um = None if min_distance_um is None else float(min_distance_um)
         self.device = resolve_device(options.device)
         self.name = name
-        self.metadata = dict(metadata or {})
+        self.metadata: Mapping[str, Any] = dict(metadata or {})
         self.precision = options.precision
         self._autocast = autocast_dtype(self.device, options.precision)
         self.channels_last = (
             self.device.type == "cuda" if options.channels_last is None else options.channels_last
         )
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.model = model.to(self.device, memory_format=memory_format).eval()
+        # Module.to takes memory_format (see its documentation); torch's overloads omit it.
+        moved = model.to(self.device, memory_format=memory_format)  # type: ignore[call-overload]
+        self.model = moved.eval()
         self._forward = torch.compile(self.model) if options.compile else self.model
 
     def preprocess(self, tiles: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(N, 3, S, S)`` on ``device`` -> float network input."""
+        """Turn tiles into the network's input.
+
+        Parameters
+        ----------
+        tiles : torch.Tensor
+            The tiles, uint8 ``(N, 3, S, S)`` RGB on :attr:`device`, ``S = tile_size``.
+
+        Returns
+        -------
+        torch.Tensor
+            Float network input.
+        """
         raise NotImplementedError
 
     def postprocess(self, output: Any) -> list[torch.Tensor]:
-        """Network output -> one float32 ``(K, 3)`` tensor (x, y, score) per tile."""
+        """Turn the network's output into points.
+
+        Parameters
+        ----------
+        output : object
+            What the network returned for one batch.
+
+        Returns
+        -------
+        list of torch.Tensor
+            One float32 ``(K, 3)`` tensor per tile: ``x, y`` in tile px at
+            ``mpp`` and a score in [0, 1].
+        """
         raise NotImplementedError
 
-    def _autocast_context(self) -> AbstractContextManager:
+    def _autocast_context(self) -> AbstractContextManager[Any]:
         if self._autocast is None:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self._autocast)
 
     def detect(self, tiles: torch.Tensor) -> list[torch.Tensor]:
-        """See :meth:`Detector.detect`; points come back on ``device`` as float32.
+        """Detect objects in a batch of tiles (see :meth:`Detector.detect`).
 
-        They are ordinary tensors (cloned out of inference mode), so callers
-        may shift them in place.
+        Points come back on ``device`` as float32 ordinary tensors (cloned out
+        of inference mode), so callers may shift them in place.
+
+        Parameters
+        ----------
+        tiles : torch.Tensor
+            The tiles, uint8 RGB ``(N, 3, tile_size, tile_size)``, read at
+            ``mpp``; moved to ``device`` if elsewhere.
+
+        Returns
+        -------
+        list of torch.Tensor
+            One float32 ``(K, 3)`` tensor per tile: ``x, y`` in tile px at
+            ``mpp`` and a score in [0, 1].
+
+        Raises
+        ------
+        wsimito.TileInputError
+            The tiles are not uint8 ``(N, 3, tile_size, tile_size)``.
         """
         tiles = check_tiles(tiles, self.tile_size).to(self.device, non_blocking=True)
         with torch.inference_mode():
@@ -334,8 +465,9 @@ class TorchDetector:
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(name={self.name!r}, mpp={self.mpp}, tile_size={self.tile_size}, "
-            f"overlap={self.overlap}, threshold={self.threshold}, device={str(self.device)!r})"
+            f"{type(self).__name__}(name={self.name!r}, mpp={self.mpp}, "
+            f"tile_size={self.tile_size}, overlap={self.overlap}, threshold={self.threshold}, "
+            f"device={str(self.device)!r})"
         )
 
 
@@ -346,12 +478,28 @@ def choose_batch_size(
     max_batch_size: int = 256,
     cpu_batch_size: int = 8,
 ) -> int:
-    """Tiles per batch for ``detector`` on its device.
+    """Choose how many tiles per batch a detector gets on its device.
 
     On CUDA, one probe tile measures the peak memory per tile and the batch
     fills ``memory_fraction`` of the free memory (at most ``max_batch_size``).
     On the CPU and MPS, where larger batches do not run faster, it returns
     ``cpu_batch_size``.
+
+    Parameters
+    ----------
+    detector : Detector
+        The detector, on its device.
+    memory_fraction : float
+        Fraction (0 to 1) of the free GPU memory the batch may use.
+    max_batch_size : int
+        Upper bound on the CUDA batch size, tiles.
+    cpu_batch_size : int
+        Batch size on the CPU and MPS, tiles.
+
+    Returns
+    -------
+    int
+        Tiles per batch (>= 1).
     """
     device = detector.device
     if device.type != "cuda":

@@ -34,6 +34,18 @@ class TileInputError(WsimitoError, ValueError):
 class SlideReadError(WsimitoError, OSError):
     """A reader failed on a region of an opened slide (a corrupt tile, a vanished file).
 
+    Parameters
+    ----------
+    message : str
+        What failed and what to do; ``path``, ``level`` and ``box`` are kept as
+        attributes.
+    path : str or None
+        The file, or ``None`` for in-memory images.
+    level : int
+        The pyramid level that was read.
+    box : tuple of (int, int, int, int)
+        ``(x, y, width, height)`` of the region, in px of ``level``.
+
     Attributes
     ----------
     path : str or None

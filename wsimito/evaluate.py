@@ -60,6 +60,22 @@ class DetectionScore:
 
     A rate whose denominator is 0 (e.g. precision without predictions) is NaN.
     Scores add up: ``sum(scores, DetectionScore())`` pools images.
+
+    Attributes
+    ----------
+    tp : int
+        Predictions matched to a ground-truth point.
+    fp : int
+        Predictions left unmatched.
+    fn : int
+        Ground-truth points left unmatched.
+
+    Examples
+    --------
+    >>> from wsimito.evaluate import DetectionScore
+    >>> total = sum([DetectionScore(3, 1, 0), DetectionScore(1, 0, 2)], DetectionScore())
+    >>> total, round(total.f1, 3)
+    (DetectionScore(tp=4, fp=1, fn=2), 0.727)
     """
 
     tp: int = 0
@@ -159,12 +175,16 @@ def match_points(
     return np.asarray(matched_pred, dtype=np.int64), np.asarray(matched_gt, dtype=np.int64)
 
 
-def _match_reference(pred: np.ndarray, gt: np.ndarray, radius: float) -> tuple:
+def _match_reference(
+    pred: np.ndarray, gt: np.ndarray, radius: float
+) -> tuple[np.ndarray, np.ndarray]:
     fast = _match_reference_unambiguous(pred, gt, radius)
     return fast if fast is not None else _match_reference_balltree(pred, gt, radius)
 
 
-def _match_reference_balltree(pred: np.ndarray, gt: np.ndarray, radius: float) -> tuple:
+def _match_reference_balltree(
+    pred: np.ndarray, gt: np.ndarray, radius: float
+) -> tuple[np.ndarray, np.ndarray]:
     """The challenge scorer's matching with the challenge scorer's spatial index."""
     from sklearn.neighbors import BallTree
 
@@ -180,9 +200,11 @@ _AMBIGUOUS = 1e-9
 def _match_reference_unambiguous(
     pred: np.ndarray, gt: np.ndarray, radius: float
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """The same matching without scikit-learn's per-call overhead, or ``None`` where a
-    decision is ambiguous: the nearest free candidate lies at the radius, or another free
-    candidate at a different place lies equally far."""
+    """Match as the reference does, without scikit-learn's per-call overhead.
+
+    Returns ``None`` where a decision is ambiguous: the nearest free candidate lies
+    at the radius, or another free candidate at a different place lies equally far.
+    """
     band = _AMBIGUOUS * max(radius, 1.0)
     reach = radius + 2 * band
     pairs = cKDTree(gt).sparse_distance_matrix(cKDTree(pred), reach, output_type="ndarray")
@@ -217,7 +239,9 @@ def _match_reference_unambiguous(
     return np.asarray(matched_pred, dtype=np.int64), np.asarray(matched_gt, dtype=np.int64)
 
 
-def _greedy(candidates: Iterable[tuple[int, Sequence[int]]], n_pred: int) -> tuple:
+def _greedy(
+    candidates: Iterable[tuple[int, Sequence[int]]], n_pred: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Each ground-truth point in turn takes its first candidate not yet taken."""
     used = np.zeros(n_pred, dtype=bool)
     matched_pred, matched_gt = [], []
@@ -240,7 +264,7 @@ def score_points(
     threshold: float | None = None,
     order: Order = "reference",
 ) -> DetectionScore:
-    """TP, FP and FN of one image.
+    """Count the TP, FP and FN of one image.
 
     Parameters
     ----------
@@ -249,7 +273,7 @@ def score_points(
     ground_truth : array_like or torch.Tensor
         ``(M, 2)`` x, y; px at ``mpp``.
     mpp : float
-        µm/px of the coordinates.
+        Resolution of the coordinates, µm/px.
     radius_um : float
         Hit radius, µm.
     threshold : float, optional
@@ -260,11 +284,21 @@ def score_points(
     Returns
     -------
     DetectionScore
+        The counts.
 
     Raises
     ------
     ValueError
         When ``mpp`` is not positive, or ``threshold`` comes without scores.
+
+    Examples
+    --------
+    At 0.25 µm/px the MIDOG radius of 7.5 µm is 30 px; the second prediction
+    is 40 px from the nearest figure:
+
+    >>> from wsimito.evaluate import score_points
+    >>> score_points([[100, 100], [300, 300]], [[110, 120], [300, 340]], mpp=0.25)
+    DetectionScore(tp=1, fp=1, fn=1)
     """
     if not mpp > 0:
         raise ValueError(f"mpp must be > 0 µm/px, got {mpp}")
@@ -296,16 +330,20 @@ def score_images(
     threshold: float | None = None,
     order: Order = "reference",
 ) -> tuple[list[DetectionScore], DetectionScore]:
-    """Score many images: ``pairs`` yields ``(predictions, ground_truth)`` per image.
+    """Score many images, one ``(predictions, ground_truth)`` pair per image.
 
     Parameters
     ----------
     pairs : iterable of (array_like, array_like)
         Per image, predictions ``(K, 2|3)`` and ground truth ``(M, 2)``, px.
     mpp : float or sequence of float
-        µm/px of the coordinates: one for all images, or one per image.
-    radius_um, threshold, order
-        See :func:`score_points`.
+        Resolution of the coordinates, µm/px: one for all images, or one per image.
+    radius_um : float
+        Hit radius, µm.
+    threshold : float, optional
+        Only predictions with score >= threshold count (needs a score column).
+    order : {"reference", "nearest"}
+        See the module docstring.
 
     Returns
     -------
@@ -393,7 +431,7 @@ def precision_recall_curve(
     pairs : iterable of (array_like, array_like)
         Per image, predictions ``(K, 3)`` x, y, score and ground truth ``(M, 2)``, px.
     mpp : float or sequence of float
-        µm/px of the coordinates: one for all images, or one per image.
+        Resolution of the coordinates, µm/px: one for all images, or one per image.
     radius_um : float
         Hit radius, µm.
     order : {"reference", "nearest"}
@@ -412,7 +450,7 @@ def precision_recall_curve(
         :func:`score_points` on the full prediction list is a tie in the
         ``"reference"`` order, two predictions at exactly the same distance
         from one ground-truth point, which scikit-learn's tree may then try
-        in another order.)
+        in another order).
 
     Raises
     ------
@@ -465,8 +503,8 @@ def best_threshold(curve: pd.DataFrame) -> tuple[float, float]:
 
     Returns
     -------
-    (float, float)
-        The threshold (the highest one on ties) and its F1; ``(nan, nan)`` for
+    tuple of (float, float)
+        The threshold (a score in [0, 1], the highest one on ties) and its F1; ``(nan, nan)`` for
         an empty curve.
     """
     if not len(curve) or curve["f1"].isna().all():
@@ -497,7 +535,7 @@ class Evaluation:
         Hit radius, µm.
     threshold : float or None
         The score threshold the counts were made at (``None``: every prediction).
-    order : str
+    order : {"reference", "nearest"}
         The matching order.
     ignored_slides : list of str
         Prediction slides without ground truth (not scored).
@@ -509,7 +547,7 @@ class Evaluation:
     by: str | None = None
     radius_um: float = MIDOG_RADIUS_UM
     threshold: float | None = None
-    order: str = "reference"
+    order: Order = "reference"
     ignored_slides: list[str] = field(default_factory=list)
 
     @property
@@ -549,12 +587,17 @@ class Evaluation:
         return best_threshold(self.curve)[1]
 
     def table(self) -> pd.DataFrame:
-        """One row per domain (when ``by`` was given) and a last row ``"all"``.
+        """Tabulate the scores per domain.
 
-        Columns: ``domain``, ``slides``, ``ground_truth``, ``predictions``,
-        ``tp``, ``fp``, ``fn``, ``precision``, ``recall``, ``f1`` (at
-        :attr:`threshold`), ``average_precision``, ``best_threshold`` and
-        ``best_f1`` (from the domain's precision-recall curve).
+        Returns
+        -------
+        pandas.DataFrame
+            One row per domain (when ``by`` was given) and a last row
+            ``"all"``. Columns: ``domain``, ``slides``, ``ground_truth``,
+            ``predictions``, ``tp``, ``fp``, ``fn``, ``precision``, ``recall``,
+            ``f1`` (at :attr:`threshold`), ``average_precision``,
+            ``best_threshold`` and ``best_f1`` (from the domain's
+            precision-recall curve).
         """
         groups: list[tuple[str, pd.DataFrame, pd.DataFrame]] = []
         if self.by is not None:
@@ -587,7 +630,7 @@ class Evaluation:
             )
         return pd.DataFrame(out)
 
-    def to_csv(self, path: str | os.PathLike) -> Path:
+    def to_csv(self, path: str | os.PathLike[str]) -> Path:
         """Write :meth:`table` as CSV, atomically.
 
         Parameters
@@ -606,7 +649,7 @@ class Evaluation:
             self.table().to_csv(fh, index=False)
         return Path(path)
 
-    def plot(self, path: str | os.PathLike) -> Path:
+    def plot(self, path: str | os.PathLike[str]) -> Path:
         """Write a precision-recall plot (PNG) with one curve per domain, atomically.
 
         Parameters
@@ -717,9 +760,12 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _read(path: str | os.PathLike, *, predictions: bool) -> Annotations:
-    """Read a side for scoring: CSV files need not have their images beside them, and a
-    prediction beyond the image edge is scored like any other."""
+def _read(path: str | os.PathLike[str], *, predictions: bool) -> Annotations:
+    """Read a side for scoring.
+
+    CSV files need not have their images beside them, and a prediction beyond the
+    image edge is scored like any other.
+    """
     from .io.annotations import detect_format, read_annotations
 
     options: dict[str, Any] = {"require_images": False} if detect_format(path) == "csv" else {}
@@ -729,8 +775,8 @@ def _read(path: str | os.PathLike, *, predictions: bool) -> Annotations:
 
 
 def score_annotations(
-    predictions: Annotations | str | os.PathLike,
-    ground_truth: Annotations | str | os.PathLike,
+    predictions: Annotations | str | os.PathLike[str],
+    ground_truth: Annotations | str | os.PathLike[str],
     *,
     radius_um: float = MIDOG_RADIUS_UM,
     mpp: float | Mapping[str, float] | None = None,
@@ -754,7 +800,7 @@ def score_annotations(
     radius_um : float
         Hit radius, µm; converted to px with each slide's mpp.
     mpp : float or mapping, optional
-        µm/px for slides whose files carry none (ground truth first, then the
+        Resolution, µm/px, for slides whose files carry none (ground truth first, then the
         predictions' file): one value or ``{slide: mpp}``.
     by : str, optional
         A per-slide column of the ground truth to report per domain, e.g.
@@ -771,6 +817,7 @@ def score_annotations(
     Returns
     -------
     Evaluation
+        Per-slide counts, the pooled score and the curves.
 
     Raises
     ------

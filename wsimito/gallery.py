@@ -235,6 +235,7 @@ def read_section(
     Returns
     -------
     GallerySection
+        The crops, captions (scores, or ``labels``) and points.
 
     Raises
     ------
@@ -271,7 +272,7 @@ def read_section(
 def select_detections(
     result: MitosisResult, which: Which = "counted"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Points and scores of one kind of candidate of ``result``, by descending score.
+    """Pick the points and scores of one kind of candidate of ``result``, by descending score.
 
     Parameters
     ----------
@@ -445,7 +446,7 @@ def gallery_image(
     zoom: int = 2,
     marker: bool = True,
 ) -> np.ndarray:
-    """Crops with their captions as one RGB image, grouped in titled sections.
+    """Lay out crops with their captions as one RGB image, grouped in titled sections.
 
     Parameters
     ----------
@@ -474,6 +475,17 @@ def gallery_image(
     ValueError
         If ``columns`` or ``zoom`` is not a positive integer, or labels do not
         match the crops.
+
+    Examples
+    --------
+    Four 32 x 32 px crops, two per row, enlarged 2x:
+
+    >>> import numpy as np
+    >>> from wsimito.gallery import gallery_image
+    >>> crops = np.full((4, 32, 32, 3), 200, np.uint8)
+    >>> image = gallery_image(crops, ["0.91", "0.84", "0.77", "0.70"], columns=2)
+    >>> image.dtype, image.shape[2], image.shape[1] > 2 * 64
+    (dtype('uint8'), 3, True)
     """
     parts = _sections(sections, labels)
     columns, zoom = _positive_int(columns, "columns"), _positive_int(zoom, "zoom")
@@ -517,7 +529,7 @@ def gallery_html(
     zoom: int = 2,
     marker: bool = True,
 ) -> str:
-    """Crops with their captions as one self-contained HTML page (images inlined as PNG).
+    """Lay out crops with their captions as one self-contained HTML page (PNG inlined).
 
     Parameters
     ----------
@@ -579,7 +591,7 @@ def gallery_html(
 
 
 def write_gallery(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     sections: np.ndarray | Sequence[GallerySection],
     labels: Sequence[str] | None = None,
     *,
@@ -595,9 +607,18 @@ def write_gallery(
     path : str or os.PathLike
         Output file; its suffix picks the format. The file appears complete or
         not at all.
-    sections, labels, title, columns, zoom, marker
-        As for :func:`gallery_image` (``columns`` applies to PNG only; HTML
-        wraps to the window's width).
+    sections : numpy.ndarray or sequence of GallerySection
+        As for :func:`gallery_image`.
+    labels : sequence of str, optional
+        Only with an array of crops: one caption per crop.
+    title : str, optional
+        Heading of the gallery.
+    columns : int
+        Crops per row (PNG only; HTML wraps to the window's width).
+    zoom : int
+        Each crop is enlarged by this integer factor.
+    marker : bool
+        Mark each crop's centre, as in :func:`gallery_image`.
 
     Returns
     -------

@@ -38,18 +38,26 @@ class Hotspot:
 
     Attributes
     ----------
-    count: detections inside ``polygon``.
-    polygon: the window (or the whole tissue), shapely geometry in level-0 px.
-    area_mm2: area of ``polygon``, mm² (the real area counted, never rescaled).
-    tissue_fraction: fraction (0 to 1) of ``polygon`` that is tissue.
-    count_per_10hpf: ``count`` scaled to 2.37 mm² from the window's area (equal
-        to ``count`` for the default 2.37 mm² window); ``None`` when
-        ``whole_tissue`` is true, since no window was counted.
-    whole_tissue: true when no window placement lies in tissue (the tissue is
-        smaller than the window, or too narrow), so ``polygon`` is all the tissue.
-    step_um: spacing of the raster the window was placed on, µm (0 when
+    count : int
+        Detections inside ``polygon``.
+    polygon : shapely.Geometry
+        The window (or the whole tissue), level-0 px.
+    area_mm2 : float
+        Area of ``polygon``, mm² (the real area counted, never rescaled).
+    tissue_fraction : float
+        Fraction (0 to 1) of ``polygon`` that is tissue.
+    count_per_10hpf : float or None
+        ``count`` scaled to 2.37 mm² from the window's area (equal to ``count``
+        for the default 2.37 mm² window); ``None`` when ``whole_tissue`` is
+        true, since no window was counted.
+    whole_tissue : bool
+        True when no window placement lies in tissue (the tissue is smaller
+        than the window, or too narrow), so ``polygon`` is all the tissue.
+    step_um : float
+        Spacing of the raster the window was placed on, µm (0 when
         ``whole_tissue``).
-    note: one sentence saying what was counted.
+    note : str
+        One sentence saying what was counted.
     """
 
     count: int
@@ -76,38 +84,63 @@ def find_hotspot(
     step_um: float = 16.0,
     min_tissue: float = 0.5,
 ) -> Hotspot:
-    """The placement of a square window of ``area_mm2`` in tissue with the most detections.
+    """Find the square window of ``area_mm2`` in tissue that holds the most detections.
 
-    Parameters
-    ----------
-    points_level0:
-        ``(N, 2)`` detections ``(x, y)`` in level-0 px.
-    tissue:
-        Where the tissue is (:class:`wsimito.tissue.Tissue`).
-    slide_mpp:
-        Level-0 resolution of the slide, µm/px.
-    area_mm2:
-        Window area, mm²; 2.37 mm² (10 HPF of 0.237 mm²) by default. The window
-        is a square of side ``sqrt(area_mm2)`` mm (1539 µm by default).
-    step_um:
-        Target raster step, µm. The window side is divided into
-        ``k = round(side / step_um)`` equal cells (16.04 µm for the defaults,
-        about one cell nucleus), and the window is placed at every multiple of
-        that cell size from the slide's origin (0, 0), fully inside the raster
-        that covers the slide. Every placement is evaluated exactly.
-    min_tissue:
-        A placement is *inside tissue* when at least this fraction (0 to 1) of
-        its area is tissue (exact, from the tissue mask). Areas beyond the
-        slide's edge count as glass.
-
-    Notes
-    -----
     The window counts detections ``x0 <= x < x0 + side``, ``y0 <= y < y0 + side``.
     Ties go to the placement with more tissue, then the smaller y, then the
     smaller x. When no placement is inside tissue (the tissue is smaller than
     the window, as in MIDOG regions of interest of about 2 mm², or too
     narrow), the hotspot is the whole tissue with its real area, and
     ``whole_tissue`` says so.
+
+    Parameters
+    ----------
+    points_level0 : numpy.ndarray
+        ``(N, 2)`` detections ``(x, y)`` in level-0 px.
+    tissue : Tissue
+        Where the tissue is (:class:`wsimito.tissue.Tissue`).
+    slide_mpp : float
+        Level-0 resolution of the slide, µm/px.
+    area_mm2 : float
+        Window area, mm²; 2.37 mm² (10 HPF of 0.237 mm²) by default. The window
+        is a square of side ``sqrt(area_mm2)`` mm (1539 µm by default).
+    step_um : float
+        Target raster step, µm. The window side is divided into
+        ``k = round(side / step_um)`` equal cells (16.04 µm for the defaults,
+        about one cell nucleus), and the window is placed at every multiple of
+        that cell size from the slide's origin (0, 0), fully inside the raster
+        that covers the slide. Every placement is evaluated exactly.
+    min_tissue : float
+        A placement is *inside tissue* when at least this fraction (0 to 1) of
+        its area is tissue (exact, from the tissue mask). Areas beyond the
+        slide's edge count as glass.
+
+    Returns
+    -------
+    Hotspot
+        The best window, its count, area and tissue fraction.
+
+    Raises
+    ------
+    ValueError
+        A point is not finite, a parameter is out of range, or ``tissue``
+        belongs to a slide of another resolution.
+
+    Examples
+    --------
+    A 4 x 4 mm slide at 2 µm/px, all tissue, with 12 detections within 0.5 mm
+    of one corner and 3 scattered elsewhere (level-0 px):
+
+    >>> import numpy as np
+    >>> import wsimito
+    >>> from wsimito.hotspot import find_hotspot
+    >>> slide = wsimito.open_slide(np.zeros((2000, 2000, 3), np.uint8), mpp=2.0)
+    >>> tissue = wsimito.Tissue.full(slide)
+    >>> corner = np.random.default_rng(0).uniform(50, 300, (12, 2))
+    >>> points = np.concatenate([corner, [[1100, 1100], [1800, 250], [300, 1900]]])
+    >>> hotspot = find_hotspot(points, tissue, slide_mpp=2.0)
+    >>> hotspot.count, round(hotspot.area_mm2, 2), hotspot.whole_tissue
+    (12, 2.37, False)
     """
     pts = np.asarray(points_level0, dtype=np.float64).reshape(-1, 2)
     if not np.isfinite(pts).all():
@@ -222,8 +255,10 @@ def _cell_fractions(tissue: Tissue, cell: float, cx0: int, cy0: int, w: int, h: 
 
 
 def _integrate(a: np.ndarray, edges: np.ndarray, axis: int) -> np.ndarray:
-    """Integral of the piecewise-constant ``a`` (one value per pixel) along ``axis``
-    between consecutive ``edges`` (pixel units, clipped to the array)."""
+    """Integrate the piecewise-constant ``a`` (one value per pixel) along ``axis``.
+
+    The integrals run between consecutive ``edges`` (pixel units, clipped to the array).
+    """
     n = a.shape[axis]
     e = np.clip(edges, 0.0, n)
     k = np.minimum(e.astype(np.int64), n - 1)

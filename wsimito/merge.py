@@ -15,7 +15,7 @@ from scipy.spatial import cKDTree
 
 
 def owned(points: np.ndarray, core: np.ndarray) -> np.ndarray:
-    """Which of ``(K, 2)`` level-0 points lie in their core ``(x0, y0, x1, y1)`` (half-open).
+    """Tell which level-0 points lie in their core ``(x0, y0, x1, y1)`` (half-open).
 
     Parameters
     ----------
@@ -31,13 +31,13 @@ def owned(points: np.ndarray, core: np.ndarray) -> np.ndarray:
     """
     x0, y0, x1, y1 = core
     x, y = points[:, 0], points[:, 1]
-    return (x >= x0) & (x < x1) & (y >= y0) & (y < y1)
+    return np.asarray((x >= x0) & (x < x1) & (y >= y0) & (y < y1))
 
 
 def merge_across_tiles(
     points: np.ndarray, scores: np.ndarray, tiles: np.ndarray, radius_px: float
 ) -> np.ndarray:
-    """Indices of the points to keep after the cross-tile duplicate check.
+    """Pick the points to keep after the cross-tile duplicate check.
 
     Parameters
     ----------
@@ -56,6 +56,16 @@ def merge_across_tiles(
     numpy.ndarray
         Sorted int indices into ``points``. Ties are broken by position, so
         the result does not depend on the order of the input.
+
+    Examples
+    --------
+    Two tiles saw the same figure 2 px apart; the third point is another one:
+
+    >>> import numpy as np
+    >>> from wsimito.merge import merge_across_tiles
+    >>> points = np.array([[100.0, 100.0], [102.0, 100.0], [300.0, 50.0]])
+    >>> merge_across_tiles(points, np.array([0.7, 0.9, 0.8]), np.array([0, 1, 1]), 12.0)
+    array([1, 2])
     """
     if len(points) < 2 or radius_px <= 0:
         return np.arange(len(points))

@@ -13,6 +13,7 @@ import html
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import shapely
@@ -44,7 +45,7 @@ class PointLayer:
     points: np.ndarray
     color: RGB
     radius: float = 3.0
-    style: str = "ring"
+    style: Literal["ring", "dot"] = "ring"
     label: str = ""
 
 
@@ -136,7 +137,18 @@ def draw_overview(
 
 
 def png_base64(image: np.ndarray) -> str:
-    """``image`` (``(h, w, 3)`` uint8) as a base64-encoded PNG."""
+    """Encode an image as a base64 PNG, for inlining in HTML.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(h, w, 3)`` uint8 RGB.
+
+    Returns
+    -------
+    str
+        The PNG file, base64-encoded (ASCII).
+    """
     buf = io.BytesIO()
     Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode()

@@ -23,7 +23,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, cast, runtime_checkable
 
 import numpy as np
 import torch
@@ -38,6 +38,8 @@ from .slide import Slide, open_slide
 from .tiling import TileGrid
 from .tissue import Tissue, detect_tissue
 
+#: Longest side of the overview kept in a result, px.
+_OVERVIEW_PX = 512
 #: Default radius (µm) of the duplicate check across tiles when the detector names none.
 DEFAULT_MERGE_RADIUS_UM = 3.0
 
@@ -51,7 +53,18 @@ class StainTransform(Protocol):
     """
 
     def transform(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(N, 3, H, W)`` RGB -> uint8 ``(N, 3, H, W)`` RGB on the same device."""
+        """Transform the colours of a batch.
+
+        Parameters
+        ----------
+        batch : torch.Tensor
+            The tiles, uint8 ``(N, 3, H, W)`` RGB.
+
+        Returns
+        -------
+        torch.Tensor
+            The transformed tiles, uint8 ``(N, 3, H, W)`` RGB on the same device.
+        """
         ...
 
 
@@ -111,7 +124,7 @@ def _check_parameters(
     threshold: float | None,
     batch_size: int | None,
     num_workers: int | None,
-    on_error: str,
+    on_error: OnError,
     merge_radius_um: float | None,
     mpp: float | None,
 ) -> None:
@@ -227,14 +240,12 @@ def count_mitoses(
     """
     _check_parameters(threshold, batch_size, num_workers, on_error, merge_radius_um, mpp)
     t_start = time.perf_counter()
-    own_slide = not isinstance(slide_or_path, Slide)
-    if own_slide:
-        slide = open_slide(slide_or_path, mpp=mpp)  # type: ignore[arg-type]
+    if not isinstance(slide_or_path, Slide):
+        slide, own_slide = open_slide(slide_or_path, mpp=mpp), True
     elif mpp is not None:
-        slide = slide_or_path.reopen(mpp=mpp)  # type: ignore[union-attr]
-        own_slide = True
+        slide, own_slide = slide_or_path.reopen(mpp=mpp), True
     else:
-        slide = slide_or_path  # type: ignore[assignment]
+        slide, own_slide = slide_or_path, False
     try:
         det = _load(detector, device)
         slide_mpp = slide.mpp  # MissingMPPError before any work
@@ -301,9 +312,9 @@ def count_mitoses(
                 "tissue_seconds": t_tissue,
                 "tiles_per_s": len(boxes) / infer_seconds if infer_seconds > 0 else 0.0,
             },
-            skipped_tiles=[tuple(float(v) for v in boxes[i]) for i, _ in skipped],
-            skipped_cores=[tuple(float(v) for v in cores[i]) for i, _ in skipped],
-            thumbnail=_overview(slide),
+            skipped_tiles=[_box(boxes[i]) for i, _ in skipped],
+            skipped_cores=[_box(cores[i]) for i, _ in skipped],
+            thumbnail=_overview(slide, tissue_obj),
         )
         if skipped:
             warnings.warn(
@@ -326,6 +337,11 @@ def count_mitoses(
             slide.close()
 
 
+def _box(row: np.ndarray) -> tuple[float, float, float, float]:
+    a, b, c, d = (float(v) for v in row)
+    return (a, b, c, d)
+
+
 def _why_no_tissue(tissue: Any, result: MitosisResult) -> str:
     if result.partial:
         return "every region with tissue failed to read"
@@ -338,26 +354,43 @@ def _why_no_tissue(tissue: Any, result: MitosisResult) -> str:
 
 
 def _stain_transform(
-    stain: Any, device: torch.device
+    stain: object, device: torch.device
 ) -> Callable[[torch.Tensor], torch.Tensor] | None:
     if stain is None:
         return None
-    if hasattr(stain, "to"):
-        stain = stain.to(device)
+    to = getattr(stain, "to", None)
+    if callable(to):
+        stain = to(device)
     if isinstance(stain, StainTransform):
         return stain.transform
     if callable(stain):
-        return stain
+        return cast(Callable[[torch.Tensor], torch.Tensor], stain)
     raise TypeError(
         f"stain must have transform(batch) (e.g. wsimito.stain.Macenko) or be callable; got "
         f"{type(stain).__name__}"
     )
 
 
-def _overview(slide: Slide) -> np.ndarray | None:
-    """A 512 px overview for the result's display; a failed read only loses the picture."""
+def _overview(slide: Slide, tissue: Tissue) -> np.ndarray | None:
+    """A small overview for the result's display.
+
+    The image tissue detection already read (8 µm/px by default) serves when it
+    is at least 512 px on its longer side, so the slide is not read a second
+    time; otherwise a 512 px thumbnail is read. A failed read only loses the
+    picture.
+    """
+    image = tissue.image
+    if image is not None and max(image.shape[:2]) >= _OVERVIEW_PX:
+        from PIL import Image
+
+        s = tissue.scale
+        width, height = slide.dimensions
+        image = image[: max(1, round(height / s)), : max(1, round(width / s))]
+        factor = _OVERVIEW_PX / max(image.shape[:2])
+        size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[0] * factor)))
+        return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
     try:
-        return slide.thumbnail(512)
+        return slide.thumbnail(_OVERVIEW_PX)
     except Exception as exc:  # a broken region must not discard a finished count
         warnings.warn(f"no overview image for {slide.name}: {exc}", stacklevel=3)
         return None

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
@@ -125,6 +125,7 @@ def plot_slide(
     from .slide import Slide
 
     result: MitosisResult | None = None
+    image: np.ndarray | None
     if isinstance(result_or_slide, Slide):
         dims, mpp, name = result_or_slide.dimensions, result_or_slide.mpp, result_or_slide.name
         image = result_or_slide.thumbnail(max_size)
@@ -396,7 +397,7 @@ def detection_gallery(
     mpp: float | None = None,
     columns: int = 6,
 ) -> Figure:
-    """Crops around the top-``n`` detections of a result, each titled with its score.
+    """Show crops around the top-``n`` detections of a result, each titled with its score.
 
     The crops come from :func:`wsimito.gallery.detection_section` (the same
     crops :func:`wsimito.gallery.write_gallery` writes as PNG or HTML). Each
@@ -436,7 +437,8 @@ def detection_gallery(
     with _gallery.result_slide(result, slide) as s:
         section = _gallery.detection_section(result, s, which=which, n=n, size_um=size_um, mpp=mpp)
         side_px = section.crops.shape[1] if len(section) else 1
-        boxes = _gallery.crop_boxes(s, section.points, size_px=side_px, mpp=mpp)
+        points = section.points if section.points is not None else np.zeros((0, 2))
+        boxes = _gallery.crop_boxes(s, points, size_px=side_px, mpp=mpp)
     count = len(section)
     rows = max(1, math.ceil(count / columns))
     fig, axes = plt.subplots(
@@ -453,7 +455,7 @@ def detection_gallery(
             continue
         bx, by, bw, bh = boxes[k]
         ax.imshow(section.crops[k], extent=(bx, bx + bw, by + bh, by), interpolation="nearest")
-        px, py = section.points[k]
+        px, py = points[k]
         near, far = 0.2 * bw, 0.34 * bw
         for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
             ax.plot(
@@ -475,8 +477,11 @@ def detection_gallery(
 
 
 def _is_result(value: object) -> bool:
-    """Whether ``value`` is a MitosisResult (checked by name: wsimito.result imports this
-    module lazily, so importing it back would make a cycle)."""
+    """Tell whether ``value`` is a MitosisResult.
+
+    Checked by name: wsimito.result imports this module lazily, so importing it back
+    would make a cycle.
+    """
     return any(c.__name__ == "MitosisResult" for c in type(value).__mro__)
 
 
@@ -489,7 +494,9 @@ def _axes(ax: Axes | None, size: tuple[float, float]) -> Axes:
     return ax
 
 
-def _draw_image(ax: Axes, image: np.ndarray | None, extent: tuple[float, ...]) -> None:
+def _draw_image(
+    ax: Axes, image: np.ndarray | None, extent: tuple[float, float, float, float]
+) -> None:
     if image is None:
         ax.set_facecolor((0.93, 0.93, 0.93))
         return
@@ -541,7 +548,7 @@ def _draw_tiles(ax: Axes, tiles: TileGrid | np.ndarray) -> None:
         axis=1,
     )
     collection = PolyCollection(
-        corners,
+        list(corners),
         facecolors="none",
         edgecolors=(0.2, 0.4, 0.9, 0.6),
         linewidths=0.6,
@@ -568,6 +575,7 @@ def _draw_detections(
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
     mappable = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=cmap)
     colors = mappable.to_rgba(np.asarray(scores, dtype=np.float64).reshape(-1))
+    style: dict[str, Any]
     if hollow:
         style = {"facecolors": "none", "edgecolors": colors, "linewidths": 2.0}
     else:

@@ -11,19 +11,25 @@ from __future__ import annotations
 import html
 import sys
 import time
-from typing import Any
+from typing import Any, Literal
 
 #: Seconds between two redraws of the Jupyter line.
 _NOTEBOOK_REFRESH_S = 0.25
 
 
 def in_notebook() -> bool:
-    """Whether this process is a Jupyter (IPython kernel) process."""
+    """Tell whether this process is a Jupyter (IPython kernel) process.
+
+    Returns
+    -------
+    bool
+        ``True`` inside a Jupyter kernel, ``False`` in a terminal or script.
+    """
     shell = sys.modules.get("IPython")
     if shell is None:
         return False
     try:
-        ip = shell.get_ipython()  # type: ignore[attr-defined]
+        ip = shell.get_ipython()
     except Exception:
         return False
     return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
@@ -53,7 +59,7 @@ class Progress:
         *,
         unit: str = "tiles",
         enabled: bool = True,
-        rate_per: str = "s",
+        rate_per: Literal["s", "h"] = "s",
     ) -> None:
         self.total, self.description, self.unit = int(total), description, unit
         self.rate_per = 3600.0 if rate_per == "h" else 1.0
@@ -97,7 +103,15 @@ class Progress:
         return self.done / max(time.perf_counter() - self._start, 1e-9) * self.rate_per
 
     def advance(self, n: int = 1, extra: str | None = None) -> None:
-        """Count ``n`` more items; ``extra`` replaces the text shown after the rate."""
+        """Count more items done.
+
+        Parameters
+        ----------
+        n : int
+            Items done since the last call.
+        extra : str, optional
+            Replaces the text shown after the rate; ``None`` keeps it.
+        """
         self.done += n
         if extra is not None:
             self.extra = extra

@@ -154,8 +154,21 @@ class TileBatch:
         return len(self.index)
 
     def to_level0(self, k: int, points: np.ndarray) -> np.ndarray:
-        """Level-0 px of ``(K, 2)`` points given in px of tile ``k`` of this batch."""
-        return self.corners[k] + np.asarray(points, dtype=np.float64) * self.scale
+        """Map points from tile px to level-0 px.
+
+        Parameters
+        ----------
+        k : int
+            The tile's position in this batch.
+        points : numpy.ndarray
+            ``(K, 2)`` points ``(x, y)``, px of tile ``k`` (at the reader's mpp).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(K, 2)`` float64, level-0 px.
+        """
+        return np.asarray(self.corners[k] + np.asarray(points, dtype=np.float64) * self.scale)
 
 
 @dataclass
@@ -204,13 +217,16 @@ class TileReader:
 
     Examples
     --------
+    A 250 x 250 µm image at 0.25 µm/px read as 256 px tiles at 0.5 µm/px
+    (128 µm, 32 px overlap): a 3 x 3 grid, in batches of 4 tiles.
+
     >>> import numpy as np, wsimito
     >>> from wsimito.reader import TileReader
     >>> slide = wsimito.open_slide(np.full((1000, 1000, 3), 200, np.uint8), mpp=0.25)
     >>> grid = wsimito.TileGrid(slide, tile_size=256, overlap=32, mpp=0.5)
     >>> reader = TileReader(slide, grid.boxes(), mpp=0.5, tile_size=256, batch_size=4)
     >>> [tuple(b.pixels.shape) for b in reader]
-    [(4, 3, 256, 256)]
+    [(4, 3, 256, 256), (4, 3, 256, 256), (1, 3, 256, 256)]
     """
 
     def __init__(
@@ -249,8 +265,9 @@ class TileReader:
             if wrong.any():
                 k = int(np.flatnonzero(wrong.any(axis=1))[0])
                 raise ValueError(
-                    f"box {k} is {boxes[k, 2]:g} x {boxes[k, 3]:g} level-0 px, but a {tile_size} px "
-                    f"tile at {mpp:g} µm/px covers {side:g} px of this {slide.mpp:g} µm/px slide"
+                    f"box {k} is {boxes[k, 2]:g} x {boxes[k, 3]:g} level-0 px, but a "
+                    f"{tile_size} px tile at {mpp:g} µm/px covers {side:g} px of this "
+                    f"{slide.mpp:g} µm/px slide"
                 )
         self.boxes = boxes[:, :2].copy()
         self.batch_size = batch_size
@@ -293,10 +310,10 @@ class TileReader:
             except Exception as exc:  # any reader failure
                 error = exc
                 handles.drop()
-        side = self.tile_size * self.plan.scale
+        box_side = self.tile_size * self.plan.scale
         message = (
-            f"reading {self.slide.name} at level-0 box (x={x:.1f}, y={y:.1f}, w={side:.1f}, "
-            f"h={side:.1f}), level {self.plan.level}, failed twice: "
+            f"reading {self.slide.name} at level-0 box (x={x:.1f}, y={y:.1f}, w={box_side:.1f}, "
+            f"h={box_side:.1f}), level {self.plan.level}, failed twice: "
             f"{type(error).__name__}: {error}"
         )
         if self.on_error == "skip":
@@ -481,8 +498,18 @@ class _Transfer:
         self.last_event: Any = None
 
     def to_device(self, host: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        """``(N, 3, S, S)`` uint8 channels-last on the device from ``(N, S, S, 3)`` on the host,
-        and whether it shares ``host``'s memory."""
+        """Move a host batch to the device as ``(N, 3, S, S)`` uint8 channels-last.
+
+        Parameters
+        ----------
+        host : torch.Tensor
+            ``(N, S, S, 3)`` uint8 on the host.
+
+        Returns
+        -------
+        tuple of (torch.Tensor, bool)
+            The device batch, and whether it shares ``host``'s memory.
+        """
         if not self.cuda:
             moved = host.to(self.device)
             self.last_event = None
@@ -529,7 +556,7 @@ def resample_batch(
     Parameters
     ----------
     batch : torch.Tensor
-        uint8 ``(N, 3, S, S)`` patches.
+        The patches read, uint8 ``(N, 3, S, S)``.
     offsets : torch.Tensor
         ``(N, 2)`` float: the tile corner inside each patch, patch px
         (continuous coordinates).
@@ -538,14 +565,14 @@ def resample_batch(
     tile_size : int
         Output side, px.
     pool : int
-        When shrinking by ``pool`` or more, a ``pool x pool`` box filter runs
+        When shrinking by ``pool`` or more, a ``pool x pool`` patch px box filter runs
         first (area averaging).
 
     Returns
     -------
     torch.Tensor
-        uint8 ``(N, 3, tile_size, tile_size)``: output pixel ``u`` samples the
-        patch at ``offset + (u + 0.5) * factor``.
+        The tiles, uint8 ``(N, 3, tile_size, tile_size)``: output pixel ``u``
+        samples the patch at ``offset + (u + 0.5) * factor``.
     """
     x = batch.float()
     if pool > 1:

@@ -125,9 +125,35 @@ class MitosisResult:
 
     Examples
     --------
+    Usually :func:`wsimito.count_mitoses` makes the result:
+
     >>> result = wsimito.count_mitoses("slide.svs")        # doctest: +SKIP
     >>> result.count, f"{result.density_per_mm2:.2f}/mm²"  # doctest: +SKIP
     >>> result.to_geojson("slide.geojson")                 # doctest: +SKIP
+
+    Candidates from elsewhere can be counted too. Here, on a 4 x 4 mm image at
+    2 µm/px that is all tissue, three candidates (level-0 px), two of them at
+    or above the threshold:
+
+    >>> import numpy as np
+    >>> import wsimito
+    >>> from wsimito.result import MitosisResult
+    >>> slide = wsimito.open_slide(np.zeros((2000, 2000, 3), np.uint8), mpp=2.0)
+    >>> result = MitosisResult(
+    ...     points=np.array([[100.0, 200.0], [1500.0, 900.0], [1800.0, 1900.0]]),
+    ...     scores=np.array([0.9, 0.7, 0.3]),
+    ...     threshold=0.5,
+    ...     slide_name="example",
+    ...     slide_dimensions=slide.dimensions,
+    ...     slide_mpp=slide.mpp,
+    ...     tissue=wsimito.Tissue.full(slide),
+    ...     detector_name="external",
+    ...     detector_mpp=0.25,
+    ... )
+    >>> result.count, result.tissue_area_mm2, result.density_per_mm2  # figures, mm², per mm²
+    (2, 16.0, 0.125)
+    >>> result.with_threshold(0.2).count
+    3
     """
 
     points: np.ndarray
@@ -142,11 +168,11 @@ class MitosisResult:
     bounds_offset: tuple[float, float] = (0.0, 0.0)
     tissue: Tissue
     detector_name: str
-    detector_metadata: dict = field(default_factory=dict)
+    detector_metadata: dict[str, Any] = field(default_factory=dict)
     detector_mpp: float
-    timing: dict = field(default_factory=dict)
-    skipped_tiles: list = field(default_factory=list)
-    skipped_cores: list = field(default_factory=list)
+    timing: dict[str, Any] = field(default_factory=dict)
+    skipped_tiles: list[tuple[float, float, float, float]] = field(default_factory=list)
+    skipped_cores: list[tuple[float, float, float, float]] = field(default_factory=list)
     thumbnail: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -205,8 +231,8 @@ class MitosisResult:
     @classmethod
     def from_geojson(
         cls,
-        path: str | os.PathLike,
-        slide: Slide | str | os.PathLike,
+        path: str | os.PathLike[str],
+        slide: Slide | str | os.PathLike[str],
         *,
         threshold: float | None = None,
     ) -> MitosisResult:
@@ -245,8 +271,10 @@ class MitosisResult:
         from .io.qupath import load_json, read_qupath, recorded_offset, tissue_from_geojson
         from .slide import Slide, open_slide
 
-        own = not isinstance(slide, Slide)
-        handle = open_slide(slide) if own else slide
+        if isinstance(slide, Slide):
+            handle, own = slide, False
+        else:
+            handle, own = open_slide(slide), True
         try:
             raw = load_json(path)
             meta = raw.get("wsimito") if isinstance(raw, dict) else None
@@ -296,7 +324,7 @@ class MitosisResult:
 
     @cached_property
     def in_tissue(self) -> np.ndarray:
-        """``(N,)`` bool: whether each candidate lies in the analysed tissue."""
+        """Whether each candidate lies in the analysed tissue: ``(N,)`` bool."""
         return self.analysed_tissue.contains(self.points)
 
     @cached_property
@@ -309,12 +337,18 @@ class MitosisResult:
         """Indices of the counted figures, in the deterministic order."""
         order = self._order
         keep = (self.scores[order] >= self.threshold) & self.in_tissue[order]
-        return order[keep]
+        return np.asarray(order[keep])
 
     def counted(self) -> CountedPoints:
-        """The counted mitotic figures: level-0 points, scores and stable ids.
+        """Give the counted mitotic figures: level-0 points, scores and stable ids.
 
         This is what every number and export of the result is made of.
+
+        Returns
+        -------
+        CountedPoints
+            ``xy`` ``(N, 2)`` level-0 px, ``scores`` ``(N,)`` and ``ids``, by
+            descending score, then y, then x.
         """
         index = self._counted
         xy = self.points[index]
@@ -356,7 +390,18 @@ class MitosisResult:
         )
 
     def with_threshold(self, threshold: float) -> MitosisResult:
-        """The same candidates counted at another ``threshold`` in [0, 1] (no detector run)."""
+        """Count the same candidates at another threshold (no detector run).
+
+        Parameters
+        ----------
+        threshold : float
+            Decision threshold on the score, in [0, 1].
+
+        Returns
+        -------
+        MitosisResult
+            A new result; ``self`` is unchanged.
+        """
         return dataclasses.replace(self, threshold=threshold)
 
     # -- areas ------------------------------------------------------------------------
@@ -372,9 +417,12 @@ class MitosisResult:
 
     @cached_property
     def skipped_area_mm2(self) -> float:
-        """Area that could not be read and left the analysis, mm²: the tissue in the cores
-        of skipped tiles, plus the regions the tissue detection could not read
-        (:attr:`Tissue.unread_area_mm2`), which count as unknown, not as tissue."""
+        """Area that could not be read and left the analysis, mm².
+
+        The tissue in the cores of skipped tiles, plus the regions the tissue
+        detection could not read (:attr:`Tissue.unread_area_mm2`), which count
+        as unknown, not as tissue.
+        """
         lost = 0.0
         if self.skipped_cores:
             lost = max(0.0, float(self.tissue.area_mm2) - self.tissue_area_mm2)
@@ -402,7 +450,14 @@ class MitosisResult:
 
     # -- exports ---------------------------------------------------------------------
     def run_metadata(self) -> dict[str, Any]:
-        """What travels with every export: slide, resolution, detector, threshold, totals."""
+        """Give what travels with every export: slide, resolution, detector, threshold, totals.
+
+        Returns
+        -------
+        dict of str to object
+            JSON-ready values; coordinates in exports are level-0 px minus
+            ``bounds_offset``, resolutions µm/px, areas mm².
+        """
         return {
             "slide": self.slide_name,
             "slide_dimensions": list(self.slide_dimensions),
@@ -432,8 +487,8 @@ class MitosisResult:
         include_tissue: bool = True,
         include_hotspot: bool = True,
         include_candidates: bool = False,
-    ) -> dict:
-        """The QuPath-ready GeoJSON FeatureCollection that :meth:`to_geojson` writes, as a dict.
+    ) -> dict[str, Any]:
+        """Build the QuPath-ready GeoJSON FeatureCollection that :meth:`to_geojson` writes.
 
         One ``Point`` detection of class "Mitotic figure" per counted figure
         (with its ``score``), then the analysed tissue as an annotation whose
@@ -441,6 +496,21 @@ class MitosisResult:
         hotspot window (omitted when the hotspot is the whole tissue: the
         tissue annotation says so). With ``include_candidates``, the other
         candidates follow as detections of class "Candidate (not counted)".
+
+        Parameters
+        ----------
+        include_tissue : bool
+            Add the analysed tissue annotation.
+        include_hotspot : bool
+            Add the hotspot annotation.
+        include_candidates : bool
+            Add the candidates that were not counted.
+
+        Returns
+        -------
+        dict of str to object
+            The FeatureCollection; coordinates are level-0 px minus
+            ``bounds_offset``.
         """
         offset = self.bounds_offset
         counted = self.counted()
@@ -466,7 +536,7 @@ class MitosisResult:
             )
         return feature_collection(features, self.run_metadata())
 
-    def _tissue_features(self) -> list[dict]:
+    def _tissue_features(self) -> list[dict[str, Any]]:
         geometry = self.analysed_tissue.geometry
         if shapely.is_empty(geometry):
             return []
@@ -493,7 +563,7 @@ class MitosisResult:
             )
         ]
 
-    def _hotspot_features(self) -> list[dict]:
+    def _hotspot_features(self) -> list[dict[str, Any]]:
         spot = self.hotspot
         if spot.whole_tissue or shapely.is_empty(spot.polygon):
             return []
@@ -520,7 +590,7 @@ class MitosisResult:
 
     def to_geojson(
         self,
-        path: str | os.PathLike,
+        path: str | os.PathLike[str],
         *,
         include_tissue: bool = True,
         include_hotspot: bool = True,
@@ -530,7 +600,23 @@ class MitosisResult:
 
         Coordinates are level-0 px minus ``bounds_offset``, as QuPath expects.
         Drag the file onto the slide in QuPath to import it. The file appears
-        complete or not at all. Returns the path written.
+        complete or not at all.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write (replaced if it exists).
+        include_tissue : bool
+            Add the analysed tissue annotation.
+        include_hotspot : bool
+            Add the hotspot annotation.
+        include_candidates : bool
+            Add the candidates that were not counted.
+
+        Returns
+        -------
+        pathlib.Path
+            The path written.
         """
         collection = self.to_geo_dict(
             include_tissue=include_tissue,
@@ -539,17 +625,39 @@ class MitosisResult:
         )
         return write_geojson(path, collection)
 
-    def to_csv(self, path: str | os.PathLike) -> Path:
-        """Write the counted figures as CSV: ``id, x, y`` (level-0 px), ``x_um, y_um``
-        (µm from the slide's top-left corner) and ``score``, in the order of
-        :attr:`detections`."""
+    def to_csv(self, path: str | os.PathLike[str]) -> Path:
+        """Write the counted figures as CSV, in the order of :attr:`detections`.
+
+        Columns: ``id``, ``x``, ``y`` (level-0 px), ``x_um``, ``y_um`` (µm from
+        the slide's top-left corner) and ``score``.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write (replaced if it exists).
+
+        Returns
+        -------
+        pathlib.Path
+            The path written.
+        """
         counted = self.counted()
         return write_points(path, counted.xy, counted.scores, mpp=self.slide_mpp, ids=counted.ids)
 
-    def to_sliderunner(self, path: str | os.PathLike) -> Path:
-        """Write the counted figures as a SlideRunner / MIDOG SQLite database (replaces ``path``).
+    def to_sliderunner(self, path: str | os.PathLike[str]) -> Path:
+        """Write the counted figures as a SlideRunner / MIDOG SQLite database.
 
-        See :func:`wsimito.io.sliderunner.write_sliderunner`. Returns the path written.
+        See :func:`wsimito.io.sliderunner.write_sliderunner`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The database file to write (replaced if it exists).
+
+        Returns
+        -------
+        pathlib.Path
+            The path written.
         """
         counted = self.counted()
         return write_sliderunner(
@@ -566,10 +674,15 @@ class MitosisResult:
 
     # -- plots and galleries ---------------------------------------------------------
     def plot(self, **kwargs: Any) -> matplotlib.axes.Axes:
-        """Thumbnail with tissue, hotspot and counted figures coloured by score.
+        """Plot the thumbnail with tissue, hotspot and counted figures coloured by score.
 
-        See :func:`wsimito.plot.plot_slide` for the keyword arguments (``ax``,
-        ``tiles``, ``candidates``, ...). Needs matplotlib (``pip install "wsimito[plot]"``).
+        Needs matplotlib (``pip install "wsimito[plot]"``).
+
+        Parameters
+        ----------
+        **kwargs
+            Passed to :func:`wsimito.plot.plot_slide` (``ax``, ``tiles``,
+            ``candidates``, ...).
 
         Returns
         -------
@@ -581,10 +694,15 @@ class MitosisResult:
         return plot_slide(self, **kwargs)
 
     def plot_density(self, **kwargs: Any) -> matplotlib.axes.Axes:
-        """Heat map of counted figures per mm² of analysed tissue.
+        """Plot a heat map of counted figures per mm² of analysed tissue.
 
-        See :func:`wsimito.plot.plot_density` for the keyword arguments
-        (``cell_um``, ``min_tissue``, ``ax``, ...). Needs matplotlib.
+        Needs matplotlib.
+
+        Parameters
+        ----------
+        **kwargs
+            Passed to :func:`wsimito.plot.plot_density` (``cell_um``,
+            ``min_tissue``, ``ax``, ...).
 
         Returns
         -------
@@ -596,18 +714,24 @@ class MitosisResult:
         return plot_density(self, **kwargs)
 
     def gallery(self, slide: Slide | None = None, **kwargs: Any) -> matplotlib.figure.Figure:
-        """Crops around the top-scoring detections, each titled with its score (matplotlib).
+        """Show crops around the top-scoring detections, each titled with its score.
 
-        See :func:`wsimito.plot.detection_gallery` for the keyword arguments
-        (``n``, ``which``, ``size_um``, ``mpp``, ``columns``). ``slide`` is the
-        slide the result was counted on; by default its file is opened. To
-        write the gallery as PNG or HTML without matplotlib, use
-        :func:`wsimito.gallery.write_gallery` with
+        Needs matplotlib. To write the gallery as PNG or HTML without
+        matplotlib, use :func:`wsimito.gallery.write_gallery` with
         :func:`wsimito.gallery.detection_section`.
+
+        Parameters
+        ----------
+        slide : Slide, optional
+            The slide the result was counted on; by default its file is opened.
+        **kwargs
+            Passed to :func:`wsimito.plot.detection_gallery` (``n``, ``which``,
+            ``size_um``, ``mpp``, ``columns``).
 
         Returns
         -------
         matplotlib.figure.Figure
+            The figure.
         """
         from .plot import detection_gallery
 
@@ -615,18 +739,21 @@ class MitosisResult:
 
     # -- reporting -------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
-        """One flat row of numbers and names, e.g. for a table of many slides.
+        """Give one flat row of numbers and names, e.g. for a table of many slides.
 
-        Keys: ``slide``, ``count``, ``candidates``, ``candidates_outside_tissue``,
-        ``threshold``, ``tissue_area_mm2`` (analysed), ``density_per_mm2`` (per
-        mm² of analysed tissue; NaN when none), ``hotspot_count``,
-        ``hotspot_area_mm2``, ``hotspot_count_per_10hpf`` (``None`` when the
-        whole tissue was counted), ``hotspot_whole_tissue``,
-        ``hotspot_tissue_fraction``, ``detector``, ``weights_sha256``,
-        ``training_data``, ``intended_use``, ``mpp``, ``mpp_file``,
-        ``mpp_given`` and ``detector_mpp`` (µm/px), ``tiles``, ``seconds``,
-        ``tiles_per_s``, ``skipped_tiles`` (how many), ``skipped_area_mm2`` and
-        ``partial``.
+        Returns
+        -------
+        dict of str to object
+            Keys: ``slide``, ``count``, ``candidates``, ``candidates_outside_tissue``,
+            ``threshold``, ``tissue_area_mm2`` (analysed), ``density_per_mm2`` (per
+            mm² of analysed tissue; NaN when none), ``hotspot_count``,
+            ``hotspot_area_mm2``, ``hotspot_count_per_10hpf`` (``None`` when the
+            whole tissue was counted), ``hotspot_whole_tissue``,
+            ``hotspot_tissue_fraction``, ``detector``, ``weights_sha256``,
+            ``training_data``, ``intended_use``, ``mpp``, ``mpp_file``,
+            ``mpp_given`` and ``detector_mpp`` (µm/px), ``tiles``, ``seconds``,
+            ``tiles_per_s``, ``skipped_tiles`` (how many), ``skipped_area_mm2`` and
+            ``partial``.
         """
         spot = self.hotspot
         meta = self.detector_metadata
@@ -671,8 +798,7 @@ class MitosisResult:
         )
 
     def _repr_html_(self) -> str:
-        """The overview with tissue, hotspot and detections drawn, the summary, and the
-        detector's intended use."""
+        """Show the overview with tissue, hotspot and detections, the summary, and intended use."""
         rows = [(key, _format(value)) for key, value in self.summary().items()]
         use = self.detector_metadata.get("intended_use")
         name = html.escape(self.detector_name)
@@ -687,8 +813,11 @@ class MitosisResult:
         return html_preview(self._overview(), rows, note)
 
     def _overview(self) -> np.ndarray:
-        """RGB overview, longest side 512 px: analysed tissue (green), hotspot (orange),
-        counted figures (red rings with a white halo)."""
+        """Draw the RGB overview, longest side 512 px.
+
+        Analysed tissue in green, hotspot in orange, counted figures as red
+        rings with a white halo.
+        """
         spot = self.hotspot
         return draw_overview(
             self.thumbnail,

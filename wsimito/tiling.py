@@ -45,10 +45,19 @@ _BYTES_PER_TILE = 160
 class Tile:
     """One tile of a :class:`TileGrid`; every number is in level-0 px.
 
-    ``x, y, width, height``: the box to read (``width = tile_size * mpp /
-    slide_mpp``; it may reach past the slide). ``core``: the half-open box
-    ``(x0, y0, x1, y1)`` this tile owns. ``row, col``: position in the full
-    grid. ``index``: position in the grid's sequence of kept tiles.
+    Attributes
+    ----------
+    x, y : float
+        Top-left corner of the box to read, level-0 px.
+    width, height : float
+        Size of the box to read, level-0 px (``tile_size * mpp / slide_mpp``);
+        it may reach past the slide.
+    core : tuple of (float, float, float, float)
+        The half-open box ``(x0, y0, x1, y1)`` this tile owns, level-0 px.
+    row, col : int
+        Position in the full grid.
+    index : int
+        Position in the grid's sequence of kept tiles.
     """
 
     x: float
@@ -149,9 +158,36 @@ class TileGrid(Sequence[Tile]):
         *,
         max_tiles: int | None = MAX_TILES,
     ) -> TileGrid:
-        """A grid for a slide of ``dimensions = (width, height)`` level-0 px at ``slide_mpp`` µm/px.
+        """Make a grid from a slide's size and resolution, without a slide.
 
-        The other parameters are those of :class:`TileGrid`.
+        Parameters
+        ----------
+        dimensions : tuple of (int, int)
+            ``(width, height)`` of the slide, level-0 px.
+        slide_mpp : float
+            Level-0 resolution of the slide, µm/px (> 0).
+        tile_size : int
+            Tile side, px at ``mpp`` (>= 1).
+        overlap : int
+            Overlap between neighbours, px at ``mpp`` (``0 <= overlap < tile_size``).
+        mpp : float
+            Resolution the tiles will be read at, µm/px (> 0).
+        tissue : Tissue or None
+            Without it every tile is kept.
+        min_tissue : float
+            Fraction in [0, 1]; see :class:`TileGrid`.
+        max_tiles : int or None
+            Refuse grids of more tiles than this; ``None`` for no limit.
+
+        Returns
+        -------
+        TileGrid
+            The grid.
+
+        Raises
+        ------
+        ValueError
+            As for :class:`TileGrid`.
         """
         grid = cls.__new__(cls)
         grid._build(dimensions, slide_mpp, tile_size, overlap, mpp, tissue, min_tissue, max_tiles)
@@ -277,12 +313,14 @@ class TileGrid(Sequence[Tile]):
 
     # -- arrays ----------------------------------------------------------------------
     def positions(self) -> tuple[np.ndarray, np.ndarray]:
-        """Positions of the kept tiles in the full grid.
+        """Give the row and column of each kept tile in the full grid.
 
         Returns
         -------
-        rows, cols : numpy.ndarray
-            ``(N,)`` int64 each.
+        rows : numpy.ndarray
+            ``(N,)`` int64.
+        cols : numpy.ndarray
+            ``(N,)`` int64.
         """
         flat = np.arange(len(self)) if self._kept is None else self._kept
         rows, cols = np.unravel_index(flat, self.shape)

@@ -178,7 +178,7 @@ def detect_tissue(
 
 
 def _read_tissue_image(
-    slide: Slide, mpp: float, rows: int, cols: int, on_error: str
+    slide: Slide, mpp: float, rows: int, cols: int, on_error: OnError
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[tuple[float, float, float, float], str]]]:
     """The slide at ``mpp`` on the mask's grid, read block by block.
 
@@ -304,7 +304,7 @@ def _fill_small_holes(mask: np.ndarray, min_hole_px: float) -> np.ndarray:
     sizes = np.bincount(labels.ravel())
     small = (sizes < min_hole_px) & (sizes < 0.5 * mask.size)
     small[0] = False
-    return mask | small[labels]
+    return np.asarray(mask | small[labels])
 
 
 def _otsu_chroma_threshold(histogram: np.ndarray) -> float:
@@ -421,7 +421,9 @@ class Tissue:
         self.mask = mask
         self.method = method
         self.chroma_threshold = chroma_threshold
-        self.unread_boxes = [tuple(float(v) for v in box) for box in unread_boxes]
+        self.unread_boxes: list[tuple[float, float, float, float]] = [
+            (float(x), float(y), float(w), float(h)) for x, y, w, h in unread_boxes
+        ]
         self._unread = unread
         self._geometry = polygons  # exact outline when built from polygons
         self._image = image
@@ -641,14 +643,19 @@ class Tissue:
             return np.zeros(len(xy), dtype=bool)
         geometry = self.geometry
         shapely.prepare(geometry)
-        return shapely.intersects_xy(geometry, xy[:, 0], xy[:, 1])
+        return np.asarray(shapely.intersects_xy(geometry, xy[:, 0], xy[:, 1]), dtype=bool)
 
     def without(self, boxes: np.ndarray) -> Tissue:
-        """This tissue minus level-0 boxes ``(x0, y0, x1, y1)`` px (e.g. cores never read).
+        """Remove boxes from this tissue (tile cores that were never read, for one).
 
         The polygons and :attr:`area_mm2` of the result are exact; its mask
         drops the pixels that the boxes cover entirely, so, like
         :meth:`from_polygons`, it never misses tissue.
+
+        Parameters
+        ----------
+        boxes : numpy.ndarray
+            ``(N, 4)`` boxes ``(x0, y0, x1, y1)``, level-0 px.
 
         Returns
         -------
@@ -691,7 +698,7 @@ class Tissue:
         Returns
         -------
         float
-            Tissue area / box area; 0 for an empty box.
+            Tissue area / box area, in [0, 1]; 0 for an empty box.
         """
         return float(self.fractions(np.asarray([box], dtype=np.float64))[0])
 
@@ -719,7 +726,7 @@ class Tissue:
         area = w * h
         out = np.zeros_like(area)
         np.divide(covered, area, out=out, where=area > 0)
-        return np.clip(out, 0.0, 1.0)
+        return np.asarray(np.clip(out, 0.0, 1.0))
 
     def intersects(self, boxes: np.ndarray) -> np.ndarray:
         """Whether any tissue pixel overlaps each level-0 box ``(x, y, w, h)`` (px).
@@ -747,7 +754,7 @@ class Tissue:
         i1 = np.clip(np.ceil(y1 / s), 0, rows).astype(np.int64)
         sat = self._summed_area()
         count = sat[i1, j1] - sat[i0, j1] - sat[i1, j0] + sat[i0, j0]
-        return (count > 0) & (x1 > x0) & (y1 > y0)
+        return np.asarray((count > 0) & (x1 > x0) & (y1 > y0))
 
     # -- internals ------------------------------------------------------------------
     def _clip(
@@ -786,7 +793,7 @@ class Tissue:
         self, u0: np.ndarray, v0: np.ndarray, u1: np.ndarray, v1: np.ndarray
     ) -> np.ndarray:
         """Tissue area (mask px²) of the boxes ``[u0, u1) x [v0, v1)`` in mask px."""
-        return (
+        return np.asarray(
             self._corner(u1, v1)
             - self._corner(u0, v1)
             - self._corner(u1, v0)
@@ -804,7 +811,7 @@ class Tissue:
         fu, fv = u - j, v - i
         s00, s01 = sat[i, j], sat[i, j + 1]
         s10, s11 = sat[i + 1, j], sat[i + 1, j + 1]
-        return (1 - fv) * ((1 - fu) * s00 + fu * s01) + fv * ((1 - fu) * s10 + fu * s11)
+        return np.asarray((1 - fv) * ((1 - fu) * s00 + fu * s01) + fv * ((1 - fu) * s10 + fu * s11))
 
     def _trace_mask(self) -> shapely.Geometry:
         """Union of the mask's pixel runs, scaled to level-0 px and clipped to the slide."""
@@ -836,14 +843,20 @@ class Tissue:
         return shapely.union_all(rects)
 
     def plot(self, **kwargs: Any) -> matplotlib.axes.Axes:
-        """The image tissue detection saw, with the tissue outline, in level-0 px.
+        """Plot the image tissue detection saw, with the tissue outline, in level-0 px.
 
-        See :func:`wsimito.plot.plot_tissue` for the keyword arguments (``ax``,
-        ``scale_bar``, ``legend``). Needs matplotlib (``pip install "wsimito[plot]"``).
+        Needs matplotlib (``pip install "wsimito[plot]"``).
+
+        Parameters
+        ----------
+        **kwargs
+            Passed to :func:`wsimito.plot.plot_tissue` (``ax``, ``scale_bar``,
+            ``legend``).
 
         Returns
         -------
         matplotlib.axes.Axes
+            The axes drawn on.
         """
         from .plot import plot_tissue
 
@@ -859,9 +872,12 @@ class Tissue:
 
     @property
     def image(self) -> np.ndarray | None:
-        """The RGB image the mask was computed from, ``(rows, cols, 3)`` uint8 at :attr:`mpp`
-        (covering the mask's grid, level-0 px ``[0, cols * scale) x [0, rows * scale)``),
-        or ``None`` when the tissue was not detected from pixels."""
+        """The RGB image the mask was computed from, or ``None``.
+
+        ``(rows, cols, 3)`` uint8 at :attr:`mpp`, covering the mask's grid
+        (level-0 px ``[0, cols * scale) x [0, rows * scale)``); ``None`` when the
+        tissue was not detected from pixels.
+        """
         return self._image
 
     def _repr_html_(self) -> str:
@@ -1014,6 +1030,6 @@ def _preview(rgb: np.ndarray) -> np.ndarray:
     rows, cols = rgb.shape[:2]
     factor = min(1.0, _PREVIEW_SIZE / max(rows, cols))
     if factor == 1.0:
-        return rgb.copy()
+        return np.array(rgb)
     size = (max(1, round(cols * factor)), max(1, round(rows * factor)))
     return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BOX))

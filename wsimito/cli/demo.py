@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``demo`` command to the ``wsimito`` command line.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The subcommands of the ``wsimito`` parser.
+    """
     demo = sub.add_parser("demo", help="synthetic slide -> count -> GeoJSON, overview PNG and F1")
     demo.add_argument("--out", default="demo-output")
     demo.add_argument("--seed", type=int, default=2026)

@@ -8,7 +8,14 @@ from rich.console import Console
 from rich.markup import escape
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``evaluate`` command to the ``wsimito`` command line.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The subcommands of the ``wsimito`` parser.
+    """
     evaluate = sub.add_parser(
         "evaluate",
         help="score predictions against ground truth (F1 as the MIDOG challenges compute it)",

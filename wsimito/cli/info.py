@@ -9,7 +9,14 @@ from rich.table import Table
 from rich.text import Text
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``info`` command to the ``wsimito`` command line.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The subcommands of the ``wsimito`` parser.
+    """
     info = sub.add_parser("info", help="print a slide's size, resolution and pyramid")
     info.add_argument("slides", nargs="+")
     info.add_argument("--backend", default="auto")

@@ -239,7 +239,7 @@ class Annotations:
         lookup = {
             name: class_kind(name, self._mitosis_names, self._lookalike_names) for name in unique
         }
-        return labels.map(lookup).to_numpy(dtype=object)
+        return np.asarray(labels.map(lookup).to_numpy(dtype=object))
 
     def _checked_slides(self, slides: pd.DataFrame | None) -> pd.DataFrame:
         if slides is None:
@@ -294,6 +294,7 @@ class Annotations:
         Returns
         -------
         Annotations
+            The cells of one slide.
 
         Raises
         ------
@@ -332,6 +333,7 @@ class Annotations:
         Returns
         -------
         Annotations
+            All the cells, slides in the order given.
 
         Raises
         ------
@@ -397,7 +399,7 @@ class Annotations:
     @property
     def slides(self) -> list[str]:
         """Slide names, in the order of the file (slides without cells included)."""
-        return self._slides["slide"].tolist()
+        return list(self._slides["slide"].tolist())
 
     @property
     def slide_info(self) -> pd.DataFrame:
@@ -423,7 +425,7 @@ class Annotations:
     @property
     def labels(self) -> list[str]:
         """The distinct class names, in order of first appearance."""
-        return pd.unique(self._cells["label"]).tolist()
+        return list(pd.unique(self._cells["label"]).tolist())
 
     def to_frame(self) -> pd.DataFrame:
         """All cells as a new DataFrame with the per-slide metadata joined.
@@ -456,7 +458,10 @@ class Annotations:
         kinds = self._cells["kind"].value_counts()
         parts = ", ".join(f"{kinds[k]:,} {k}" for k in KINDS if k in kinds)
         where = f" from {os.path.basename(self._source)}" if self._source else ""
-        return f"<Annotations: {len(self):,} cells ({parts or 'none'}) on {len(self._slides)} slides{where}>"
+        return (
+            f"<Annotations: {len(self):,} cells ({parts or 'none'}) on "
+            f"{len(self._slides)} slides{where}>"
+        )
 
     @functools.cached_property
     def _by_slide(self) -> dict[str, np.ndarray]:
@@ -503,10 +508,10 @@ class Annotations:
             When ``slide`` is not in the set, or ``kind`` is not a kind.
         """
         rows = self._filter_cells(self._rows(slide), kind=kind, label=label)
-        return rows[["x", "y"]].to_numpy(dtype=np.float64).reshape(-1, 2)
+        return np.asarray(rows[["x", "y"]].to_numpy(dtype=np.float64).reshape(-1, 2))
 
     def scores(self, slide: str, *, kind: Kind | Collection[str] | None = None) -> np.ndarray:
-        """Scores of the cells on ``slide``, in the order of :meth:`points`.
+        """Give the scores of the cells on ``slide``, in the order of :meth:`points`.
 
         Parameters
         ----------
@@ -523,7 +528,7 @@ class Annotations:
         rows = self._filter_cells(self._rows(slide), kind=kind, label=None)
         if "score" not in rows:
             return np.full(len(rows), np.nan)
-        return rows["score"].to_numpy(dtype=np.float64)
+        return np.asarray(rows["score"].to_numpy(dtype=np.float64))
 
     def mpp(self, slide: str) -> float | None:
         """Level-0 resolution of ``slide``.
@@ -536,7 +541,8 @@ class Annotations:
         Returns
         -------
         float or None
-            µm/px, or ``None`` when neither the file nor ``mpp=`` gave one.
+            Level-0 resolution, µm/px, or ``None`` when neither the file nor
+            ``mpp=`` gave one.
         """
         self._rows(slide)
         if "mpp" not in self._slides:
@@ -596,6 +602,7 @@ class Annotations:
         Returns
         -------
         Annotations
+            A new set; ``self`` is unchanged.
 
         Raises
         ------
@@ -669,6 +676,7 @@ class Annotations:
         Returns
         -------
         Annotations
+            A new set; ``self`` is unchanged.
         """
         return self._derive(mitosis_names=mitosis_names, lookalike_names=lookalike_names)
 
@@ -685,6 +693,7 @@ class Annotations:
         Returns
         -------
         Annotations
+            A new set; ``self`` is unchanged.
         """
         slides = self._slides.copy()
         new = (
@@ -698,7 +707,7 @@ class Annotations:
         return self._derive(slides=slides)
 
     def counts(self, by: str | Sequence[str] = "slide") -> pd.DataFrame:
-        """Cells per kind for each group.
+        """Count cells per kind for each group.
 
         Parameters
         ----------
@@ -810,7 +819,7 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _as_set(value: Any) -> set:
+def _as_set(value: Any) -> set[Any]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         return {value}
     return set(value)

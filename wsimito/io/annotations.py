@@ -55,7 +55,7 @@ AnnotationFormat = Literal["auto", "midog", "sliderunner", "qupath", "csv"]
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-def detect_format(path: str | os.PathLike) -> str:
+def detect_format(path: str | os.PathLike[str]) -> str:
     """The annotation format of ``path``.
 
     Parameters
@@ -109,13 +109,13 @@ def detect_format(path: str | os.PathLike) -> str:
 
 
 def read_annotations(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
     format: AnnotationFormat = "auto",
     mitosis_names: Collection[str] | None = None,
     lookalike_names: Collection[str] | None = None,
     strict: bool = False,
-    split: str | os.PathLike | pd.DataFrame | Mapping[str, str] | None = None,
+    split: str | os.PathLike[str] | pd.DataFrame | Mapping[str, str] | None = None,
     mpp: float | Mapping[str, float] | None = None,
     margin_px: float = DEFAULT_MARGIN_PX,
     outside: Outside = "raise",
@@ -156,6 +156,7 @@ def read_annotations(
     Returns
     -------
     Annotations
+        Every cell of the file (or folder), level-0 px, with per-slide metadata.
 
     Raises
     ------

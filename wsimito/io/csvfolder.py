@@ -29,7 +29,7 @@ _SCORE_NAMES = ("score", "probability", "confidence", "prob")
 
 
 def read_csv_folder(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
     default_label: str = MITOSIS_CLASS,
     require_images: bool = True,
@@ -73,7 +73,7 @@ def read_csv_folder(
         folder, csv_files = path.parent, [path]
     images = _images_by_key(folder)
     frames = []
-    slide_rows: dict[str, dict] = {}
+    slide_rows: dict[str, dict[str, Any]] = {}
     if path.is_dir():
         for image in images.values():
             slide_rows[image.name] = {"slide": image.name, "_image": image}
@@ -190,7 +190,7 @@ def _is_number(text: str) -> bool:
 
 
 def write_csv_folder(
-    folder: str | os.PathLike,
+    folder: str | os.PathLike[str],
     annotations: Annotations,
     *,
     header: bool = True,

@@ -27,7 +27,7 @@ import math
 import os
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import shapely
@@ -40,11 +40,30 @@ ID_DECIMALS = 1
 
 
 def point_ids(slide_name: str, points: np.ndarray) -> list[str]:
-    """Stable UUID strings for level-0 points ``(N, 2)`` px on the slide ``slide_name``.
+    """Give level-0 points on a slide stable UUID strings.
 
     The id is uuid5 of the slide name and the coordinates rounded to 0.1 px,
     so the same point on the same slide gets the same id in every run; two
     points that round alike get ``#2``, ``#3``... appended before hashing.
+
+    Parameters
+    ----------
+    slide_name : str
+        The slide's name, hashed with each point.
+    points : numpy.ndarray
+        ``(N, 2)`` points ``(x, y)``, level-0 px.
+
+    Returns
+    -------
+    list of str
+        One UUID string per point.
+
+    Examples
+    --------
+    >>> from wsimito.io.geojson import point_ids
+    >>> a = point_ids("slide.svs", [[10.0, 20.0], [10.0, 20.0]])
+    >>> a[0] == point_ids("slide.svs", [[10.04, 19.96]])[0], a[0] == a[1]
+    (True, False)
     """
     seen: dict[str, int] = {}
     ids = []
@@ -65,10 +84,10 @@ def point_features(
     class_name: str = MITOSIS_CLASS,
     color: tuple[int, int, int] = MITOSIS_COLOR,
     offset: tuple[float, float] = (0.0, 0.0),
-    object_type: str = "detection",
+    object_type: Literal["detection", "annotation"] = "detection",
     ids: list[str] | None = None,
-) -> list[dict]:
-    """One QuPath ``Point`` feature per point.
+) -> list[dict[str, Any]]:
+    """Make one QuPath ``Point`` feature per point.
 
     Parameters
     ----------
@@ -78,8 +97,10 @@ def point_features(
         ``(N,)`` scores, written as the ``score`` measurement.
     slide_name : str
         Hashed into the stable ids (see :func:`point_ids`).
-    class_name, color : str, tuple of int
-        QuPath classification name and RGB 0-255 colour.
+    class_name : str
+        QuPath classification name.
+    color : tuple of (int, int, int)
+        Classification colour, RGB 0-255.
     offset : tuple of float
         Subtracted from every coordinate: OpenSlide's ``bounds-x/y``, level-0 px.
     object_type : {"detection", "annotation"}
@@ -115,23 +136,56 @@ def point_features(
     return features
 
 
-def feature_collection(features: list[dict], metadata: dict[str, Any] | None = None) -> dict:
-    """A GeoJSON ``FeatureCollection`` of ``features``; ``metadata`` goes in a top-level
-    ``"wsimito"`` member (QuPath ignores it), made JSON-safe (NaN becomes ``null``)."""
+def feature_collection(
+    features: list[dict[str, Any]], metadata: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Gather features into a GeoJSON ``FeatureCollection``.
+
+    Parameters
+    ----------
+    features : list of dict
+        GeoJSON features (:func:`point_features`, :func:`polygon_feature`).
+    metadata : dict, optional
+        Goes in a top-level ``"wsimito"`` member (QuPath ignores it), made
+        JSON-safe (NaN becomes ``null``).
+
+    Returns
+    -------
+    dict of str to object
+        The collection.
+    """
     collection: dict[str, Any] = {"type": "FeatureCollection", "features": list(features)}
     if metadata is not None:
         collection["wsimito"] = jsonable(metadata)
     return collection
 
 
-def write_geojson(path: str | os.PathLike, collection: dict) -> Path:
-    """Write a GeoJSON object to ``path`` atomically (UTF-8, no NaN); returns the path."""
+def write_geojson(path: str | os.PathLike[str], collection: dict[str, Any]) -> Path:
+    """Write a GeoJSON object atomically (UTF-8, no NaN).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write; it appears complete or not at all.
+    collection : dict
+        The GeoJSON object (:func:`feature_collection`).
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Raises
+    ------
+    ValueError
+        The object holds NaN or infinite numbers (JSON has none).
+    """
     with atomic_write(path) as fh:
         json.dump(collection, fh, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     return Path(path)
 
 
-def _classification(name: str, color: tuple[int, int, int]) -> dict:
+def _classification(name: str, color: tuple[int, int, int]) -> dict[str, Any]:
     return {"name": name, "color": list(color)}
 
 
@@ -144,12 +198,30 @@ def polygon_feature(
     key: str,
     measurements: dict[str, float],
     offset: tuple[float, float] = (0.0, 0.0),
-) -> dict:
-    """A QuPath annotation of a (Multi)Polygon given in level-0 px, shifted by ``offset``.
+) -> dict[str, Any]:
+    """Make a QuPath annotation of a (Multi)Polygon; invalid geometry is repaired.
 
-    ``key`` is hashed into a stable UUID id; ``measurements`` (a flat name ->
-    number map) are written as floats, non-finite ones left out. Invalid
-    geometry is repaired.
+    Parameters
+    ----------
+    geometry : shapely.Geometry
+        The (Multi)Polygon, level-0 px.
+    name : str
+        The annotation's name, shown in QuPath.
+    class_name : str
+        QuPath classification name.
+    color : tuple of (int, int, int)
+        Classification colour, RGB 0-255.
+    key : str
+        Hashed into a stable UUID id.
+    measurements : dict of str to float
+        A flat name -> number map, written as floats; non-finite ones are left out.
+    offset : tuple of (float, float)
+        Subtracted from every coordinate: OpenSlide's ``bounds-x/y``, level-0 px.
+
+    Returns
+    -------
+    dict of str to object
+        The GeoJSON feature.
     """
     shifted = shapely.transform(geometry, lambda c: c - np.asarray(offset))
     if not shifted.is_valid:
@@ -175,8 +247,26 @@ def _polygons_only(geometry: shapely.Geometry) -> shapely.Geometry:
 
 
 def jsonable(value: Any) -> Any:
-    """``value`` made of JSON types: numpy scalars unwrapped, non-finite floats as None,
-    anything else as its string."""
+    """Turn a value into JSON types.
+
+    Parameters
+    ----------
+    value : object
+        Nested dicts, lists, tuples, numpy arrays and scalars.
+
+    Returns
+    -------
+    object
+        The same structure in JSON types: numpy scalars unwrapped, non-finite
+        floats as ``None``, anything else as its string.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from wsimito.io.geojson import jsonable
+    >>> jsonable({"mpp": np.float32(0.25), "density": float("nan"), "dims": (10, 20)})
+    {'mpp': 0.25, 'density': None, 'dims': [10, 20]}
+    """
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):

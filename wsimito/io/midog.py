@@ -47,7 +47,7 @@ _IMAGE_SKIP = {"id", "file_name", "license", "coco_url", "flickr_url", "date_cap
 
 
 def read_midog(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
     bbox: Literal["xyxy", "xywh"] = "xyxy",
     keep_empty: bool = False,
@@ -89,7 +89,7 @@ def read_midog(
     source = str(path)
     if not isinstance(data, dict) or not {"images", "annotations"} <= set(data):
         raise AnnotationError(f"{source}: not a COCO/MIDOG file (needs 'images' and 'annotations')")
-    images: dict[Any, dict] = {}
+    images: dict[Any, dict[str, Any]] = {}
     for k, image in enumerate(data["images"]):
         if "id" not in image or "file_name" not in image:
             raise AnnotationError(f"{source}: images[{k}] has no 'id' or 'file_name'")
@@ -149,7 +149,7 @@ def _centre(box: Any, layout: str, source: str, ident: Any) -> tuple[float, floa
     return (a + c) / 2, (b + d) / 2
 
 
-def _image_fields(image: dict) -> dict:
+def _image_fields(image: dict[str, Any]) -> dict[str, Any]:
     fields = {k: v for k, v in image.items() if k not in _IMAGE_SKIP and _scalar(v)}
     return fields
 
@@ -209,7 +209,7 @@ def canonical_scanner(name: str) -> str:
     return SCANNER_SPELLINGS.get(cleaned.lower(), cleaned)
 
 
-def read_split_table(path: str | os.PathLike) -> pd.DataFrame:
+def read_split_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read the MIDOG++ split table (``;``-separated) with canonical spellings.
 
     Parameters
@@ -266,7 +266,7 @@ def read_split_table(path: str | os.PathLike) -> pd.DataFrame:
 
 def join_split(
     annotations: Annotations,
-    split: str | os.PathLike | pd.DataFrame | Mapping[str, str],
+    split: str | os.PathLike[str] | pd.DataFrame | Mapping[str, str],
 ) -> Annotations:
     """Add the split (and the split table's domain columns) to every slide.
 
@@ -326,7 +326,7 @@ def join_split(
 
 
 def _require_rows(
-    annotations: Annotations, missing: pd.Series, with_cells: set, source: str
+    annotations: Annotations, missing: pd.Series, with_cells: set[str], source: str
 ) -> None:
     missing = [s for s in missing if s in with_cells]
     if missing:

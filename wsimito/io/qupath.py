@@ -39,7 +39,7 @@ _POINT_TYPES = ("Point", "MultiPoint")
 _REGION_TYPES = ("Polygon", "MultiPolygon", "LineString", "MultiLineString")
 
 
-def load_json(path: str | os.PathLike) -> Any:
+def load_json(path: str | os.PathLike[str]) -> Any:
     """Parse a JSON file (UTF-8, with or without a byte-order mark).
 
     Parameters
@@ -67,7 +67,7 @@ def load_json(path: str | os.PathLike) -> Any:
 
 
 def read_qupath(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
     slide: str | None = None,
     bounds_offset: tuple[float, float] | None = None,
@@ -120,8 +120,8 @@ def read_qupath(
         bx, by = (float(v) for v in offset)
     except (TypeError, ValueError):
         raise AnnotationError(f"{source}: bounds_offset {offset!r} is not two numbers") from None
-    rows: list[tuple] = []
-    regions: list[dict] = []
+    rows: list[tuple[Any, ...]] = []
+    regions: list[dict[str, Any]] = []
     for n, feature in enumerate(features):
         if not isinstance(feature, dict):
             raise AnnotationError(f"{source}: feature {n} is not a JSON object")
@@ -181,12 +181,13 @@ def _read_folder(
     return Annotations.concat(parts)
 
 
-def _features(data: Any, source: str) -> list:
+def _features(data: Any, source: str) -> list[Any]:
     if isinstance(data, list):
         return data
     if isinstance(data, dict):
-        if data.get("type") == "FeatureCollection" and isinstance(data.get("features"), list):
-            return data["features"]
+        features = data.get("features")
+        if data.get("type") == "FeatureCollection" and isinstance(features, list):
+            return features
         if data.get("type") == "Feature":
             return [data]
     raise AnnotationError(
@@ -239,7 +240,7 @@ def _xy(point: Any, source: str, ident: Any) -> tuple[float, float]:
     return x, y
 
 
-def _shifted(geometry: dict, offset: tuple[float, float]) -> Any:
+def _shifted(geometry: dict[str, Any], offset: tuple[float, float]) -> Any:
     import shapely
     import shapely.geometry
 
@@ -249,8 +250,8 @@ def _shifted(geometry: dict, offset: tuple[float, float]) -> Any:
     return shapely.transform(shape, lambda c: c + np.asarray(offset))
 
 
-def tissue_from_geojson(path: str | os.PathLike, slide: Slide) -> Tissue:
-    """The analysis region drawn in a GeoJSON file (e.g. annotations exported from QuPath).
+def tissue_from_geojson(path: str | os.PathLike[str], slide: Slide) -> Tissue:
+    """Read the analysis region drawn in a GeoJSON file (e.g. annotations exported from QuPath).
 
     Polygons classified "Tissue" are used when the file has any (a wsimito
     result's outline, edited or not); otherwise every polygon of the file.
@@ -287,9 +288,23 @@ def tissue_from_geojson(path: str | os.PathLike, slide: Slide) -> Tissue:
     return Tissue.from_polygons(list(geometry), slide)
 
 
-def recorded_offset(path: str | os.PathLike, slide: Slide) -> tuple[float, float] | None:
-    """The offset to add to a file's coordinates: ``None`` when the file records wsimito's
-    own (a ``"wsimito"`` member), else the slide's OpenSlide bounds (QuPath's crop), level-0 px."""
+def recorded_offset(path: str | os.PathLike[str], slide: Slide) -> tuple[float, float] | None:
+    """Tell which offset to add to a GeoJSON file's coordinates to make them level-0 px.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The GeoJSON file.
+    slide : Slide
+        The slide the file belongs to.
+
+    Returns
+    -------
+    tuple of (float, float) or None
+        ``None`` when the file records wsimito's own offset (a ``"wsimito"``
+        member); else the slide's OpenSlide bounds ``(x, y)`` (QuPath's crop),
+        level-0 px.
+    """
     raw = load_json(path)
     if isinstance(raw, dict) and isinstance(raw.get("wsimito"), dict):
         return None

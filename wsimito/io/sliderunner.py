@@ -109,7 +109,7 @@ _SCORE = re.compile(r"score=([-+0-9.eE]+|nan|inf)")
 
 
 def write_sliderunner(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     annotations: Annotations | Any,
     *,
     labels: str | Sequence[str] | None = None,
@@ -267,7 +267,7 @@ def _int_or_none(info: pd.DataFrame, row: Any, column: str) -> int | None:
 
 
 def read_sliderunner(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
     slide: str | None = None,
     mitosis_names: Collection[str] | None = None,
@@ -335,9 +335,8 @@ def read_sliderunner(
     names = {uid: str(filename) for uid, filename, _, _ in slides}
     duplicated = pd.Series(list(names.values()))
     if duplicated.duplicated().any():
-        raise AnnotationError(
-            f"{source}: two slides share the file name {duplicated[duplicated.duplicated()].iloc[0]!r}"
-        )
+        first = duplicated[duplicated.duplicated()].iloc[0]
+        raise AnnotationError(f"{source}: two slides share the file name {first!r}")
     if slide is not None:
         wanted = [
             uid for uid, name in names.items() if name == slide or os.path.basename(name) == slide

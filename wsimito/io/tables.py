@@ -23,7 +23,25 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def safe_cell(value: Any) -> Any:
-    """``value`` made safe for a CSV cell: formula-like text gets a leading ``'``; NaN -> ``""``."""
+    """Make a value safe for a CSV cell.
+
+    Parameters
+    ----------
+    value : object
+        A number, text, ``None`` or anything with a ``str``.
+
+    Returns
+    -------
+    object
+        Formula-like text with a leading ``'``; floats as their ``repr``; NaN
+        and ``None`` as ``""``; bools and integers unchanged.
+
+    Examples
+    --------
+    >>> from wsimito.io.tables import safe_cell
+    >>> safe_cell("=HYPERLINK(1)"), safe_cell(float("nan")), safe_cell(0.1)
+    ("'=HYPERLINK(1)", '', '0.1')
+    """
     if value is None:
         return ""
     if isinstance(value, (bool, np.bool_)):
@@ -37,9 +55,18 @@ def safe_cell(value: Any) -> Any:
 
 
 def write_rows(
-    path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], columns: Sequence[str]
+    path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]], columns: Sequence[str]
 ) -> Path:
-    """Write ``rows`` (one mapping each; missing keys stay empty) as CSV, atomically.
+    """Write rows as CSV, atomically; cells go through :func:`safe_cell`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output file, replaced atomically.
+    rows : iterable of mapping
+        One mapping of column name to value per row; missing keys stay empty.
+    columns : sequence of str
+        The header, in order.
 
     Returns
     -------
@@ -55,7 +82,7 @@ def write_rows(
 
 
 def write_points(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     points: np.ndarray,
     scores: np.ndarray,
     *,

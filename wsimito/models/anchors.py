@@ -21,12 +21,33 @@ def create_anchors(
     scales: Sequence[float] = (0.2, 0.4, 0.6, 0.8, 1.0),
     ratios: Sequence[float] = (1.0,),
 ) -> torch.Tensor:
-    """Anchors ``(A, 4)`` in normalized cthw, ordered (level, row, col, ratio, scale).
+    """Make the anchors of a RetinaNet, in normalized cthw.
 
     On an ``(h, w)`` grid the anchor centres sit at the cell centres and the
     sides are ``8 * scale * sqrt(ratio) / h`` (height) and
     ``8 * scale / sqrt(ratio) / w`` (width) normalized units, i.e.
     ``2048 * scale / grid`` px on a 512 px tile for ratio 1.
+
+    Parameters
+    ----------
+    sizes : sequence of tuple of (int, int)
+        ``(h, w)`` of each pyramid level's grid, cells.
+    scales : sequence of float
+        Anchor scales.
+    ratios : sequence of float
+        Aspect ratios (height / width).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(A, 4)`` anchors ``(cy, cx, h, w)``, ordered (level, row, col, ratio, scale).
+
+    Examples
+    --------
+    >>> from wsimito.models.anchors import create_anchors
+    >>> anchors = create_anchors(sizes=[(64, 64)], scales=[0.2, 1.0])
+    >>> tuple(anchors.shape), anchors[1].tolist()  # 32 px anchor of a 512 px tile
+    ((8192, 4), [-0.984375, -0.984375, 0.125, 0.125])
     """
     shapes = torch.tensor(
         [[s * math.sqrt(r), s * math.sqrt(1 / r)] for r in ratios for s in scales]
@@ -44,10 +65,22 @@ def create_anchors(
 
 
 def decode_boxes(deltas: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-    """Regression outputs ``(..., A, 4)`` on ``anchors`` ``(A, 4)`` -> cthw boxes.
+    """Decode regression outputs on their anchors into boxes.
 
     centre = anchor centre + 0.1 * delta * anchor side;
     side = anchor side * exp(0.2 * delta).
+
+    Parameters
+    ----------
+    deltas : torch.Tensor
+        ``(..., A, 4)`` regression outputs ``(dy, dx, dh, dw)``.
+    anchors : torch.Tensor
+        ``(A, 4)`` anchors, normalized cthw.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(..., A, 4)`` boxes, normalized cthw.
     """
     scaled = deltas * deltas.new_tensor(BOX_DELTA_SCALE)
     centres = anchors[..., :2] + anchors[..., 2:] * scaled[..., :2]
@@ -56,13 +89,37 @@ def decode_boxes(deltas: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
 
 
 def cthw_to_tlbr(boxes: torch.Tensor) -> torch.Tensor:
-    """``(cy, cx, h, w)`` -> ``(top, left, bottom, right)``."""
+    """Convert boxes from ``(cy, cx, h, w)`` to ``(top, left, bottom, right)``.
+
+    Parameters
+    ----------
+    boxes : torch.Tensor
+        ``(..., 4)`` cthw boxes.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(..., 4)`` tlbr boxes, same units.
+    """
     half = boxes[..., 2:] / 2
     return torch.cat([boxes[..., :2] - half, boxes[..., :2] + half], dim=-1)
 
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Intersection over union of tlbr boxes ``(K, 4)`` x ``(M, 4)`` -> ``(K, M)``."""
+    """Compute the intersection over union of every pair of tlbr boxes.
+
+    Parameters
+    ----------
+    a : torch.Tensor
+        ``(K, 4)`` boxes.
+    b : torch.Tensor
+        ``(M, 4)`` boxes.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(K, M)`` IoU in [0, 1].
+    """
     top_left = torch.maximum(a[:, None, :2], b[None, :, :2])
     bottom_right = torch.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = (bottom_right - top_left).clamp(min=0).prod(dim=-1)
@@ -72,10 +129,18 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def greedy_keep(conflicts: torch.Tensor) -> torch.Tensor:
-    """Greedy suppression over items sorted best first.
+    """Suppress greedily over items sorted best first.
 
-    ``conflicts[a, b]`` (``a < b``) says a kept item ``a`` removes ``b``. Returns
-    the boolean keep mask on the input's device.
+    Parameters
+    ----------
+    conflicts : torch.Tensor
+        ``(K, K)`` bool: ``conflicts[a, b]`` (``a < b``) says a kept item ``a``
+        removes ``b``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(K,)`` bool keep mask, on the input's device.
     """
     upper = torch.triu(conflicts, diagonal=1).cpu()
     keep = torch.ones(len(upper), dtype=torch.bool)
@@ -86,10 +151,24 @@ def greedy_keep(conflicts: torch.Tensor) -> torch.Tensor:
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy non-maximum suppression of tlbr boxes; returns kept indices by score.
+    """Apply greedy non-maximum suppression to tlbr boxes.
 
     A box is dropped when its IoU with a higher-scoring kept box exceeds
     ``iou_threshold``.
+
+    Parameters
+    ----------
+    boxes : torch.Tensor
+        ``(K, 4)`` tlbr boxes.
+    scores : torch.Tensor
+        ``(K,)`` scores.
+    iou_threshold : float
+        IoU in [0, 1] above which the lower-scoring box goes.
+
+    Returns
+    -------
+    torch.Tensor
+        Indices of the kept boxes, by descending score.
     """
     order = torch.argsort(scores, descending=True, stable=True)
     boxes = boxes[order]

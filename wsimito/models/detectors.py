@@ -9,11 +9,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from typing_extensions import override
 
 from ..detect import RuntimeOptions, TorchDetector, check_tiles, resolve_device
 from .anchors import create_anchors, cthw_to_tlbr, decode_boxes, nms
@@ -49,18 +50,40 @@ class PointDetector(TorchDetector):
 
     Parameters
     ----------
-    model : a network with a ``stride`` attribute (px per output cell), e.g.
-        :class:`PointHeatmapNet`.
-    mpp : µm/px the model expects.
-    tile_size : tile side, px at ``mpp``; a multiple of the network's input multiple.
-    overlap : px at ``mpp``; at least the largest figure's diameter.
-    threshold : default decision threshold on the peak probability.
-    min_score : peaks below this probability are not returned at all; keep it
-        below any threshold you may want to apply later.
-    min_distance_um : minimum distance between two points, µm (6.25 µm is
-        25 px at 0.25 µm/px, the reference's slide-wide suppression distance).
-    mean, std : per-channel normalization of RGB / 255.
-    options, device, name, metadata : see :class:`wsimito.detect.TorchDetector`.
+    model : torch.nn.Module
+        A network with an integer ``stride`` attribute (input px per output
+        cell), e.g. :class:`PointHeatmapNet`.
+    mpp : float
+        Resolution the model expects, µm/px.
+    tile_size : int
+        Tile side, px at ``mpp``; a multiple of the network's input multiple.
+    overlap : int
+        Overlap between tiles, px at ``mpp``; at least the largest figure's diameter.
+    threshold : float
+        Default decision threshold on the peak probability, in [0, 1].
+    min_score : float
+        Peaks below this probability are not returned at all; keep it below
+        any threshold you may want to apply later.
+    min_distance_um : float
+        Minimum distance between two points, µm (6.25 µm is 25 px at
+        0.25 µm/px, the reference's slide-wide suppression distance).
+    mean : sequence of float
+        Per-channel mean of RGB / 255 that the network was trained with.
+    std : sequence of float
+        Per-channel standard deviation of RGB / 255 (> 0).
+    options : RuntimeOptions, optional
+        Device, precision, channels-last and compile settings.
+    device : str or torch.device, optional
+        Shortcut that overrides ``options.device``.
+    name : str
+        Short model name, copied into results.
+    metadata : Mapping[str, Any], optional
+        Free-form facts (training data, intended use), copied into results.
+
+    Raises
+    ------
+    ValueError
+        The model has no integer ``stride``, or a parameter is out of range.
     """
 
     def __init__(
@@ -117,15 +140,17 @@ class PointDetector(TorchDetector):
             "std": list(self.normalize.std),
         }
 
+    @override
     def preprocess(self, tiles: torch.Tensor) -> torch.Tensor:
         return self.normalize(tiles)
 
+    @override
     def postprocess(self, output: torch.Tensor) -> list[torch.Tensor]:
         return find_peaks(
             torch.sigmoid(output.float()),
             stride=self.stride,
             min_score=self.min_score,
-            min_distance=self.min_distance_um / self.mpp,
+            min_distance=(self.min_distance_um or 0.0) / self.mpp,
         )
 
 
@@ -141,16 +166,46 @@ class RetinaNetDetector(TorchDetector):
 
     Parameters
     ----------
-    model : a :class:`RetinaNetDA`; ``None`` builds one with random weights.
-    mpp : 0.25 µm/px. tile_size : 512 px. overlap : 52 px (10 %, stride 460 px).
-    threshold : 0.64, the reference decision threshold.
-    min_score : 0.4, boxes at or below it are dropped before NMS.
-    nms_iou : 0.4.
-    class_score : ``"max"`` (reference) or ``"mitosis"`` (column 0 only).
-    mean, std : normalization of RGB / 255 used in training.
-    min_distance_um : the reference's slide-wide suppression distance, 25 px at
-        0.25 µm/px = 6.25 µm; the pipeline's duplicate check across tiles uses it.
-    options, device, name, metadata : see :class:`wsimito.detect.TorchDetector`.
+    model : RetinaNetDA or None
+        The network; ``None`` builds one with random weights.
+    mpp : float
+        Resolution the model expects, µm/px (0.25 for the reference).
+    tile_size : int
+        Tile side, px at ``mpp`` (512).
+    overlap : int
+        Overlap between tiles, px at ``mpp`` (52 px: 10 %, stride 460 px).
+    threshold : float
+        Default decision threshold on the box score (0.64, the reference's).
+    min_score : float
+        Box score in [0, 1] at or below which boxes are dropped before NMS (0.4).
+    nms_iou : float
+        IoU above which NMS suppresses the lower-scoring box (0.4).
+    class_score : {"max", "mitosis"}
+        ``"max"`` (the reference): the maximum over the classes; ``"mitosis"``:
+        the mitotic-figure column 0 alone.
+    mean : sequence of float
+        Per-channel mean of RGB / 255 used in training.
+    std : sequence of float
+        Per-channel standard deviation of RGB / 255 used in training.
+    scales : sequence of float
+        Anchor scales, one per anchor of the model.
+    min_distance_um : float
+        The reference's slide-wide suppression distance, 25 px at 0.25 µm/px
+        = 6.25 µm; the pipeline's duplicate check across tiles uses it.
+    options : RuntimeOptions, optional
+        Device, precision, channels-last and compile settings.
+    device : str or torch.device, optional
+        Shortcut that overrides ``options.device``.
+    name : str
+        Short model name, copied into results.
+    metadata : Mapping[str, Any], optional
+        Free-form facts (training data, intended use), copied into results.
+
+    Raises
+    ------
+    ValueError
+        ``class_score`` is unknown, the number of scales does not match the
+        model's anchors, or a parameter is out of range.
     """
 
     def __init__(
@@ -163,7 +218,7 @@ class RetinaNetDetector(TorchDetector):
         threshold: float = 0.64,
         min_score: float = 0.4,
         nms_iou: float = 0.4,
-        class_score: str = "max",
+        class_score: Literal["max", "mitosis"] = "max",
         mean: Sequence[float] = MIDOG21_MEAN,
         std: Sequence[float] = MIDOG21_STD,
         scales: Sequence[float] = (0.2, 0.4, 0.6, 0.8, 1.0),
@@ -219,9 +274,11 @@ class RetinaNetDetector(TorchDetector):
             "scales": list(self.scales),
         }
 
+    @override
     def preprocess(self, tiles: torch.Tensor) -> torch.Tensor:
         return self.normalize(tiles)
 
+    @override
     def postprocess(self, output: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
         return boxes_to_points(
             output[0].float(),
@@ -242,12 +299,31 @@ def boxes_to_points(
     tile_size: int,
     min_score: float,
     nms_iou: float,
-    class_score: str = "max",
+    class_score: Literal["max", "mitosis"] = "max",
 ) -> list[torch.Tensor]:
-    """RetinaNet outputs -> per-tile ``(K, 3)`` box centres (x, y in tile px) and scores.
+    """Turn RetinaNet outputs into box centres and scores, per tile.
 
-    ``class_logits``: ``(N, A, C)``; ``box_deltas``: ``(N, A, 4)``; ``anchors``:
-    ``(A, 4)`` normalized cthw; ``tile_size`` in px.
+    Parameters
+    ----------
+    class_logits : torch.Tensor
+        ``(N, A, C)`` class logits.
+    box_deltas : torch.Tensor
+        ``(N, A, 4)`` box regression outputs.
+    anchors : torch.Tensor
+        ``(A, 4)`` anchors, normalized ``(cy, cx, h, w)`` in [-1, 1] units.
+    tile_size : int
+        Tile side, px.
+    min_score : float
+        Box score in [0, 1] at or below which boxes are dropped before NMS.
+    nms_iou : float
+        IoU above which NMS suppresses the lower-scoring box.
+    class_score : {"max", "mitosis"}
+        The box score: the maximum over the classes, or class 0 alone.
+
+    Returns
+    -------
+    list of torch.Tensor
+        One ``(K, 3)`` tensor per tile: box centre ``x, y`` in tile px and score.
     """
     probs = torch.sigmoid(class_logits)
     scores = probs.amax(dim=-1) if class_score == "max" else probs[..., 0]
@@ -276,12 +352,36 @@ class DarkBlobDetector:
 
     Parameters
     ----------
-    mpp: resolution the detector works at, µm/px.
-    tile_size, overlap: px at ``mpp``.
-    blob_um: diameter of the smoothing window, µm (about a nucleus).
-    min_distance_um: peaks closer than this (µm) are merged.
-    darkness: darkness (0 = white, 1 = black, after smoothing) that maps to score 0.5.
-    threshold: decision threshold on the score.
+    mpp : float
+        Resolution the detector works at, µm/px.
+    tile_size : int
+        Tile side, px at ``mpp``.
+    overlap : int
+        Overlap between tiles, px at ``mpp``.
+    blob_um : float
+        Diameter of the smoothing window, µm (about a nucleus).
+    min_distance_um : float
+        Peaks closer than this, µm, are merged.
+    darkness : float
+        Darkness (0 = white, 1 = black, after smoothing) that maps to score 0.5.
+    threshold : float
+        Decision threshold on the score, in [0, 1].
+    device : str or torch.device
+        Where to run; ``"auto"`` picks CUDA, then MPS, then the CPU.
+
+    Examples
+    --------
+    A dark disc of 8 µm on white, in one 256 px tile at 0.25 µm/px:
+
+    >>> import torch
+    >>> from wsimito import DarkBlobDetector
+    >>> det = DarkBlobDetector(tile_size=256, device="cpu")
+    >>> tile = torch.full((1, 3, 256, 256), 240, dtype=torch.uint8)
+    >>> yy, xx = torch.meshgrid(torch.arange(256), torch.arange(256), indexing="ij")
+    >>> tile[0, :, (xx - 100) ** 2 + (yy - 60) ** 2 < 16**2] = 40
+    >>> points = det.detect(tile)[0]
+    >>> points[points[:, 2] >= det.threshold].tolist()  # x, y (px at 0.25 µm/px), score
+    [[100.5, 60.5, 1.0]]
     """
 
     def __init__(
@@ -297,23 +397,41 @@ class DarkBlobDetector:
         device: str | torch.device = "auto",
     ) -> None:
         self.mpp, self.tile_size, self.overlap = float(mpp), int(tile_size), int(overlap)
-        self.blob_um, self.min_distance_um, self.darkness = blob_um, min_distance_um, darkness
+        self.blob_um, self.darkness = blob_um, darkness
+        self.min_distance_um: float | None = min_distance_um
         self.threshold = threshold
         self.device = resolve_device(device)
         self.name = "dark-blob-baseline"
-        self.metadata = {
+        self.metadata: Mapping[str, Any] = {
             "training_data": "none (hand-set darkness rule)",
             "intended_use": "baseline for comparison; not for diagnostic use",
         }
 
     def detect(self, tiles: torch.Tensor) -> list[torch.Tensor]:
-        """uint8 ``(N, 3, tile_size, tile_size)`` -> per tile ``(K, 3)``: x, y (px, continuous), score."""
+        """Detect dark blobs in a batch of tiles.
+
+        Parameters
+        ----------
+        tiles : torch.Tensor
+            The tiles, uint8 RGB ``(N, 3, tile_size, tile_size)``, read at ``mpp``.
+
+        Returns
+        -------
+        list of torch.Tensor
+            One float ``(K, 3)`` tensor per tile: ``x, y`` in tile px
+            (continuous convention) and a score in [0, 1].
+
+        Raises
+        ------
+        wsimito.TileInputError
+            The tiles are not uint8 ``(N, 3, tile_size, tile_size)``.
+        """
         tiles = check_tiles(tiles, self.tile_size)
         gray = tiles.float().mean(dim=1, keepdim=True) / 255.0
         dark = 1.0 - gray
         k = max(1, int(round(self.blob_um / self.mpp)) | 1)
         smooth = F.avg_pool2d(dark, k, stride=1, padding=k // 2, count_include_pad=False)
-        w = max(1, int(round(self.min_distance_um / self.mpp)) | 1)
+        w = max(1, int(round((self.min_distance_um or 0.0) / self.mpp)) | 1)
         peaks = (smooth == F.max_pool2d(smooth, w, stride=1, padding=w // 2)) & (
             smooth > self.darkness - 0.15
         )

@@ -22,12 +22,40 @@ MIDOG21_METADATA = {
 
 
 def trained_on_synthetic(metadata: Mapping[str, Any]) -> bool:
-    """Whether ``metadata["training_data"]`` says the detector saw synthetic images only."""
+    """Tell whether a detector saw synthetic images only, from its metadata.
+
+    Parameters
+    ----------
+    metadata : Mapping[str, Any]
+        The detector's metadata.
+
+    Returns
+    -------
+    bool
+        ``True`` when ``metadata["training_data"]`` mentions synthetic data.
+    """
     return "synthetic" in str(metadata.get("training_data", "")).lower()
 
 
 def detector_note(metadata: Mapping[str, Any]) -> str:
-    """A one-line warning for detectors trained on synthetic data or not meant for diagnosis."""
+    """Write a one-line warning for detectors trained on synthetic data or not for diagnosis.
+
+    Parameters
+    ----------
+    metadata : Mapping[str, Any]
+        The detector's metadata.
+
+    Returns
+    -------
+    str
+        The warning; empty when there is nothing to say.
+
+    Examples
+    --------
+    >>> from wsimito.models.metadata import DEMO_METADATA, detector_note
+    >>> detector_note(DEMO_METADATA)  # doctest: +ELLIPSIS
+    'This detector was trained on synthetic data only. Intended use: demonstration only; ...'
+    """
     parts = []
     if trained_on_synthetic(metadata):
         parts.append("This detector was trained on synthetic data only.")

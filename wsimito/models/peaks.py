@@ -1,5 +1,6 @@
-"""Peak extraction from centre heatmaps: max-pool NMS, sub-pixel refinement,
-and a minimum distance between points.
+"""Peak extraction from centre heatmaps.
+
+Max-pool NMS, sub-pixel refinement, and a minimum distance between points.
 
 Heatmap cell ``(row i, col j)`` at stride ``s`` is centred on the input pixel
 coordinate ``(x, y) = (s * (j + 0.5), s * (i + 0.5))``.
@@ -25,11 +26,25 @@ def _parabola_offset(left: torch.Tensor, centre: torch.Tensor, right: torch.Tens
 def refine_peaks(
     log_heat: torch.Tensor, n: torch.Tensor, i: torch.Tensor, j: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sub-cell offsets (di, dj) of peaks at ``(n, i, j)`` in a ``(N, h, w)`` log-heatmap.
+    """Refine peaks of a log-heatmap to sub-cell precision.
 
     Fits a parabola along each axis through the peak and its two neighbours;
     exact for a sampled Gaussian. At the heatmap border, where a neighbour is
     missing, the offset along that axis is 0.
+
+    Parameters
+    ----------
+    log_heat : torch.Tensor
+        ``(N, h, w)`` log probabilities.
+    n, i, j : torch.Tensor
+        ``(K,)`` int: image, row and column of each peak.
+
+    Returns
+    -------
+    di : torch.Tensor
+        ``(K,)`` row offsets, cells, in [-0.5, 0.5].
+    dj : torch.Tensor
+        ``(K,)`` column offsets, cells, in [-0.5, 0.5].
     """
     h, w = log_heat.shape[-2:]
     inner_i = (i > 0) & (i < h - 1)
@@ -47,8 +62,27 @@ def refine_peaks(
 def suppress_close(points: torch.Tensor, min_distance: float) -> torch.Tensor:
     """Keep the highest-scoring of any points closer than ``min_distance`` px.
 
-    ``points``: ``(K, 3)`` x, y, score. Greedy in descending score order (ties
-    broken by input order); returns the kept points sorted by score.
+    Greedy in descending score order (ties broken by input order).
+
+    Parameters
+    ----------
+    points : torch.Tensor
+        ``(K, 3)``: x, y (px) and score.
+    min_distance : float
+        Minimum distance between kept points, px.
+
+    Returns
+    -------
+    torch.Tensor
+        The kept points, sorted by descending score.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from wsimito.models.peaks import suppress_close
+    >>> suppress_close(torch.tensor([[10.0, 10.0, 0.6], [13.0, 14.0, 0.9], [40.0, 10.0, 0.7]]), 8.0)
+    tensor([[13.0000, 14.0000,  0.9000],
+            [40.0000, 10.0000,  0.7000]])
     """
     points = points[torch.argsort(points[:, 2], descending=True, stable=True)]
     if len(points) < 2 or min_distance <= 0:
@@ -63,19 +97,24 @@ def find_peaks(
     min_score: float,
     min_distance: float,
 ) -> list[torch.Tensor]:
-    """Points at the local maxima of probability heatmaps.
+    """Find points at the local maxima of probability heatmaps.
 
     Parameters
     ----------
-    heat : ``(N, 1, h, w)`` or ``(N, h, w)`` probabilities in [0, 1].
-    stride : input px per heatmap cell.
-    min_score : peaks below this probability are dropped.
-    min_distance : minimum distance between returned points, input px.
+    heat : torch.Tensor
+        ``(N, 1, h, w)`` or ``(N, h, w)`` probabilities in [0, 1].
+    stride : int
+        Input px per heatmap cell.
+    min_score : float
+        Peaks below this probability are dropped.
+    min_distance : float
+        Minimum distance between returned points, input px.
 
     Returns
     -------
-    One float32 ``(K, 3)`` tensor per image: x, y in input px (continuous
-    convention) and the peak probability, sorted by descending score.
+    list of torch.Tensor
+        One float32 ``(K, 3)`` tensor per image: x, y in input px (continuous
+        convention) and the peak probability, sorted by descending score.
     """
     if heat.ndim == 4:
         heat = heat[:, 0]

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
+from typing_extensions import override
 
 
 def _conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
@@ -29,7 +30,13 @@ def _conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.S
 
 
 class ResidualBlock(nn.Module):
-    """Two 3x3 conv-BN layers with an identity shortcut."""
+    """Two 3x3 conv-BN layers with an identity shortcut.
+
+    Parameters
+    ----------
+    channels : int
+        Input and output channels.
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -37,6 +44,7 @@ class ResidualBlock(nn.Module):
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(channels)
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(x + self.bn2(self.conv2(self.conv1(x))), inplace=True)
 
@@ -46,17 +54,30 @@ class PointHeatmapNet(nn.Module):
 
     Parameters
     ----------
-    width : channels of the first (stride 2) level; level ``i`` has
+    width : int
+        Channels of the first (stride 2) level; level ``i`` has
         ``width * 2**i`` channels, at most ``8 * width``.
-    depth : encoder levels; the deepest one has stride ``2**depth`` px.
-    stride : output stride in input px, a power of two between 2 and ``2**depth``.
-    blocks : residual blocks per encoder level below stride 2.
-    decoder_width : channels of the decoder; ``None`` means ``2 * width``.
+    depth : int
+        Encoder levels; the deepest one has stride ``2**depth`` px.
+    stride : int
+        Output stride in input px, a power of two between 2 and ``2**depth``.
+    blocks : int
+        Residual blocks per encoder level below stride 2.
+    decoder_width : int or None
+        Channels of the decoder; ``None`` means ``2 * width``.
 
-    Notes
-    -----
-    Input: float ``(N, 3, H, W)`` with H and W multiples of ``2**depth`` px.
-    Output: logits ``(N, 1, H / stride, W / stride)``.
+    Raises
+    ------
+    ValueError
+        ``depth`` < 1, or ``stride`` is not a power of two in ``[2, 2**depth]``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from wsimito.models import PointHeatmapNet
+    >>> net = PointHeatmapNet(width=8, depth=3, stride=4).eval()
+    >>> tuple(net(torch.zeros(1, 3, 64, 64)).shape)  # one logit per 4 x 4 px cell
+    (1, 1, 16, 16)
     """
 
     def __init__(
@@ -90,8 +111,11 @@ class PointHeatmapNet(nn.Module):
         dw = self.decoder_width
         self.lateral = nn.ModuleList(nn.Conv2d(channels[i], dw, 1) for i in self._levels)
         self.smooth = nn.ModuleList(_conv_bn_relu(dw, dw) for _ in self._levels[:-1])
-        self.head = nn.Sequential(_conv_bn_relu(dw, dw), nn.Conv2d(dw, 1, 1))
-        nn.init.constant_(self.head[-1].bias, -4.0)
+        hidden = _conv_bn_relu(dw, dw)
+        logits = nn.Conv2d(dw, 1, 1)
+        assert logits.bias is not None  # a Conv2d has a bias unless bias=False
+        nn.init.constant_(logits.bias, -4.0)
+        self.head = nn.Sequential(hidden, logits)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -104,11 +128,31 @@ class PointHeatmapNet(nn.Module):
             "decoder_width": self.decoder_width,
         }
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Predict the centre heatmap.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Normalized float images ``(N, 3, H, W)``, H and W multiples of
+            ``2**depth`` px.
+
+        Returns
+        -------
+        torch.Tensor
+            Logits ``(N, 1, H / stride, W / stride)``.
+
+        Raises
+        ------
+        ValueError
+            H or W is not a multiple of ``2**depth``.
+        """
         multiple = 2**self.depth
         if x.shape[-1] % multiple or x.shape[-2] % multiple:
             raise ValueError(
-                f"input height and width must be multiples of {multiple} px, got {tuple(x.shape[-2:])}"
+                f"input height and width must be multiples of {multiple} px, "
+                f"got {tuple(x.shape[-2:])}"
             )
         features = [self.stem(x)]
         for down in self.down:
@@ -118,4 +162,5 @@ class PointHeatmapNet(nn.Module):
         for k in range(len(levels) - 2, -1, -1):
             y = F.interpolate(y, scale_factor=2.0, mode="nearest") + self.lateral[k](levels[k])
             y = self.smooth[k](y)
-        return self.head(y)
+        logits: torch.Tensor = self.head(y)
+        return logits

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
+from typing_extensions import override
 
 
 def _conv(cin: int, cout: int, kernel: int = 3, stride: int = 1, bias: bool = True) -> nn.Conv2d:
@@ -34,7 +35,17 @@ def _conv(cin: int, cout: int, kernel: int = 3, stride: int = 1, bias: bool = Tr
 
 
 class BasicBlock(nn.Module):
-    """ResNet basic block with the torchvision parameter names."""
+    """ResNet basic block with the torchvision parameter names.
+
+    Parameters
+    ----------
+    cin : int
+        Input channels.
+    cout : int
+        Output channels.
+    stride : int
+        Stride of the first convolution (2 halves the resolution).
+    """
 
     def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
         super().__init__()
@@ -49,14 +60,23 @@ class BasicBlock(nn.Module):
                 nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
             )
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
         y = self.relu(self.bn1(self.conv1(x)))
-        return self.relu(self.bn2(self.conv2(y)) + shortcut)
+        out: torch.Tensor = self.relu(self.bn2(self.conv2(y)) + shortcut)
+        return out
 
 
 def resnet18_body() -> nn.Sequential:
-    """ResNet-18 without its pooling and classifier; outputs C5 at stride 32."""
+    """Build ResNet-18 without its pooling and classifier.
+
+    Returns
+    -------
+    torch.nn.Sequential
+        Eight modules (conv1, bn1, relu, maxpool, layer1 ... layer4); the output
+        is C5 at stride 32 px.
+    """
 
     def layer(cin: int, cout: int, stride: int) -> nn.Sequential:
         return nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout))
@@ -74,18 +94,38 @@ def resnet18_body() -> nn.Sequential:
 
 
 class LateralMerge(nn.Module):
-    """FPN top-down step: 1x1 lateral conv of C_k plus 2x nearest up-sampling of P_k+1."""
+    """FPN top-down step: 1x1 lateral conv of C_k plus 2x nearest up-sampling of P_k+1.
+
+    Parameters
+    ----------
+    channels : int
+        Pyramid channels.
+    lateral_channels : int
+        Channels of the lateral input C_k.
+    """
 
     def __init__(self, channels: int, lateral_channels: int) -> None:
         super().__init__()
         self.conv_lat = _conv(lateral_channels, channels, kernel=1)
 
+    @override
     def forward(self, top: torch.Tensor, lateral: torch.Tensor) -> torch.Tensor:
-        return self.conv_lat(lateral) + F.interpolate(top, scale_factor=2.0, mode="nearest")
+        merged: torch.Tensor = self.conv_lat(lateral) + F.interpolate(
+            top, scale_factor=2.0, mode="nearest"
+        )
+        return merged
 
 
 class Discriminator(nn.Module):
-    """Domain classifier of the adversarial training; kept for its weights only."""
+    """Domain classifier of the adversarial training; kept for its weights only.
+
+    Parameters
+    ----------
+    channels : int
+        Input channels.
+    n_domains : int
+        Outputs, one per domain.
+    """
 
     def __init__(self, channels: int, n_domains: int) -> None:
         super().__init__()
@@ -104,8 +144,10 @@ class Discriminator(nn.Module):
         self.reducer = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1))
         self.reducer2 = nn.Linear(channels // 4, n_domains, bias=False)
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.reducer2(torch.flatten(self.reducer(x), 1))
+        logits: torch.Tensor = self.reducer2(torch.flatten(self.reducer(x), 1))
+        return logits
 
 
 def _head(channels: int, outputs: int, n_conv: int, final_bias: float) -> nn.Sequential:
@@ -113,6 +155,7 @@ def _head(channels: int, outputs: int, n_conv: int, final_bias: float) -> nn.Seq
         nn.Sequential(_conv(channels, channels), nn.ReLU()) for _ in range(n_conv)
     ]
     final = _conv(channels, outputs)
+    assert final.bias is not None  # _conv makes a bias by default
     nn.init.zeros_(final.weight)
     nn.init.constant_(final.bias, final_bias)
     return nn.Sequential(*layers, final)
@@ -123,18 +166,18 @@ class RetinaNetDA(nn.Module):
 
     Parameters
     ----------
-    n_classes : class outputs per anchor (2 in the reference).
-    n_anchors : anchors per location (5 scales x 1 ratio).
-    channels : FPN and head channels (128).
-    n_conv : conv+ReLU blocks per head (3).
-    n_domains : outputs of the discriminators (4).
-    sizes : grid sizes (cells) of the pyramid levels to return.
-
-    Notes
-    -----
-    Input: normalized float ``(N, 3, H, W)``. Output: class logits
-    ``(N, A, n_classes)`` and box deltas ``(N, A, 4)``, anchors ordered
-    (level, row, col, anchor) like :func:`wsimito.models.anchors.create_anchors`.
+    n_classes : int
+        Class outputs per anchor (2 in the reference).
+    n_anchors : int
+        Anchors per location (5 scales x 1 ratio).
+    channels : int
+        FPN and head channels (128).
+    n_conv : int
+        Conv+ReLU blocks per head (3).
+    n_domains : int
+        Outputs of the discriminators (4).
+    sizes : sequence of int
+        Grid sizes (cells) of the pyramid levels to return.
     """
 
     def __init__(
@@ -174,7 +217,18 @@ class RetinaNetDA(nn.Module):
         }
 
     def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Feature maps P3 ... P7 (strides 8 ... 128 px) whose grid size is in ``sizes``."""
+        """Compute the feature pyramid.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Normalized float images ``(N, 3, H, W)``.
+
+        Returns
+        -------
+        list of torch.Tensor
+            The maps P3 ... P7 (strides 8 ... 128 px) whose grid size is in ``sizes``.
+        """
         c3 = self.encoder[:6](x)
         c4 = self.encoder[6](c3)
         c5 = self.encoder[7](c4)
@@ -193,7 +247,23 @@ class RetinaNetDA(nn.Module):
             [head(p).permute(0, 2, 3, 1).reshape(p.shape[0], -1, outputs) for p in levels], dim=1
         )
 
+    @override
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predict class logits and box deltas for every anchor.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Normalized float images ``(N, 3, H, W)``.
+
+        Returns
+        -------
+        class_logits : torch.Tensor
+            ``(N, A, n_classes)``.
+        box_deltas : torch.Tensor
+            ``(N, A, 4)``; anchors ordered (level, row, col, anchor) like
+            :func:`wsimito.models.anchors.create_anchors`.
+        """
         levels = self.pyramid(x)
         return (
             self._apply_head(self.classifier, levels, self.n_classes),

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from typing_extensions import override
 
 from ..errors import UnsupportedImageError
 from .backend import Backend
@@ -103,15 +104,19 @@ class ArrayBackend(Backend):
         self.properties = props
         self._mpp = parse_properties(props)
 
+    @override
     def read_level(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
-        return self._array[y : y + height, x : x + width].copy()
+        return np.array(self._array[y : y + height, x : x + width])
 
+    @override
     def tile_size(self, level: int) -> tuple[int, int]:
         return (1024, 1024)
 
+    @override
     def mpp(self) -> tuple[float | None, float | None]:
         return self._mpp if self._mpp else (None, None)
 
+    @override
     def reopen_spec(self) -> tuple[type[Backend], tuple[Any, ...], dict[str, Any]]:
         src = self.source if isinstance(self.source, str) else self._array
         return (type(self), (src,), {})

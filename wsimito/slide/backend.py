@@ -44,13 +44,41 @@ class Backend(ABC):
     def read_level(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
         """Read a box given in **level** pixels that lies inside the level.
 
-        Returns ``(height, width, 3)`` uint8 RGB; transparent pixels composited
-        on white. Callers guarantee ``0 <= x``, ``x + width <= level width``
-        (same for y) and positive sizes.
+        Callers guarantee ``0 <= x``, ``x + width <= level width`` (same for y)
+        and positive sizes.
+
+        Parameters
+        ----------
+        x, y : int
+            Top-left corner, px of ``level``.
+        level : int
+            Pyramid level, ``0 <= level < len(level_dimensions)``.
+        width, height : int
+            Box size, px of ``level`` (> 0).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(height, width, 3)`` uint8 RGB; transparent pixels composited on white.
         """
 
     def read_level_box(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
-        """Read a box in **level** pixels that may cross the level's edge (white outside)."""
+        """Read a box in **level** pixels that may cross the level's edge.
+
+        Parameters
+        ----------
+        x, y : int
+            Top-left corner, px of ``level``; may be negative.
+        level : int
+            Pyramid level.
+        width, height : int
+            Box size, px of ``level`` (> 0).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(height, width, 3)`` uint8 RGB, white outside the level.
+        """
         lw, lh = self.level_dimensions[level]
         x0, y0 = max(x, 0), max(y, 0)
         x1, y1 = min(x + width, lw), min(y + height, lh)
@@ -64,30 +92,74 @@ class Backend(ABC):
     def read_region(
         self, location: tuple[int, int], level: int, size: tuple[int, int]
     ) -> np.ndarray:
-        """OpenSlide-style read: ``location`` in level-0 px, ``size`` in level px.
+        """Read a box OpenSlide's way: the corner in level-0 px, the size in level px.
 
-        Pixels outside the level are white. Backends whose library handles
-        this natively (OpenSlide) override it.
+        Backends whose library does this natively (OpenSlide) override it.
+
+        Parameters
+        ----------
+        location : tuple of (int, int)
+            Top-left corner ``(x, y)``, level-0 px.
+        level : int
+            Pyramid level.
+        size : tuple of (int, int)
+            ``(width, height)``, px of ``level``.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(height, width, 3)`` uint8 RGB, white outside the level.
         """
         ds = self.level_downsamples[level]
         lx, ly = int(location[0] // ds), int(location[1] // ds)
         return self.read_level_box(lx, ly, level, int(size[0]), int(size[1]))
 
     def tile_size(self, level: int) -> tuple[int, int]:
-        """The file's native tile ``(width, height)`` at ``level``, in level px."""
+        """Give the file's native tile size at ``level``.
+
+        Parameters
+        ----------
+        level : int
+            Pyramid level.
+
+        Returns
+        -------
+        tuple of (int, int)
+            Tile ``(width, height)``, px of ``level``; 512 x 512 when the file
+            has no tiles.
+        """
         return (512, 512)
 
     def mpp(self) -> tuple[float | None, float | None]:
-        """Level-0 resolution ``(x, y)`` in µm/px found in the file, or ``None``."""
+        """Give the level-0 resolution the file states.
+
+        Returns
+        -------
+        tuple of (float or None, float or None)
+            ``(mpp_x, mpp_y)``, µm/px; ``(None, None)`` when the file has none.
+        """
         return (None, None)
 
     def bounds(self) -> tuple[int, int, int, int]:
-        """Non-empty area ``(x, y, width, height)`` in level-0 px (OpenSlide's bounds-*)."""
+        """Give the scanned (non-empty) area of the slide.
+
+        Returns
+        -------
+        tuple of (int, int, int, int)
+            ``(x, y, width, height)``, level-0 px (OpenSlide's ``bounds-*``);
+            the whole level 0 when the file names no bounds.
+        """
         w, h = self.level_dimensions[0]
         return (0, 0, w, h)
 
     def reopen_spec(self) -> tuple[type[Backend], tuple[Any, ...], dict[str, Any]]:
-        """``(class, args, kwargs)`` that reopen this backend in another process."""
+        """Say how to reopen this backend in another process.
+
+        Returns
+        -------
+        tuple
+            ``(class, args, kwargs)``: ``class(*args, **kwargs)`` opens the same slide.
+        """
         return (type(self), (self.source,), {})
 
     def close(self) -> None:  # noqa: B027 - optional hook

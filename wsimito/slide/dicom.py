@@ -30,7 +30,18 @@ _MAX_FILES = 500
 
 
 def is_dicom(path: str | Path) -> bool:
-    """Whether ``path`` is a DICOM Part 10 file (``DICM`` after the 128-byte preamble)."""
+    """Tell whether a file is DICOM Part 10 (``DICM`` after the 128-byte preamble).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The file.
+
+    Returns
+    -------
+    bool
+        ``True`` for a DICOM file; ``False`` otherwise, or when it cannot be read.
+    """
     try:
         with open(path, "rb") as fh:
             return fh.read(132)[128:] == b"DICM"

@@ -32,7 +32,7 @@ from ..errors import SlideReadError, WsimitoError
 from .backend import Backend
 
 Decoder = Literal["auto", "direct", "backend"]
-DECODERS: tuple[str, ...] = ("auto", "direct", "backend")
+DECODERS: tuple[Decoder, ...] = ("auto", "direct", "backend")
 
 # TIFF compressions this path decodes: none, LZW, JPEG, deflate (2 tags),
 # Aperio JPEG 2000 YCbCr / RGB, JPEG 2000, zstd, WebP.
@@ -170,7 +170,7 @@ class TileCache:
                 return tile
             event = self._pending.get(key)
             owner = event is None
-            if owner:
+            if event is None:
                 event = self._pending[key] = threading.Event()
                 self.misses += 1
             elif not wait:
@@ -352,7 +352,8 @@ class _Shared:
 
 
 # (real path, size, mtime, level dimensions) -> _Shared, while any handle holds it.
-_REGISTRY: weakref.WeakValueDictionary[tuple, _Shared] = weakref.WeakValueDictionary()
+_RegistryKey = tuple[str, int, int, tuple[tuple[int, int], ...], bool]
+_REGISTRY: weakref.WeakValueDictionary[_RegistryKey, _Shared] = weakref.WeakValueDictionary()
 _REGISTRY_LOCK = threading.Lock()
 
 
@@ -360,7 +361,13 @@ def _shared_for(
     path: str, level_dimensions: tuple[tuple[int, int], ...], all_tiled: bool
 ) -> _Shared:
     st = os.stat(path)
-    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, level_dimensions, all_tiled)
+    key: _RegistryKey = (
+        os.path.realpath(path),
+        st.st_size,
+        st.st_mtime_ns,
+        level_dimensions,
+        all_tiled,
+    )
     with _REGISTRY_LOCK:
         shared = _REGISTRY.get(key)
         if shared is None:
@@ -374,6 +381,7 @@ class _File:
 
     def __init__(self, path: str) -> None:
         self._pread = hasattr(os, "pread")
+        self._finalizer: weakref.finalize[..., _File]
         if self._pread:
             self._fd = os.open(path, os.O_RDONLY)
             self._finalizer = weakref.finalize(self, os.close, self._fd)
@@ -399,6 +407,13 @@ class DirectReader:
     Create it with :func:`open_direct`; :class:`~wsimito.slide.Slide` does so
     for ``open_slide(..., decoder="auto" | "direct")``. One reader may be used
     from many threads; :meth:`reopen` gives another handle on the same cache.
+
+    Parameters
+    ----------
+    path : str
+        The TIFF file.
+    shared : _Shared
+        The file's parsed layout and tile cache, shared by every handle.
     """
 
     def __init__(self, path: str, shared: _Shared) -> None:
@@ -413,15 +428,33 @@ class DirectReader:
         return self._shared.cache
 
     def tile_size(self, level: int) -> tuple[int, int]:
-        """``(width, height)`` of the file tiles of ``level``, in level px."""
+        """Give the size of the file tiles of a level.
+
+        Parameters
+        ----------
+        level : int
+            Pyramid level.
+
+        Returns
+        -------
+        tuple of (int, int)
+            ``(width, height)`` of the file tiles, px of ``level``.
+        """
         lv = self._levels[level]
         return (lv.tile_width, lv.tile_height)
 
     def reopen(self) -> DirectReader:
-        """Another handle (own file descriptor) sharing this one's layout and cache."""
+        """Open another handle, with its own file descriptor, on this one's layout and cache.
+
+        Returns
+        -------
+        DirectReader
+            The new handle.
+        """
         return DirectReader(self.path, self._shared)
 
     def close(self) -> None:
+        """Close this handle's file descriptor (the shared cache stays)."""
         self._file.close()
 
     def read_level_box(
@@ -498,7 +531,12 @@ class DirectReader:
         return out
 
     def _copy_tile(
-        self, level: int, lv: _Level, place: tuple, box: tuple[int, int, int, int], wait: bool
+        self,
+        level: int,
+        lv: _Level,
+        place: tuple[Any, ...],
+        box: tuple[int, int, int, int],
+        wait: bool,
     ) -> bool:
         """Copy one file tile's part of the box into place; False if deferred (``wait=False``)."""
         index, dst, r0, r1, c0, c1 = place

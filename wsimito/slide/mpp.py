@@ -47,7 +47,25 @@ def _float(value: object) -> float | None:
 
 
 def parse_openslide(props: Mapping[str, str]) -> MPPPair | None:
-    """``openslide.mpp-x`` / ``openslide.mpp-y`` (also ``tiffslide.mpp-*``)."""
+    """Read ``openslide.mpp-x`` / ``openslide.mpp-y`` (also ``tiffslide.mpp-*``).
+
+    Parameters
+    ----------
+    props : mapping of str to str
+        Slide properties, as ``Slide.properties`` or OpenSlide's ``properties``.
+
+    Returns
+    -------
+    tuple of (float, float) or None
+        ``(mpp_x, mpp_y)``, µm/px; ``None`` when the tags are missing or
+        implausible (not in (0, 100) µm/px).
+
+    Examples
+    --------
+    >>> from wsimito.slide.mpp import parse_openslide
+    >>> parse_openslide({"openslide.mpp-x": "0.2527", "openslide.mpp-y": "0.2527"})
+    (0.2527, 0.2527)
+    """
     for prefix in ("openslide", "tiffslide"):
         mx, my = _float(props.get(f"{prefix}.mpp-x")), _float(props.get(f"{prefix}.mpp-y"))
         if mx and my:
@@ -56,7 +74,25 @@ def parse_openslide(props: Mapping[str, str]) -> MPPPair | None:
 
 
 def parse_aperio(props: Mapping[str, str]) -> MPPPair | None:
-    """Aperio ``aperio.MPP`` or ``MPP = 0.4990`` in the SVS image description."""
+    """Read Aperio's ``aperio.MPP``, or ``MPP = 0.4990`` in the SVS image description.
+
+    Parameters
+    ----------
+    props : mapping of str to str
+        Slide properties, as ``Slide.properties`` or OpenSlide's ``properties``.
+
+    Returns
+    -------
+    tuple of (float, float) or None
+        ``(mpp_x, mpp_y)``, µm/px; ``None`` when the tags are missing or
+        implausible (not in (0, 100) µm/px).
+
+    Examples
+    --------
+    >>> from wsimito.slide.mpp import parse_aperio
+    >>> parse_aperio({"tiff.ImageDescription": "Aperio Image Library |AppMag = 20|MPP = 0.499"})
+    (0.499, 0.499)
+    """
     m = _float(props.get("aperio.MPP"))
     if m is None:
         desc = props.get("tiff.ImageDescription", "")
@@ -66,9 +102,31 @@ def parse_aperio(props: Mapping[str, str]) -> MPPPair | None:
 
 
 def parse_tiff_resolution(props: Mapping[str, str]) -> MPPPair | None:
-    """TIFF ``XResolution``/``YResolution`` (px per unit) with ``ResolutionUnit``.
+    """Read TIFF ``XResolution``/``YResolution`` (px per unit) with ``ResolutionUnit``.
 
-    Only centimetre and inch units count; "none" (1) and screen DPIs are ignored.
+    Only length units count; "none" (1) and screen DPIs are ignored.
+
+    Parameters
+    ----------
+    props : mapping of str to str
+        Slide properties, as ``Slide.properties`` or OpenSlide's ``properties``.
+
+    Returns
+    -------
+    tuple of (float, float) or None
+        ``(mpp_x, mpp_y)``, µm/px; ``None`` when the tags are missing or
+        implausible (not in (0, 100) µm/px).
+
+    Examples
+    --------
+    40,000 px per cm is 0.25 µm/px:
+
+    >>> from wsimito.slide.mpp import parse_tiff_resolution
+    >>> parse_tiff_resolution(
+    ...     {"tiff.XResolution": "40000", "tiff.YResolution": "40000",
+    ...      "tiff.ResolutionUnit": "centimeter"}
+    ... )
+    (0.25, 0.25)
     """
     unit = str(props.get("tiff.ResolutionUnit", "")).strip().lower()
     scale = _UNIT_TO_UM.get(unit)
@@ -81,7 +139,26 @@ def parse_tiff_resolution(props: Mapping[str, str]) -> MPPPair | None:
 
 
 def parse_ome_xml(xml: str) -> MPPPair | None:
-    """``PhysicalSizeX/Y`` of the first OME ``Pixels`` element, honouring its units."""
+    """Read ``PhysicalSizeX/Y`` of the first OME ``Pixels`` element, honouring its units.
+
+    Parameters
+    ----------
+    xml : str
+        OME-XML, as found in the image description of an OME-TIFF.
+
+    Returns
+    -------
+    tuple of (float, float) or None
+        ``(mpp_x, mpp_y)``, µm/px; ``None`` when the sizes are missing, in an
+        unknown unit, or implausible.
+
+    Examples
+    --------
+    >>> from wsimito.slide.mpp import parse_ome_xml
+    >>> parse_ome_xml('<OME><Image><Pixels PhysicalSizeX="250" PhysicalSizeXUnit="nm" '
+    ...               'PhysicalSizeY="250" PhysicalSizeYUnit="nm"/></Image></OME>')
+    (0.25, 0.25)
+    """
     match = re.search(r"<(?:\w+:)?Pixels\b([^>]*)>", xml)
     if not match:
         return None
@@ -97,7 +174,21 @@ def parse_ome_xml(xml: str) -> MPPPair | None:
 
 
 def parse_properties(props: Mapping[str, str]) -> MPPPair | None:
-    """Try every parser on a properties mapping, most specific first."""
+    """Try every parser on a properties mapping, most specific first.
+
+    The order: OpenSlide's ``mpp-*``, Aperio, TIFF resolution tags, OME-XML.
+
+    Parameters
+    ----------
+    props : mapping of str to str
+        Slide properties, as ``Slide.properties`` or OpenSlide's ``properties``.
+
+    Returns
+    -------
+    tuple of (float, float) or None
+        ``(mpp_x, mpp_y)``, µm/px; ``None`` when the tags are missing or
+        implausible (not in (0, 100) µm/px).
+    """
     for parser in (parse_openslide, parse_aperio, parse_tiff_resolution):
         found = parser(props)
         if found:
@@ -109,7 +200,20 @@ def parse_properties(props: Mapping[str, str]) -> MPPPair | None:
 
 
 def tifffile_properties(page: Any) -> dict[str, str]:
-    """The resolution tags of a ``tifffile.TiffPage`` as ``tiff.*`` properties."""
+    """Give the resolution tags of a TIFF page as OpenSlide-style ``tiff.*`` properties.
+
+    Parameters
+    ----------
+    page : tifffile.TiffPage
+        The page (usually the first, level 0).
+
+    Returns
+    -------
+    dict of str to str
+        ``tiff.ImageDescription``, ``tiff.XResolution`` and ``tiff.YResolution``
+        (px per unit) and ``tiff.ResolutionUnit`` ("inch", "centimeter" or
+        "none"), where the page has them.
+    """
     props: dict[str, str] = {}
     tags = page.tags
     if "ImageDescription" in tags:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from typing_extensions import override
 
 from .backend import Backend
 from .mpp import parse_properties
@@ -33,6 +34,7 @@ class OpenSlideBackend(Backend):
         self.level_downsamples = tuple(float(d) for d in self._osr.level_downsamples)
         self.properties = {str(k): str(v) for k, v in self._osr.properties.items()}
 
+    @override
     def read_region(
         self, location: tuple[int, int], level: int, size: tuple[int, int]
     ) -> np.ndarray:
@@ -54,23 +56,28 @@ class OpenSlideBackend(Backend):
             return np.array(img.convert("RGB"))
         return rgba_on_white(np.asarray(img))
 
+    @override
     def read_level(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
         ds = self.level_downsamples[level]
         return self.read_region((round(x * ds), round(y * ds)), level, (width, height))
 
+    @override
     def read_level_box(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
         return self.read_level(x, y, level, width, height)
 
+    @override
     def tile_size(self, level: int) -> tuple[int, int]:
         p = self.properties
         tw = int(p.get(f"openslide.level[{level}].tile-width", 0) or 0)
         th = int(p.get(f"openslide.level[{level}].tile-height", 0) or 0)
         return (tw or 512, th or 512)
 
+    @override
     def mpp(self) -> tuple[float | None, float | None]:
         found = parse_properties(self.properties)
         return found if found else (None, None)
 
+    @override
     def bounds(self) -> tuple[int, int, int, int]:
         p = self.properties
         w, h = self.level_dimensions[0]
@@ -83,5 +90,6 @@ class OpenSlideBackend(Backend):
             int(p.get("openslide.bounds-height", h)),
         )
 
+    @override
     def close(self) -> None:
         self._osr.close()

@@ -64,7 +64,25 @@ def conversion_note(dtype: np.dtype, channels: int) -> str | None:
 
 
 def rgba_on_white(rgba: np.ndarray) -> np.ndarray:
-    """Composite an ``(h, w, 4)`` uint8 RGBA array on white; returns RGB uint8."""
+    """Composite an RGBA image on white.
+
+    Parameters
+    ----------
+    rgba : numpy.ndarray
+        ``(h, w, 4)`` uint8 RGBA.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(h, w, 3)`` uint8 RGB.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from wsimito.slide.pixels import rgba_on_white
+    >>> rgba_on_white(np.array([[[0, 0, 0, 0], [0, 0, 0, 255]]], dtype=np.uint8)).tolist()
+    [[[255, 255, 255], [0, 0, 0]]]
+    """
     alpha = rgba[:, :, 3]
     if alpha.min() == 255:
         return np.ascontiguousarray(rgba[:, :, :3])

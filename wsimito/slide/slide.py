@@ -30,13 +30,42 @@ class Slide:
     """A whole-slide image or region of interest, opened lazily.
 
     Every coordinate is in level-0 pixels (x right, y down) and every
-    resolution in µm per pixel (mpp). Create it with :func:`wsimito.open_slide`.
+    resolution in µm per pixel (mpp). Create it with :func:`wsimito.open_slide`,
+    which picks the backend; the constructor wraps a reader that is already open.
+
+    Parameters
+    ----------
+    backend : Backend
+        The open reader.
+    mpp : float, optional
+        Level-0 resolution in µm per pixel for files that carry none; where
+        the file states one, the file's wins (see :func:`wsimito.open_slide`).
+    force_mpp : bool
+        Use ``mpp`` even where the file states another resolution.
+    decoder : {"auto", "direct", "backend"}
+        Where pixels of tiled TIFF files come from: ``"direct"`` decodes
+        the file's tiles with imagecodecs in the calling thread, through a
+        shared tile cache (:mod:`wsimito.slide.direct`); ``"backend"`` uses
+        the backend's own reader; ``"auto"`` is direct where the file's
+        layout and codec allow it, else the backend.
+
+    Raises
+    ------
+    ValueError
+        ``mpp`` is not a positive, finite number, or ``decoder`` is unknown.
+    DirectUnsupportedError
+        ``decoder="direct"`` and the file is not a tiled TIFF the direct
+        path reads; the message says why.
 
     Examples
     --------
+    >>> import numpy as np
     >>> import wsimito
-    >>> with wsimito.open_slide("slide.svs") as slide:          # doctest: +SKIP
-    ...     tile = slide.read((1000, 2000, 512, 512), mpp=0.5)  # 256 x 256 px at 0.5 µm/px
+    >>> image = np.full((2048, 2048, 3), 230, dtype=np.uint8)  # 0.5 x 0.5 mm at 0.25 µm/px
+    >>> with wsimito.open_slide(image, mpp=0.25) as slide:
+    ...     tile = slide.read((1000, 1000, 512, 512), mpp=0.5)  # level-0 box, at 0.5 µm/px
+    >>> tile.shape
+    (256, 256, 3)
     """
 
     def __init__(
@@ -48,32 +77,6 @@ class Slide:
         decoder: Decoder = "backend",
         _warn: bool = True,
     ) -> None:
-        """Wrap an open ``backend``; prefer :func:`wsimito.open_slide`.
-
-        Parameters
-        ----------
-        backend : Backend
-            The open reader.
-        mpp : float, optional
-            Level-0 resolution in µm per pixel for files that carry none; where
-            the file states one, the file's wins (see :func:`wsimito.open_slide`).
-        force_mpp : bool
-            Use ``mpp`` even where the file states another resolution.
-        decoder : {"auto", "direct", "backend"}
-            Where pixels of tiled TIFF files come from: ``"direct"`` decodes
-            the file's tiles with imagecodecs in the calling thread, through a
-            shared tile cache (:mod:`wsimito.slide.direct`); ``"backend"`` uses
-            the backend's own reader; ``"auto"`` is direct where the file's
-            layout and codec allow it, else the backend.
-
-        Raises
-        ------
-        ValueError
-            ``mpp`` is not a positive, finite number, or ``decoder`` is unknown.
-        DirectUnsupportedError
-            ``decoder="direct"`` and the file is not a tiled TIFF the direct
-            path reads; the message says why.
-        """
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
         self._backend = backend
@@ -230,7 +233,23 @@ class Slide:
         return (mx + my) / 2
 
     def level_mpp(self, level: int) -> float:
-        """Resolution of ``level`` in µm per pixel."""
+        """Give the resolution of a pyramid level.
+
+        Parameters
+        ----------
+        level : int
+            Pyramid level, ``0 <= level < level_count``.
+
+        Returns
+        -------
+        float
+            Resolution of ``level``, µm/px: ``mpp * level_downsamples[level]``.
+
+        Raises
+        ------
+        wsimito.MissingMPPError
+            The slide's resolution is unknown.
+        """
         return self.mpp * self.level_downsamples[level]
 
     def best_level(self, downsample: float) -> int:
@@ -338,15 +357,6 @@ class Slide:
             A writable ``(height, width, 3)`` uint8 array (a view into a batch
             buffer, for instance) to fill instead of allocating one.
 
-        Parameters
-        ----------
-        x, y : int
-            Top-left corner, px of ``level``.
-        level : int
-            The pyramid level.
-        width, height : int
-            Size, px of ``level`` (> 0).
-
         Returns
         -------
         numpy.ndarray
@@ -368,17 +378,8 @@ class Slide:
         if width <= 0 or height <= 0:
             raise ValueError(f"width and height must be positive px, got {width} x {height}")
         x, y, width, height = int(x), int(y), int(width), int(height)
-        if out is not None and (
-            not isinstance(out, np.ndarray)
-            or out.shape != (height, width, 3)
-            or out.dtype != np.uint8
-            or not out.flags.writeable
-        ):
-            got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
-            raise ValueError(
-                f"out must be a writable uint8 numpy array of shape ({height}, {width}, 3), "
-                f"got {got}"
-            )
+        if out is not None:
+            _check_out(out, height, width)
         if self._direct is not None:
             return self._direct.read_level_box(x, y, level, width, height, out)
         pixels = self._read_level_box(x, y, level, width, height)
@@ -388,8 +389,10 @@ class Slide:
         return out
 
     def _read_level_box(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
-        """:meth:`read_level_box` without the checks, for callers that computed the box;
-        the backend's failures become :class:`SlideReadError`."""
+        """Read like :meth:`read_level_box`, without the checks, for callers that computed the box.
+
+        The backend's failures become :class:`SlideReadError`.
+        """
         if self._direct is not None:
             return self._direct.read_level_box(x, y, level, width, height)
         try:
@@ -564,14 +567,14 @@ class Slide:
         return self._resample_level(level, 0.0, 0.0, float(w), float(h), out_w, out_h)
 
     # -- life cycle ---------------------------------------------------------
-    def _token(self) -> tuple:
+    def _token(self) -> tuple[Any, ...]:
         cls, args, kwargs = self._backend.reopen_spec()
         src = args[0] if args else None
         ident = src if isinstance(src, str) else id(self._backend)
         return (cls.__name__, ident, self._mpp_override, self.decoder)
 
     def reopen(self, *, mpp: float | None = None) -> Slide:
-        """A new, independent handle on the same data (one per thread or process).
+        """Open a new, independent handle on the same data (one per thread or process).
 
         With the direct decoder the new handle has its own file descriptor and
         shares this one's tile cache.
@@ -581,6 +584,11 @@ class Slide:
         mpp : float, optional
             Level-0 resolution, µm/px, for the new handle (same rule as
             :func:`wsimito.open_slide`); by default the one this handle was given.
+
+        Returns
+        -------
+        Slide
+            The new handle; close it when done.
         """
         cls, args, kwargs = self._backend.reopen_spec()
         handle = Slide(
@@ -657,3 +665,17 @@ class Slide:
 
 def _read_chunk(slide: Slide, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
     return slide.read_level_box(x, y, level, w, h)
+
+
+def _check_out(out: object, height: int, width: int) -> None:
+    """Raise unless ``out`` is a writable uint8 ``(height, width, 3)`` numpy array."""
+    if (
+        not isinstance(out, np.ndarray)
+        or out.shape != (height, width, 3)
+        or out.dtype != np.uint8
+        or not out.flags.writeable
+    ):
+        got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
+        raise ValueError(
+            f"out must be a writable uint8 numpy array of shape ({height}, {width}, 3), got {got}"
+        )

@@ -1,10 +1,11 @@
-"""tiffslide reader: the TIFF family (SVS, generic and OME TIFF), local or fsspec URLs."""
+"""Reader through tiffslide: the TIFF family (SVS, generic and OME TIFF), local or fsspec URLs."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+from typing_extensions import override
 
 from ..errors import UnsupportedImageError
 from .backend import Backend
@@ -20,7 +21,7 @@ class TiffSlideBackend(Backend):
     source : str
         A local path or an fsspec URL.
     storage_options : dict, optional
-        fsspec options for URLs (credentials, caching).
+        The fsspec options for URLs (credentials, caching).
     """
 
     name = "tiffslide"
@@ -47,6 +48,7 @@ class TiffSlideBackend(Backend):
         group = self._ts.zarr_group
         return group[str(level)] if len(self.level_dimensions) > 1 or "0" in group else group
 
+    @override
     def read_level(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
         # Index the level's pixels directly: tiffslide's read_region maps a
         # level-0 location to the level by truncation, which is off by one
@@ -56,18 +58,22 @@ class TiffSlideBackend(Backend):
             return to_rgb8(arr)
         return np.ascontiguousarray(arr)
 
+    @override
     def tile_size(self, level: int) -> tuple[int, int]:
         p = self.properties
         tw = int(p.get(f"tiffslide.level[{level}].tile-width", 0) or 0)
         th = int(p.get(f"tiffslide.level[{level}].tile-height", 0) or 0)
         return (tw or 512, th or 512)
 
+    @override
     def mpp(self) -> tuple[float | None, float | None]:
         found = parse_properties(self.properties)
         return found if found else (None, None)
 
+    @override
     def reopen_spec(self) -> tuple[type[Backend], tuple[Any, ...], dict[str, Any]]:
         return (type(self), (self.source,), {"storage_options": self._storage_options})
 
+    @override
     def close(self) -> None:
         self._ts.close()

@@ -1,4 +1,4 @@
-"""zarr reader: OME-Zarr multiscales (v0.4 and v0.5) and plain zarr arrays.
+"""Reader through zarr-python: OME-Zarr multiscales (v0.4 and v0.5) and plain zarr arrays.
 
 Axes are read from the multiscales metadata (``y``, ``x`` and ``c``; ``t``
 and ``z`` take index 0). A plain array must be ``(h, w, 3)`` or ``(3, h, w)``.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from typing_extensions import override
 
 from ..errors import UnsupportedImageError
 from .backend import Backend
@@ -79,16 +80,19 @@ class ZarrBackend(Backend):
             )
         return tuple(idx)
 
+    @override
     def read_level(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
         arr = np.asarray(self._arrays[level][self._index(x, y, width, height)])
         kept = [a for a in self._axes if a in ("x", "y", "c")]
         arr = np.transpose(arr, [kept.index(a) for a in ("y", "x", "c") if a in kept])
         return to_rgb8(arr)
 
+    @override
     def tile_size(self, level: int) -> tuple[int, int]:
         chunks = dict(zip(self._axes, self._arrays[level].chunks, strict=True))
         return (int(chunks["x"]), int(chunks["y"]))
 
+    @override
     def mpp(self) -> tuple[float | None, float | None]:
         return self._mpp
 

@@ -35,9 +35,22 @@ class HEDJitter:
     Input: uint8 torch (N, 3, H, W) on any device or numpy (H, W, 3) /
     (N, H, W, 3); the output has the same type and layout.
 
+    Parameters
+    ----------
+    sigma : float
+        Half-range of the concentration scale around 1 (>= 0).
+    bias : float
+        Half-range of the concentration shift around 0, optical density units (>= 0).
+
+    Raises
+    ------
+    ValueError
+        ``sigma`` or ``bias`` is negative.
+
     Examples
     --------
     >>> import torch
+    >>> from wsimito.stain import HEDJitter
     >>> jitter = HEDJitter(sigma=0.05, bias=0.02)
     >>> x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     >>> y = jitter(x, generator=torch.Generator().manual_seed(0))
@@ -55,7 +68,22 @@ class HEDJitter:
         n: int,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-image scales (n, 3) and shifts (n, 3) of the H, E and D concentrations."""
+        """Draw per-image scales and shifts of the H, E and D concentrations.
+
+        Parameters
+        ----------
+        n : int
+            Number of images.
+        generator : torch.Generator, optional
+            Source of the random numbers; the global one by default.
+
+        Returns
+        -------
+        scale : torch.Tensor
+            ``(n, 3)`` factors in ``[1 - sigma, 1 + sigma]``.
+        shift : torch.Tensor
+            ``(n, 3)`` shifts in ``[-bias, bias]``, optical density units.
+        """
         u = _uniform((2, n, 3), generator)
         return 1 + self.sigma * (2 * u[0] - 1), self.bias * (2 * u[1] - 1)
 
@@ -84,9 +112,25 @@ class RandomFDA:
     ``beta`` drawn uniformly from the range ``beta`` (or fixed when a float);
     the others are left unchanged. Input and output as in :func:`wsimito.stain.fda`.
 
+    Parameters
+    ----------
+    targets : torch.Tensor, numpy.ndarray or sequence of them
+        The target images (a bank as in :class:`FDA`).
+    beta : float or tuple of (float, float)
+        Fixed ``beta``, or the ``(low, high)`` range it is drawn from; each in
+        [0, 0.5), as a fraction of the shorter image side.
+    p : float
+        Probability, in [0, 1], that an image is adapted.
+
+    Raises
+    ------
+    ValueError
+        A ``beta`` or ``p`` out of range, or ``low > high``.
+
     Examples
     --------
     >>> import torch
+    >>> from wsimito.stain import RandomFDA
     >>> aug = RandomFDA(torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8),
     ...                 beta=(0.0, 0.05), p=0.5)
     >>> aug(torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8),

@@ -25,12 +25,36 @@ DEFAULT_N_PIXELS = 1 << 20
 
 
 def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
-    """sRGB values in 0-1 to linear light (IEC 61966-2-1)."""
+    """Convert sRGB values to linear light (IEC 61966-2-1).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Values in sRGB, in [0, 1], any shape.
+
+    Returns
+    -------
+    torch.Tensor
+        Linear light in [0, 1], the shape of ``x``.
+    """
     return torch.where(x > 0.04045, ((x + 0.055) / 1.055).pow(2.4), x / 12.92)
 
 
 def lightness_below(x: torch.Tensor, lightness: float) -> torch.Tensor:
-    """Mask of pixels of ``x`` (N, 3, ...) uint8 or 0-255 floats whose CIE L* (0-100) is below ``lightness``."""
+    """Mark the pixels darker than a CIE L* lightness.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``(N, 3, ...)`` RGB, uint8 or floats in 0-255.
+    lightness : float
+        CIE L*, 0 (black) to 100 (white).
+
+    Returns
+    -------
+    torch.Tensor
+        Bool ``(N, ...)``: ``True`` where the pixel's L* is below ``lightness``.
+    """
     lin = srgb_to_linear(x.float() / 255.0)
     y = 0.212671 * lin[:, 0] + 0.715160 * lin[:, 1] + 0.072169 * lin[:, 2]
     f = (lightness + 16.0) / 116.0
@@ -39,7 +63,22 @@ def lightness_below(x: torch.Tensor, lightness: float) -> torch.Tensor:
 
 
 def sample_indices(count: int, n_samples: int | None, device: torch.device) -> torch.Tensor | None:
-    """A fixed pseudo-random subset of ``n_samples`` of ``count`` pixel indices (``None``: all)."""
+    """Pick a fixed pseudo-random subset of pixel indices.
+
+    Parameters
+    ----------
+    count : int
+        Number of pixels.
+    n_samples : int or None
+        How many to keep; ``None`` keeps all.
+    device : torch.device
+        Where the indices go.
+
+    Returns
+    -------
+    torch.Tensor or None
+        Sorted int64 indices ``(n_samples,)``; ``None`` when every pixel is kept.
+    """
     if n_samples is None or count <= n_samples:
         return None
     g = torch.Generator().manual_seed(count)
@@ -49,12 +88,33 @@ def sample_indices(count: int, n_samples: int | None, device: torch.device) -> t
 def masked_percentile(
     values: torch.Tensor, mask: torch.Tensor | None, q: list[float]
 ) -> torch.Tensor:
-    """Percentiles ``q`` (0-100) along the last axis of ``values`` over entries where ``mask`` holds.
+    """Compute percentiles along the last axis over the entries a mask keeps.
 
     Linear interpolation between order statistics, as numpy's default. Only
     the order statistics a percentile needs are found (``topk`` from the
     nearer end), so percentiles near 0 or 100 cost far less than a sort.
-    Returns ``(*values.shape[:-1], len(q))``; rows with no valid entry give inf.
+
+    Parameters
+    ----------
+    values : torch.Tensor
+        ``(..., M)`` floats.
+    mask : torch.Tensor or None
+        Bool, the shape of ``values``: the entries to use; ``None`` uses all.
+    q : list of float
+        Percentiles, 0 to 100.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(*values.shape[:-1], len(q))``; rows with no valid entry give inf.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from wsimito.stain.base import masked_percentile
+    >>> values = torch.tensor([[1.0, 2.0, 3.0, 4.0, 100.0]])
+    >>> masked_percentile(values, values < 50, [50.0, 99.0])
+    tensor([[2.5000, 3.9700]])
     """
     size = values.shape[-1]
     if mask is None:
@@ -84,8 +144,10 @@ def masked_percentile(
 
 
 def _slide_pixels(slide: Any, tissue: Any, mpp: float | None, n_pixels: int) -> np.ndarray:
-    """Up to ``n_pixels`` RGB pixels (P, 3) inside the tissue mask, from square patches
-    centred on random mask cells."""
+    """Read up to ``n_pixels`` RGB pixels (P, 3) inside the tissue mask.
+
+    They come from square patches centred on random mask cells.
+    """
     if tissue is None:
         from ..tissue import detect_tissue
 
@@ -127,8 +189,33 @@ def reference_pixels(
     mpp: float | None = None,
     n_pixels: int = DEFAULT_N_PIXELS,
 ) -> torch.Tensor:
-    """The reference as a uint8 pixel tensor ``(1, 3, P)``: every pixel of an image (a
-    pseudo-random ``n_pixels`` if there are more), or ``n_pixels`` sampled from a slide's tissue.
+    """Collect the pixels of a reference image or slide.
+
+    Parameters
+    ----------
+    reference : numpy.ndarray, torch.Tensor or Slide
+        An image (see :meth:`StainNormalizer.fit`) or a slide.
+    tissue : Tissue, optional
+        For a slide: where to sample (an object with a boolean ``mask`` and its
+        ``mpp``); by default :func:`wsimito.detect_tissue` of the slide.
+    mpp : float, optional
+        For a slide: the resolution to read at, µm/px; by default the slide's own.
+    n_pixels : int
+        How many pixels at most (>= 1).
+
+    Returns
+    -------
+    torch.Tensor
+        The pixels, uint8 ``(1, 3, P)``: every pixel of an image (a pseudo-random
+        ``n_pixels`` if there are more), or ``n_pixels`` sampled from a
+        slide's tissue.
+
+    Raises
+    ------
+    ValueError
+        ``n_pixels`` < 1, or ``tissue``/``mpp`` given with an image.
+    wsimito.EmptyTissueError
+        The slide's tissue mask holds no tissue.
     """
     from ..slide.slide import Slide
 
@@ -152,6 +239,11 @@ class StainNormalizer:
 
     Subclasses name their fitted tensors in ``_tensors`` and their settings in
     ``_settings``, and implement ``_fit(pixels)`` and ``_transform(x)``.
+
+    Attributes
+    ----------
+    device : torch.device
+        Where the fitted parameters live (see :meth:`to`).
     """
 
     _tensors: tuple[str, ...] = ()
@@ -162,6 +254,7 @@ class StainNormalizer:
 
     @property
     def fitted(self) -> bool:
+        """Whether :meth:`fit` (or :meth:`load_state_dict`) has given the parameters."""
         return all(getattr(self, name, None) is not None for name in self._tensors)
 
     def fit(
@@ -172,23 +265,59 @@ class StainNormalizer:
         mpp: float | None = None,
         n_pixels: int = DEFAULT_N_PIXELS,
     ) -> Self:
-        """Fit to ``reference`` and return ``self``.
+        """Fit the normalizer to a reference image or slide.
 
-        ``reference``: an image (numpy (H, W, 3) / (N, H, W, 3), torch
-        (N, 3, H, W) / (3, H, W), uint8) or a :class:`wsimito.slide.Slide`. For
-        a slide, ``n_pixels`` pixels are read at ``mpp`` µm/px (default: the
-        slide's own) from 64 x 64 px patches centred on random cells of
-        ``tissue.mask`` (any object with a boolean ``mask`` at ``mpp`` µm/px;
-        default ``wsimito.tissue.detect_tissue(slide)``). Raises
-        :class:`wsimito.errors.EmptyTissueError` when the reference holds no tissue.
+        Parameters
+        ----------
+        reference : numpy.ndarray, torch.Tensor or Slide
+            A uint8 image (numpy ``(H, W, 3)`` / ``(N, H, W, 3)``, torch
+            ``(N, 3, H, W)`` / ``(3, H, W)``) or a :class:`wsimito.slide.Slide`.
+        tissue : Tissue, optional
+            For a slide: where to sample, any object with a boolean ``mask``
+            and its ``mpp`` (µm/px); by default
+            ``wsimito.tissue.detect_tissue(slide)``.
+        mpp : float, optional
+            For a slide: the resolution pixels are read at, µm/px; by default
+            the slide's own. They come from 64 x 64 px patches (px at ``mpp``)
+            centred on random cells of ``tissue.mask``.
+        n_pixels : int
+            How many pixels to fit on, at most.
+
+        Returns
+        -------
+        StainNormalizer
+            ``self``, fitted.
+
+        Raises
+        ------
+        wsimito.EmptyTissueError
+            The reference holds no tissue.
+        ValueError
+            ``n_pixels`` < 1, or ``tissue``/``mpp`` given with an image.
         """
         pixels = reference_pixels(reference, tissue=tissue, mpp=mpp, n_pixels=n_pixels)
         self._fit(pixels.to(self.device).float())
         return self
 
     def transform(self, batch: Image) -> Image:
-        """Normalize ``batch`` (uint8; torch (N, 3, H, W) on any device, or numpy
-        (H, W, 3) / (N, H, W, 3)); returns the input's type, layout and device."""
+        """Normalize a batch of images.
+
+        Parameters
+        ----------
+        batch : torch.Tensor or numpy.ndarray
+            The images, uint8: torch ``(N, 3, H, W)`` on any device, or numpy
+            ``(H, W, 3)`` / ``(N, H, W, 3)``.
+
+        Returns
+        -------
+        torch.Tensor or numpy.ndarray
+            The normalized images, uint8, in the input's type, layout and device.
+
+        Raises
+        ------
+        RuntimeError
+            The normalizer is not fitted.
+        """
         if not self.fitted:
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit(reference) first")
         x, layout = as_batch(batch)
@@ -197,7 +326,18 @@ class StainNormalizer:
     __call__ = transform
 
     def to(self: Self, device: torch.device | str) -> Self:
-        """Move the fitted parameters to ``device`` and return ``self``."""
+        """Move the fitted parameters to a device.
+
+        Parameters
+        ----------
+        device : torch.device or str
+            The device, e.g. ``"cuda"``.
+
+        Returns
+        -------
+        StainNormalizer
+            ``self``.
+        """
         self.device = torch.device(device)
         for name in self._tensors:
             value = getattr(self, name, None)
@@ -206,10 +346,33 @@ class StainNormalizer:
         return self
 
     def params(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """Give the fitted tensors on a device.
+
+        Parameters
+        ----------
+        device : torch.device
+            Where the tensors go.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            The fitted tensors by name.
+        """
         return {name: getattr(self, name).to(device) for name in self._tensors}
 
     def state_dict(self) -> dict[str, Any]:
-        """Settings and fitted tensors (on the CPU), for :meth:`load_state_dict` or :meth:`save`."""
+        """Give the settings and fitted tensors, for :meth:`load_state_dict` or :meth:`save`.
+
+        Returns
+        -------
+        dict of str to object
+            Settings by name, and fitted tensors (on the CPU) by name.
+
+        Raises
+        ------
+        RuntimeError
+            The normalizer is not fitted.
+        """
         if not self.fitted:
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit(reference) first")
         state: dict[str, Any] = {name: getattr(self, name) for name in self._settings}
@@ -217,7 +380,23 @@ class StainNormalizer:
         return state
 
     def load_state_dict(self: Self, state: dict[str, Any]) -> Self:
-        """Restore settings and fitted tensors from :meth:`state_dict`; returns ``self``."""
+        """Restore settings and fitted tensors from :meth:`state_dict`.
+
+        Parameters
+        ----------
+        state : dict of str to object
+            What :meth:`state_dict` returned.
+
+        Returns
+        -------
+        StainNormalizer
+            ``self``.
+
+        Raises
+        ------
+        ValueError
+            ``state`` lacks a setting or tensor of this class.
+        """
         missing = [k for k in (*self._settings, *self._tensors) if k not in state]
         if missing:
             raise ValueError(
@@ -231,13 +410,40 @@ class StainNormalizer:
         return self
 
     def save(self, path: str | Path) -> None:
-        """Write the fitted parameters to ``path`` (a small torch file)."""
+        """Write the fitted parameters to a small torch file, atomically.
+
+        Parameters
+        ----------
+        path : str or pathlib.Path
+            The file to write.
+
+        Raises
+        ------
+        RuntimeError
+            The normalizer is not fitted.
+        """
         with atomic_path(path) as tmp:
             torch.save({"normalizer": type(self).__name__, "state": self.state_dict()}, tmp)
 
     @classmethod
     def load(cls: type[Self], path: str | Path) -> Self:
-        """A normalizer with the parameters that :meth:`save` wrote to ``path``."""
+        """Load a normalizer that :meth:`save` wrote.
+
+        Parameters
+        ----------
+        path : str or pathlib.Path
+            The file.
+
+        Returns
+        -------
+        StainNormalizer
+            A fitted normalizer of this class, on the CPU.
+
+        Raises
+        ------
+        ValueError
+            The file holds another normalizer's parameters, or none.
+        """
         blob = torch.load(Path(path), map_location="cpu", weights_only=True)
         if not isinstance(blob, dict) or blob.get("normalizer") != cls.__name__:
             found = blob.get("normalizer") if isinstance(blob, dict) else type(blob).__name__
@@ -245,7 +451,8 @@ class StainNormalizer:
                 f"{path} holds {found!r} parameters, not {cls.__name__}; load it with "
                 f"wsimito.stain.{found}.load(path)"
                 if found
-                else f"{path} is not a saved {cls.__name__}; write one with {cls.__name__}(...).save(path)"
+                else f"{path} is not a saved {cls.__name__}; write one with "
+                f"{cls.__name__}(...).save(path)"
             )
         return cls().load_state_dict(blob["state"])
 

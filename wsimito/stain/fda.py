@@ -31,11 +31,48 @@ _PHASE_TOLERANCE = 1e-6
 
 
 def half_width(height: int, width: int, beta: float) -> int:
-    """``b = floor(min(height, width) * beta)``: the swapped square spans ``2b + 1`` frequencies."""
+    """Give the half-width ``b`` of the swapped square of frequencies.
+
+    Parameters
+    ----------
+    height, width : int
+        Image size, px.
+    beta : float
+        Fraction of the shorter side, in [0, 0.5).
+
+    Returns
+    -------
+    int
+        ``b = floor(min(height, width) * beta)``: the square spans ``2b + 1``
+        frequencies along each axis.
+
+    Examples
+    --------
+    >>> from wsimito.stain.fda import half_width
+    >>> half_width(512, 512, 0.01)  # FMDet's setting: a 11 x 11 square
+    5
+    """
     return math.floor(min(height, width) * beta)
 
 
 def check_beta(beta: float) -> float:
+    """Check FDA's ``beta``.
+
+    Parameters
+    ----------
+    beta : float
+        Half-width of the swapped square, as a fraction of the shorter image side.
+
+    Returns
+    -------
+    float
+        ``beta`` as a float.
+
+    Raises
+    ------
+    ValueError
+        ``beta`` is not in [0, 0.5).
+    """
     beta = float(beta)
     if not 0.0 <= beta < 0.5:
         raise ValueError(
@@ -48,7 +85,10 @@ def check_beta(beta: float) -> float:
 def _bases(
     n: int, b: int, dtype: torch.dtype, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of ``2 pi k m / n`` for pixels ``m`` (rows) and frequencies ``k = -b..b``."""
+    """Give the cos and sin of ``2 pi k m / n``.
+
+    Pixels ``m`` run along the rows, frequencies ``k = -b..b`` along the columns.
+    """
     m = torch.arange(n, dtype=torch.int64, device=device)
     k = torch.arange(-b, b + 1, dtype=torch.int64, device=device)
     phase = (m[:, None] * k[None, :]).remainder(n).to(torch.float64) * (2 * math.pi / n)
@@ -56,9 +96,20 @@ def _bases(
 
 
 def low_frequencies(x: torch.Tensor, b: int) -> torch.Tensor:
-    """DFT of ``x`` (N, C, H, W) at frequencies ``-b..b`` on both axes: complex (N, C, 2b+1, 2b+1).
+    """Evaluate the DFT of images at the low frequencies ``-b..b`` on both axes.
 
-    Index ``[..., b, b]`` is the DC term; rows are vertical frequencies.
+    Parameters
+    ----------
+    x : torch.Tensor
+        Float images ``(N, C, H, W)``.
+    b : int
+        Half-width of the square, in frequencies.
+
+    Returns
+    -------
+    torch.Tensor
+        Complex ``(N, C, 2b + 1, 2b + 1)``; index ``[..., b, b]`` is the DC
+        term, rows are vertical frequencies.
     """
     _, _, h, w = x.shape
     cw, sw = _bases(w, b, x.dtype, x.device)
@@ -71,7 +122,10 @@ def low_frequencies(x: torch.Tensor, b: int) -> torch.Tensor:
 
 
 def _add_low_frequencies_(x: torch.Tensor, delta: torch.Tensor, b: int) -> torch.Tensor:
-    """Add to ``x`` in place the inverse DFT of ``delta`` (N, C, S, S), a Hermitian change of the low frequencies."""
+    """Add to ``x`` in place the inverse DFT of ``delta``.
+
+    ``delta`` is ``(N, C, S, S)``, a Hermitian change of the low frequencies.
+    """
     _, _, h, w = x.shape
     cw, sw = _bases(w, b, x.dtype, x.device)
     ch, sh = _bases(h, b, x.dtype, x.device)
@@ -85,11 +139,22 @@ def _add_low_frequencies_(x: torch.Tensor, delta: torch.Tensor, b: int) -> torch
 def swap_amplitudes_(
     x: torch.Tensor, target_amplitude: torch.Tensor, b_per_image: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Core of FDA on a contiguous float batch ``x`` (N, 3, H, W), overwritten with the result.
+    """Swap the low-frequency amplitudes of a batch in place: the core of FDA.
 
-    ``target_amplitude`` is (N, 3, S, S) with ``S = 2b + 1``; ``b_per_image``
-    (N,) optionally shrinks the swapped square per image (``-1`` leaves an image
-    unchanged).
+    Parameters
+    ----------
+    x : torch.Tensor
+        Contiguous float batch ``(N, 3, H, W)``, overwritten with the result.
+    target_amplitude : torch.Tensor
+        ``(N, 3, S, S)`` amplitudes with ``S = 2b + 1`` (:func:`low_frequencies`).
+    b_per_image : torch.Tensor, optional
+        ``(N,)`` int: shrinks the swapped square per image (``-1`` leaves an
+        image unchanged).
+
+    Returns
+    -------
+    torch.Tensor
+        ``x``.
     """
     s = target_amplitude.shape[-1]
     b = (s - 1) // 2
@@ -117,19 +182,36 @@ def _resized(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def fda(source: Image, target: Image, beta: float = 0.01) -> Image:
-    """Give ``source`` images the low-frequency amplitude spectrum (colour, illumination) of ``target``.
+    """Give images the low-frequency amplitude spectrum (colour, illumination) of a target.
 
-    ``source``: uint8 or float images, torch (N, 3, H, W) / (3, H, W) on any
-    device or numpy (H, W, 3) / (N, H, W, 3). ``target``: one image applied to
-    every source, or one per source image; targets of another size are resized
-    (bilinear, antialiased) to the source's H x W px first. ``beta``: half-width
-    of the swapped square as a fraction of ``min(H, W)`` (b = floor(min(H, W) * beta)).
-    Returns the source's type, layout and dtype: uint8 rounded and clipped,
-    floats unclipped.
+    Parameters
+    ----------
+    source : torch.Tensor or numpy.ndarray
+        The images, uint8 or float: torch ``(N, 3, H, W)`` / ``(3, H, W)`` on any
+        device or numpy ``(H, W, 3)`` / ``(N, H, W, 3)``.
+    target : torch.Tensor or numpy.ndarray
+        One image applied to every source, or one per source image; targets of
+        another size are resized (bilinear, antialiased) to the source's
+        H x W px first.
+    beta : float
+        Half-width of the swapped square as a fraction of ``min(H, W)``
+        (``b = floor(min(H, W) * beta)``), in [0, 0.5).
+
+    Returns
+    -------
+    torch.Tensor or numpy.ndarray
+        The source's type, layout and dtype: uint8 rounded and clipped, floats
+        unclipped.
+
+    Raises
+    ------
+    ValueError
+        ``beta`` is out of range, or the number of targets is neither 1 nor N.
 
     Examples
     --------
     >>> import numpy as np
+    >>> from wsimito.stain import fda
     >>> src = np.full((64, 64, 3), 200, np.uint8); trg = np.full((64, 64, 3), 120, np.uint8)
     >>> int(fda(src, trg, beta=0.0)[0, 0, 0])
     120
@@ -154,16 +236,29 @@ def fda(source: Image, target: Image, beta: float = 0.01) -> Image:
 class FDA:
     """Fourier domain adaptation towards a bank of target images (one or several domains).
 
-    ``targets``: one image, a batch, or a sequence of images of any sizes
-    (uint8 or float, layouts as in :func:`fda`). Target amplitudes are computed
-    once per tile size and device and cached. Calling the object on a batch
-    gives every image the amplitudes of one target, drawn uniformly from the
-    bank with ``generator`` (all images get the single target when the bank
-    holds one).
+    Target amplitudes are computed once per tile size and device and cached.
+    Calling the object on a batch gives every image the amplitudes of one
+    target, drawn uniformly from the bank with ``generator`` (all images get
+    the single target when the bank holds one).
+
+    Parameters
+    ----------
+    targets : torch.Tensor, numpy.ndarray or sequence of them
+        One image, a batch, or a sequence of images of any sizes (uint8 or
+        float, layouts as in :func:`fda`).
+    beta : float
+        Half-width of the swapped square as a fraction of the shorter image
+        side, in [0, 0.5).
+
+    Raises
+    ------
+    ValueError
+        No target, or ``beta`` out of range.
 
     Examples
     --------
     >>> import torch
+    >>> from wsimito.stain import FDA
     >>> bank = FDA(torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8), beta=0.01)
     >>> out = bank(torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8),
     ...            generator=torch.Generator().manual_seed(0))
@@ -180,7 +275,7 @@ class FDA:
         for item in items:
             t, _ = as_batch(item, what="target", allow_float=True)
             self._targets.extend(t.detach().to("cpu", torch.float32).unbind(0))
-        self._cache: dict[tuple, torch.Tensor] = {}
+        self._cache: dict[tuple[int, int, int, torch.device, torch.dtype], torch.Tensor] = {}
         sizes = {tuple(t.shape[-2:]) for t in self._targets}
         if len(sizes) == 1:
             h, w = sizes.pop()
@@ -198,7 +293,24 @@ class FDA:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> torch.Tensor:
-        """Amplitudes (K, 3, 2b+1, 2b+1) of the K targets resized to ``height`` x ``width`` px."""
+        """Give the low-frequency amplitudes of the targets, resized to one image size.
+
+        Parameters
+        ----------
+        height, width : int
+            Image size the targets are resized to, px.
+        b : int
+            Half-width of the square, in frequencies.
+        device : torch.device or str
+            Where the amplitudes go.
+        dtype : torch.dtype
+            Their float dtype.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(K, 3, 2b + 1, 2b + 1)`` for the K targets (cached).
+        """
         device = torch.device(device)
         key = (height, width, b, device, dtype)
         if key not in self._cache:

@@ -36,17 +36,48 @@ _MIN_TISSUE_FRACTION = 0.02
 
 
 def optical_density(x: torch.Tensor, Io: float) -> torch.Tensor:
-    """``-log((I + 1) / Io)`` of 0-255 pixel values ``x``."""
+    """Compute the optical density ``-log((I + 1) / Io)`` of pixel values.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Pixel values ``I``, 0-255 (float).
+    Io : float
+        Transmitted light intensity, grey levels.
+
+    Returns
+    -------
+    torch.Tensor
+        Optical densities, the shape of ``x``.
+    """
     return -torch.log((x + 1.0) / Io)
 
 
 def estimate_stains(
     od: torch.Tensor, *, alpha: float, beta: float, min_tissue: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Stain matrices (N, 3, 2), 99th-percentile concentrations (N, 2) and a validity mask (N,).
+    """Estimate each image's stain matrix and concentration scale (Macenko's method).
 
-    ``od``: optical densities (N, 3, P). An image is valid when it has at least
-    ``min_tissue`` tissue pixels and a positive 99th-percentile concentration.
+    Parameters
+    ----------
+    od : torch.Tensor
+        Optical densities ``(N, 3, P)``.
+    alpha : float
+        Percentile (%) of the extreme stain angles.
+    beta : float
+        Optical density below which a channel counts as background.
+    min_tissue : int
+        Fewest tissue pixels for a valid estimate.
+
+    Returns
+    -------
+    stains : torch.Tensor
+        ``(N, 3, 2)`` stain vectors (columns: haematoxylin, eosin).
+    max_concentrations : torch.Tensor
+        ``(N, 2)`` 99th-percentile concentrations.
+    valid : torch.Tensor
+        ``(N,)`` bool: at least ``min_tissue`` tissue pixels and a positive
+        99th-percentile concentration.
     """
     tissue = (od >= beta).all(dim=1)  # (N, P)
     count = tissue.sum(dim=1)
@@ -75,17 +106,30 @@ def estimate_stains(
 class Macenko(StainNormalizer):
     """Macenko stain normalization of whole batches, fitted to a reference.
 
-    ``Io``: transmitted light intensity (grey levels); ``alpha``: percentile
-    (%) of the extreme stain angles; ``beta``: OD below which a channel counts as
-    background; ``n_samples``: pixels per image used for the statistics
-    (``None``: all). Unfitted, it uses Macenko's reference stains.
-    Tiles with less than 2 % (and 64 px) tissue among the sampled pixels are
-    reconstructed with the reference stains themselves, which leaves them
-    nearly unchanged.
+    Unfitted, it uses Macenko's reference stains. Tiles with less than 2 %
+    (and 64 px) tissue among the sampled pixels are reconstructed with the
+    reference stains themselves, which leaves them nearly unchanged.
+
+    Parameters
+    ----------
+    Io : float
+        Transmitted light intensity, grey levels.
+    alpha : float
+        Percentile (%) of the extreme stain angles, in [0, 50).
+    beta : float
+        Optical density below which a channel counts as background.
+    n_samples : int or None
+        Pixels per image used for the statistics; ``None`` uses all.
+
+    Raises
+    ------
+    ValueError
+        ``alpha`` is out of range.
 
     Examples
     --------
     >>> import numpy as np
+    >>> from wsimito.stain import Macenko
     >>> ref = np.random.default_rng(0).integers(0, 200, (64, 64, 3), dtype=np.uint8)
     >>> norm = Macenko().fit(ref)
     >>> norm(ref).shape
@@ -126,8 +170,22 @@ class Macenko(StainNormalizer):
         self.stain_matrix, self.max_concentrations = he[0], max_c[0]
 
     def estimate(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-image stain matrices (N, 3, 2), 99th-percentile concentrations (N, 2)
-        and whether each image had enough tissue (N,), for a uint8 (N, 3, H, W) batch."""
+        """Estimate the stains of every image of a batch.
+
+        Parameters
+        ----------
+        batch : torch.Tensor
+            The images, uint8 ``(N, 3, H, W)``.
+
+        Returns
+        -------
+        stains : torch.Tensor
+            ``(N, 3, 2)`` stain vectors (columns: haematoxylin, eosin).
+        max_concentrations : torch.Tensor
+            ``(N, 2)`` 99th-percentile concentrations.
+        valid : torch.Tensor
+            ``(N,)`` bool: whether each image had enough tissue.
+        """
         n = batch.shape[0]
         flat = batch.reshape(n, 3, -1)
         index = sample_indices(flat.shape[-1], self.n_samples, batch.device)

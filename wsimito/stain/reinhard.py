@@ -26,7 +26,25 @@ _MIN_STD = 1.0
 
 
 def rgb_to_lab(x: torch.Tensor) -> torch.Tensor:
-    """CIE L*a*b* (N, 3, ...) of sRGB pixels ``x`` (N, 3, ...) in 0-255."""
+    """Convert sRGB pixels to CIE L*a*b* (D65 white).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Pixels ``(N, 3, ...)``, sRGB in 0-255.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, 3, ...)`` float: L* (0-100), a*, b*.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from wsimito.stain.reinhard import rgb_to_lab
+    >>> rgb_to_lab(torch.tensor([[255.0, 0.0, 0.0]]).T[None]).flatten().round()
+    tensor([53., 80., 67.])
+    """
     lin = srgb_to_linear(x.float() / 255.0)
     m = (_RGB_TO_XYZ / _WHITE[:, None]).to(x.device)
     xyz = torch.einsum("ij,nj...->ni...", m, lin)
@@ -39,7 +57,18 @@ def rgb_to_lab(x: torch.Tensor) -> torch.Tensor:
 
 
 def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
-    """sRGB pixels (N, 3, ...) in 0-255 (unclipped) of CIE L*a*b* ``lab`` (N, 3, ...)."""
+    """Convert CIE L*a*b* (D65 white) to sRGB pixels.
+
+    Parameters
+    ----------
+    lab : torch.Tensor
+        ``(N, 3, ...)``: L* (0-100), a*, b*.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, 3, ...)`` float sRGB in 0-255 (not rounded).
+    """
     fy = (lab[:, 0] + 16) / 116
     f = torch.stack([fy + lab[:, 1] / 500, fy, fy - lab[:, 2] / 200], dim=1)
     xyz = torch.where(f > 6 / 29, f.pow(3), 3 * (6 / 29) ** 2 * (f - 4 / 29))
@@ -52,7 +81,20 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
 
 
 def tissue_statistics(lab: torch.Tensor, tissue: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Mean (N, 3), standard deviation (N, 3) and count (N,) of ``lab`` (N, 3, P) where ``tissue`` (N, P)."""
+    """Compute per-image colour statistics over the tissue pixels.
+
+    Parameters
+    ----------
+    lab : torch.Tensor
+        ``(N, 3, P)`` L*a*b* pixels.
+    tissue : torch.Tensor
+        ``(N, P)`` bool: the pixels to use.
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        Mean ``(N, 3)``, standard deviation ``(N, 3)`` and tissue pixel count ``(N,)``.
+    """
     w = tissue.to(lab.dtype)[:, None]
     count = tissue.sum(dim=1)
     n = count.clamp_min(1)[:, None]
@@ -64,13 +106,20 @@ def tissue_statistics(lab: torch.Tensor, tissue: torch.Tensor) -> tuple[torch.Te
 class Reinhard(StainNormalizer):
     """Reinhard colour normalization in CIELAB of whole batches, fitted to a reference.
 
-    ``tissue_lightness``: L* (0-100) below which a pixel counts as tissue;
-    ``n_samples``: pixels per image used for the statistics (``None``: all).
-    Tiles with fewer than 64 tissue pixels among them are left unchanged.
+    Tiles with fewer than 64 tissue pixels among the sampled ones are left
+    unchanged.
+
+    Parameters
+    ----------
+    tissue_lightness : float
+        L* (0-100) below which a pixel counts as tissue.
+    n_samples : int or None
+        Pixels per image used for the statistics; ``None`` uses all.
 
     Examples
     --------
     >>> import numpy as np
+    >>> from wsimito.stain import Reinhard
     >>> ref = np.random.default_rng(0).integers(0, 200, (64, 64, 3), dtype=np.uint8)
     >>> Reinhard().fit(ref)(ref).shape
     (64, 64, 3)

@@ -38,14 +38,41 @@ _MIN_TISSUE_FRACTION = 0.02
 
 
 def optical_density(x: torch.Tensor, Io: float) -> torch.Tensor:
-    """``-log(max(I, 1) / Io)`` of 0-255 pixel values ``x``."""
+    """Compute the optical density ``-log(max(I, 1) / Io)`` of pixel values.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Pixel values ``I``, 0-255 (float).
+    Io : float
+        Transmitted light intensity, grey levels.
+
+    Returns
+    -------
+    torch.Tensor
+        Optical densities, the shape of ``x``.
+    """
     return -torch.log(x.clamp_min(1.0) / Io)
 
 
 def nonnegative_lasso(stains: torch.Tensor, od: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Concentrations (N, 2, P) minimizing ``½‖od - stains c‖² + sparsity·Σc`` with ``c >= 0``.
+    """Solve for the concentrations ``c >= 0`` minimizing ``½‖od - stains c‖² + sparsity·Σc``.
 
-    ``stains``: (N, 3, 2); ``od``: (N, 3, P). Exact, per pixel.
+    Exact, per pixel.
+
+    Parameters
+    ----------
+    stains : torch.Tensor
+        ``(N, 3, 2)`` stain vectors.
+    od : torch.Tensor
+        ``(N, 3, P)`` optical densities.
+    sparsity : float
+        The weight λ of the L1 term.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, 2, P)`` concentrations.
     """
     gram = stains.transpose(1, 2) @ stains  # (N, 2, 2)
     g00, g01, g11 = gram[:, 0, 0, None], gram[:, 0, 1, None], gram[:, 1, 1, None]
@@ -66,8 +93,10 @@ def nonnegative_lasso(stains: torch.Tensor, od: torch.Tensor, sparsity: float) -
 
 
 def _contract(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` for a small inner dimension, ``(N, I, K) x (N, K, P) -> (N, I, P)``, written
-    as elementwise products so that every image's values are the same in any batch."""
+    """Compute ``a @ b`` for a small inner dimension, ``(N, I, K) x (N, K, P) -> (N, I, P)``.
+
+    Written as elementwise products so that every image's values are the same in any batch.
+    """
     out = a[:, :, 0, None] * b[:, None, 0]
     for k in range(1, a.shape[2]):
         out = out + a[:, :, k, None] * b[:, None, k]
@@ -77,7 +106,24 @@ def _contract(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def learn_stains(
     od: torch.Tensor, tissue: torch.Tensor, *, sparsity: float, iterations: int
 ) -> torch.Tensor:
-    """Stain matrices (N, 3, 2) factorizing the tissue pixels of ``od`` (N, 3, P)."""
+    """Learn the stain matrices that factorize the tissue pixels (sparse, non-negative).
+
+    Parameters
+    ----------
+    od : torch.Tensor
+        ``(N, 3, P)`` optical densities.
+    tissue : torch.Tensor
+        ``(N, P)`` bool: the tissue pixels.
+    sparsity : float
+        The weight λ of the factorization's L1 term.
+    iterations : int
+        Alternating steps.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, 3, 2)`` unit stain vectors (columns: haematoxylin, eosin).
+    """
     y = od * tissue.to(od.dtype)[:, None]  # background: zero
     init = _RUIFROK_HE.to(od.device, od.dtype).expand(od.shape[0], 3, 2)
     stains = init.clone()
@@ -102,17 +148,28 @@ def learn_stains(
 class Vahadane(StainNormalizer):
     """Vahadane (sparse non-negative) stain normalization of whole batches.
 
-    ``Io``: transmitted light intensity (grey levels); ``sparsity``: λ of the
-    stain factorization (0.1 as in the paper); ``concentration_sparsity``: λ
-    for per-pixel concentrations; ``iterations``: alternating steps per image;
-    ``tissue_lightness``: L* (0-100) below which a pixel is tissue;
-    ``n_samples``: pixels per image used to learn its stains (``None``: all).
     Tiles with less than 2 % (and 64 px) tissue are recombined with the
     reference stains, which keeps white white.
+
+    Parameters
+    ----------
+    Io : float
+        Transmitted light intensity, grey levels.
+    sparsity : float
+        The weight λ of the stain factorization's L1 term (0.1 as in the paper).
+    concentration_sparsity : float
+        The weight λ of the L1 term for per-pixel concentrations.
+    iterations : int
+        Alternating steps per image.
+    tissue_lightness : float
+        L* (0-100) below which a pixel is tissue.
+    n_samples : int or None
+        Pixels per image used to learn its stains; ``None`` uses all.
 
     Examples
     --------
     >>> import numpy as np
+    >>> from wsimito.stain import Vahadane
     >>> ref = np.random.default_rng(0).integers(0, 200, (64, 64, 3), dtype=np.uint8)
     >>> Vahadane().fit(ref)(ref).shape
     (64, 64, 3)
@@ -154,9 +211,24 @@ class Vahadane(StainNormalizer):
         *,
         iterations: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Stain matrices (N, 3, 2), 99th-percentile concentrations (N, 2) and whether each
-        image had enough tissue (N,), from 0-255 pixels (N, 3, P); ``iterations``
-        overrides the setting."""
+        """Estimate the stains of every image.
+
+        Parameters
+        ----------
+        pixels : torch.Tensor
+            ``(N, 3, P)`` pixel values, 0-255.
+        iterations : int, optional
+            Overrides the setting.
+
+        Returns
+        -------
+        stains : torch.Tensor
+            ``(N, 3, 2)`` stain vectors (columns: haematoxylin, eosin).
+        max_concentrations : torch.Tensor
+            ``(N, 2)`` 99th-percentile concentrations.
+        valid : torch.Tensor
+            ``(N,)`` bool: whether each image had enough tissue.
+        """
         index = sample_indices(pixels.shape[-1], self.n_samples, pixels.device)
         sample = (pixels if index is None else pixels[..., index]).float()
         tissue = lightness_below(sample, self.tissue_lightness)

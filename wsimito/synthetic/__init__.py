@@ -91,12 +91,12 @@ def make_slide(
         "random" (a preset varied by ``seed``), a name in :data:`PRESETS` or a
         :class:`StainModel`.
     tissue_fraction : float
-        Share of the slide covered by tissue (the rest is glass); 1.0 for
-        tissue everywhere.
+        Share (0 to 1) of the slide covered by tissue (the rest is glass);
+        1.0 for tissue everywhere.
     tissue_scale_um : float
         Size of tissue islands (µm, first noise octave).
     tumour_fraction : float
-        Share of tissue in tumour nests (the rest is stroma); mitotic figures
+        Share (0 to 1) of tissue in tumour nests (the rest is stroma); mitotic figures
         and look-alikes sit in the nests.
     mitoses_per_mm2 : float
         Mean mitotic figures per mm² of tissue (default: the MIDOG++ mean,

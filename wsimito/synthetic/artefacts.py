@@ -1,5 +1,7 @@
-"""Real-slide artefacts: tissue folds, pen ink, dust and fibres, out-of-focus regions,
-torn tissue edges, red blood cells and air bubbles.
+"""Real-slide artefacts that raise false alarms, drawn on synthetic slides.
+
+Tissue folds, pen ink, dust and fibres, out-of-focus regions, torn tissue
+edges, red blood cells and air bubbles.
 
 These are what make a mitosis detector raise false alarms on real slides.
 Each artefact is placed like the objects of :mod:`.content`: per grid cell,
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Literal, Union
 
@@ -159,11 +161,13 @@ class Artefacts:
     def __post_init__(self) -> None:
         for kind in _KINDS:
             rate = getattr(self, kind.rate)
-            if not (isinstance(rate, numbers.Real) and math.isfinite(rate) and rate >= 0):
+            if not (
+                isinstance(rate, numbers.Real) and math.isfinite(float(rate)) and float(rate) >= 0
+            ):
                 raise ValueError(
                     f"Artefacts.{kind.rate} must be a number >= 0 per mm², got {rate!r}"
                 )
-            if rate > kind.max_rate():
+            if float(rate) > kind.max_rate():
                 raise ValueError(
                     f"Artefacts.{kind.rate}={rate:g} is more than the placement grid holds; "
                     f"use at most {kind.max_rate():g} per mm²"
@@ -201,15 +205,15 @@ class Artefacts:
         Artefacts
             A copy with every other rate set to 0.
 
-        Examples
-        --------
-        >>> ARTEFACT_PRESETS["heavy"].only("ink", "dust").folds_per_mm2
-        0.0
-
         Raises
         ------
         ValueError
             If a name is not an artefact kind.
+
+        Examples
+        --------
+        >>> ARTEFACT_PRESETS["heavy"].only("ink", "dust").folds_per_mm2
+        0.0
         """
         kinds = tuple(RBC if k == VESSEL else k for k in kinds)
         unknown = [k for k in kinds if k not in _BY_NAME]
@@ -304,6 +308,12 @@ class _Set:
         return _Set(self.x[keep], self.y[keep], self.p[keep])
 
 
+def _settings(layout: c.Layout) -> Artefacts:
+    """The artefact settings of a layout that has artefacts (the only kind placed here)."""
+    assert layout.artefacts is not None, "artefacts are placed only on layouts that have them"
+    return layout.artefacts
+
+
 def _candidates(layout: c.Layout, kind: _Kind, box: tuple[float, float, float, float]) -> _Set:
     rate = getattr(layout.artefacts, kind.rate)
     empty = _Set(np.zeros(0), np.zeros(0), np.zeros((0, _N_P)))
@@ -360,7 +370,7 @@ class Placed:
 
     sets: dict[str, _Set]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[str, _Set]]:
         return iter(self.sets.items())
 
 
@@ -412,7 +422,7 @@ def place(
     if groups is not None:
         keep = tear_keep_points(layout, tears, groups.x, groups.y) >= 0.5
         if rare is not None and keep.any():
-            g = _rbc_geometry(groups.p, layout.artefacts.rbc_per_group)
+            g = _rbc_geometry(groups.p, _settings(layout).rbc_per_group)
             reach = g["A"] + _RBC_CLEARANCE_UM + c.MAX_RADIUS_UM
             objs = rare(
                 (
@@ -463,7 +473,7 @@ def _placed_kind(layout: c.Layout, kind: _Kind, box: tuple[float, float, float, 
     if len(s) == 0:
         return s
     x0, y0, x1, y1 = box
-    r = _radius(kind.name, s.p, layout.artefacts)
+    r = _radius(kind.name, s.p, _settings(layout))
     s = s.take((s.x + r > x0) & (s.x - r < x1) & (s.y + r > y0) & (s.y - r < y1))
     if len(s) and kind.site == "tissue":
         s = s.take(c.site_fields(layout, s.x, s.y)["tissue"] > 0.5)
@@ -542,7 +552,9 @@ def _fibre_geometry(p: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def _fibre_centre(U, g, i=slice(None)):
+def _fibre_centre(
+    U: np.ndarray, g: dict[str, np.ndarray], i: int | slice = slice(None)
+) -> np.ndarray:
     """Centre line ``V`` (µm) of fibres at ``U``: a bend and two waves."""
     half = g["L"][i] / 2
     amp, k = g["amp"][i], g["k"][i]
@@ -595,7 +607,7 @@ def _bubble_geometry(p: np.ndarray) -> dict[str, np.ndarray]:
 
 def _rbc_cells(layout: c.Layout, groups: _Set) -> dict[str, np.ndarray]:
     """Every red cell of ``groups``: centre (µm), radius, axis ratio, angle, density, group."""
-    g = _rbc_geometry(groups.p, layout.artefacts.rbc_per_group)
+    g = _rbc_geometry(groups.p, _settings(layout).rbc_per_group)
     n = g["n"]
     owner = np.repeat(np.arange(len(groups)), n)
     k = np.arange(len(owner)) - np.repeat(np.cumsum(n) - n, n)
@@ -631,7 +643,15 @@ def _envelope(r: np.ndarray) -> np.ndarray:
     return np.clip((1.0 - r) / 0.35, 0.0, 1.0)
 
 
-def _tear_keep(t, rag, crack, env, threshold, grad, depth):
+def _tear_keep(
+    t: np.ndarray,
+    rag: np.ndarray,
+    crack: np.ndarray,
+    env: np.ndarray,
+    threshold: float,
+    grad: float,
+    depth: float,
+) -> np.ndarray:
     """Tissue left (0..1) where tearing of strength ``env`` meets the tissue edge."""
     dist = (t - threshold) / max(float(grad), 1e-9)  # µm into the tissue, about
     zone = np.clip(1.0 - dist / depth, 0.0, 1.0) * env
@@ -670,8 +690,10 @@ class _Canvas:
 
 
 class Frame:
-    """A render box: ``x``, ``y``, ``w``, ``h`` in px of a level at ``scale`` µm/px, and the
-    µm coordinates of its pixel centres (``xs``, ``ys``)."""
+    """A render box and the µm coordinates of its pixel centres (``xs``, ``ys``).
+
+    ``x``, ``y``, ``w``, ``h`` are px of a level at ``scale`` µm/px.
+    """
 
     def __init__(self, x: int, y: int, w: int, h: int, scale: float) -> None:
         self.x, self.y, self.w, self.h, self.scale = x, y, w, h, scale
@@ -679,6 +701,7 @@ class Frame:
         self.ys = (np.arange(y, y + h) + 0.5) * scale
 
     def window(self, cx: float, cy: float, r: float) -> tuple[slice, slice] | None:
+        """Give the rows and columns of the box within ``r`` µm of ``(cx, cy)`` µm, or None."""
         s = self.scale
         c0 = max(int(math.floor((cx - r) / s)) - self.x, 0)
         c1 = min(int(math.ceil((cx + r) / s)) + 1 - self.x, self.w)
@@ -727,7 +750,9 @@ class Frame:
             out.append((slice(int(rows[b]), int(r1)), slice(int(cols[reached[0]]), int(c1))))
         return out
 
-    def local(self, win, cx: float, cy: float, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    def local(
+        self, win: tuple[slice, slice], cx: float, cy: float, angle: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Coordinates ``U`` (along ``angle``) and ``V`` (across) in µm over ``win``."""
         du = (self.xs[win[1]] - cx).astype(np.float32)[None, :]
         dv = (self.ys[win[0]] - cy).astype(np.float32)[:, None]
@@ -739,7 +764,7 @@ def _draw_fold(
     cv: _Canvas, fr: Frame, s: _Set, layout: c.Layout, edge: float, mpp_r: float
 ) -> None:
     g = _fold_geometry(s.p)
-    r = _radius(FOLD, s.p, layout.artefacts)
+    r = _radius(FOLD, s.p, _settings(layout))
     for i in range(len(s)):
         half = g["L"][i] / 2
         bend = g["sag"][i] / half**2
@@ -758,10 +783,15 @@ def _draw_fold(
             np.maximum(fold[win], factor, out=fold[win])
 
 
-def _near_band(half: float, bend: float, slope: float, reach: float):
-    """A test on coarse samples: could a pixel within ``slack`` µm of ``(U, V)`` lie within
-    ``reach`` µm of a band's centre line ``V = bend U² (+ a wave of slope <= slope)`` for
-    ``|U| <= half``?"""
+def _near_band(
+    half: float, bend: float, slope: float, reach: float
+) -> Callable[[np.ndarray, np.ndarray, float], np.ndarray]:
+    """Make a test on coarse samples for the pixels a band may reach.
+
+    The test says whether a pixel within ``slack`` µm of ``(U, V)`` could lie within
+    ``reach`` µm of the band's centre line ``V = bend U² (+ a wave of slope <= slope)``
+    for ``|U| <= half``.
+    """
 
     def near(U: np.ndarray, V: np.ndarray, slack: float) -> np.ndarray:
         lip = 1.0 + slope + 2.0 * abs(bend) * (np.abs(U) + slack)
@@ -773,8 +803,8 @@ def _near_band(half: float, bend: float, slope: float, reach: float):
 
 def _draw_ink(cv: _Canvas, fr: Frame, s: _Set, layout: c.Layout, edge: float, mpp_r: float) -> None:
     g = _ink_geometry(s.p)
-    r = _radius(INK, s.p, layout.artefacts)
-    colours = layout.artefacts.ink_colours
+    r = _radius(INK, s.p, _settings(layout))
+    colours = _settings(layout).ink_colours
     for i in range(len(s)):
         half = g["L"][i] / 2
         bend = g["sag"][i] / half**2
@@ -811,7 +841,7 @@ def _draw_dust(
     cv: _Canvas, fr: Frame, s: _Set, layout: c.Layout, edge: float, mpp_r: float
 ) -> None:
     g = _dust_geometry(s.p)
-    r = _radius(DUST, s.p, layout.artefacts)
+    r = _radius(DUST, s.p, _settings(layout))
     for i in range(len(s)):
         win = fr.window(s.x[i], s.y[i], r[i])
         if win is None:
@@ -842,7 +872,7 @@ def _draw_fibre(
     cv: _Canvas, fr: Frame, s: _Set, layout: c.Layout, edge: float, mpp_r: float
 ) -> None:
     g = _fibre_geometry(s.p)
-    r = _radius(FIBRE, s.p, layout.artefacts)
+    r = _radius(FIBRE, s.p, _settings(layout))
     for i in range(len(s)):
         half = g["L"][i] / 2
         bend = g["sag"][i] / half**2
@@ -898,7 +928,7 @@ def _draw_tears(
 
 
 def _draw_rbc(cv: _Canvas, fr: Frame, s: _Set, layout: c.Layout, edge: float, mpp_r: float) -> None:
-    g = _rbc_geometry(s.p, layout.artefacts.rbc_per_group)
+    g = _rbc_geometry(s.p, _settings(layout).rbc_per_group)
     for i in np.flatnonzero(g["n"] > 1):  # vessel lumina of clusters
         win = fr.window(s.x[i], s.y[i], g["A"][i] * (1.0 + 4.0 / g["B"][i]) + 1.0)
         if win is None:
@@ -932,7 +962,7 @@ def _draw_bubbles(
     cv: _Canvas, fr: Frame, s: _Set, layout: c.Layout, edge: float, mpp_r: float
 ) -> None:
     g = _bubble_geometry(s.p)
-    r = _radius(BUBBLE, s.p, layout.artefacts)
+    r = _radius(BUBBLE, s.p, _settings(layout))
     for i in range(len(s)):
         win = fr.window(s.x[i], s.y[i], r[i])
         if win is None:
@@ -972,8 +1002,11 @@ _TRUNCATE = 3.0  # Gaussian kernels reach this many sigma
 
 
 def defocus_margin(placed: Placed, mpp_r: float) -> int:
-    """Extra px around a box that its blur needs: 0 when nothing in it is out of focus, or
-    when the level (``mpp_r`` µm/px) is too coarse for the blur to show."""
+    """Give the extra px around a box that its blur needs.
+
+    0 when nothing in it is out of focus, or when the level (``mpp_r`` µm/px) is
+    too coarse for the blur to show.
+    """
     if BLUR not in placed.sets and BUBBLE not in placed.sets:
         return 0
     if _DEFOCUS_LEVELS_UM[1] / mpp_r < 0.25:
@@ -1084,9 +1117,15 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
 class Artefact:
     """One artefact of a synthetic slide.
 
-    ``kind``: one of :data:`ARTEFACT_KINDS`. ``polygon``: ``(K, 2)`` float64
-    x, y in level-0 px, enclosing every pixel the artefact changes.
-    ``detail``: the ink colour for ink, else "".
+    Attributes
+    ----------
+    kind : str
+        One of :data:`ARTEFACT_KINDS`.
+    polygon : numpy.ndarray
+        ``(K, 2)`` float64 x, y, level-0 px, enclosing every pixel the
+        artefact changes.
+    detail : str
+        The ink colour for ink, else "".
     """
 
     kind: str
@@ -1113,14 +1152,27 @@ class Artefact:
         )
 
 
-def _rotate(cx, cy, U, V, angle):
+def _rotate(
+    cx: np.ndarray, cy: np.ndarray, U: np.ndarray, V: np.ndarray, angle: np.ndarray
+) -> np.ndarray:
     """World µm of local ``U``, ``V`` (K, P) around centres ``cx``, ``cy`` (K,)."""
     ca, sa = np.cos(angle)[:, None], np.sin(angle)[:, None]
     return np.stack([cx[:, None] + U * ca - V * sa, cy[:, None] + U * sa + V * ca], axis=-1)
 
 
-def _band_outline(cx, cy, angle, half, centre_fn, half_width_fn, n=41):
-    """Polygon (K, 2n, 2) of a band between ``centre ± half_width`` along ``U`` in [-half, half]."""
+def _band_outline(
+    cx: np.ndarray,
+    cy: np.ndarray,
+    angle: np.ndarray,
+    half: np.ndarray,
+    centre_fn: Callable[[np.ndarray], np.ndarray],
+    half_width_fn: Callable[[np.ndarray], np.ndarray],
+    n: int = 41,
+) -> np.ndarray:
+    """Outline bands between ``centre ± half_width`` along ``U`` in [-half, half].
+
+    Returns polygons ``(K, 2n, 2)``, µm.
+    """
     t = np.linspace(-1.0, 1.0, n)[None, :]
     U = half[:, None] * t
     mid, hw = centre_fn(U), half_width_fn(U)
@@ -1129,10 +1181,22 @@ def _band_outline(cx, cy, angle, half, centre_fn, half_width_fn, n=41):
     return _rotate(cx, cy, Ut, Vt, angle)
 
 
-def _capsule_outline(cx, cy, angle, half, sag, radius, n=41, m=24):
-    """Polygon (K, 2n + 2m, 2) of a bent capsule: ``|V - bend U²|`` within ``radius`` of the
-    segment ``U`` in [-half, half], where ``bend = sag / half²``; the caps are pushed out so
-    that the chords enclose them."""
+def _capsule_outline(
+    cx: np.ndarray,
+    cy: np.ndarray,
+    angle: np.ndarray,
+    half: np.ndarray,
+    sag: np.ndarray,
+    radius: np.ndarray,
+    n: int = 41,
+    m: int = 24,
+) -> np.ndarray:
+    """Outline bent capsules: polygons ``(K, 2n + 2m, 2)``, µm.
+
+    A capsule is where ``|V - bend U²|`` lies within ``radius`` of the segment ``U`` in
+    [-half, half], with ``bend = sag / half²``; the caps are pushed out so that the
+    chords enclose them.
+    """
     bend = (sag / half**2)[:, None]
     half, radius = half[:, None], radius[:, None]
     t = np.linspace(-1.0, 1.0, n)[None, :]
@@ -1146,7 +1210,14 @@ def _capsule_outline(cx, cy, angle, half, sag, radius, n=41, m=24):
     return _rotate(cx, cy, U, Vb + bend * U * U, angle)
 
 
-def _ellipse_outline(cx, cy, angle, a, b, n=32):
+def _ellipse_outline(
+    cx: np.ndarray,
+    cy: np.ndarray,
+    angle: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    n: int = 32,
+) -> np.ndarray:
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)[None, :]
     return _rotate(cx, cy, a[:, None] * np.cos(t), b[:, None] * np.sin(t), angle)
 
@@ -1155,7 +1226,7 @@ def outlines(layout: c.Layout, placed: Placed) -> list[tuple[str, np.ndarray, st
     """``(kind, polygon (K, 2) in µm, detail)`` for every placed artefact."""
     out: list[tuple[str, np.ndarray, str]] = []
 
-    def add(kind: str, polys: np.ndarray, details=None) -> None:
+    def add(kind: str, polys: np.ndarray, details: Sequence[str] | None = None) -> None:
         for i, poly in enumerate(polys):
             out.append((kind, poly, "" if details is None else details[i]))
 
@@ -1165,23 +1236,20 @@ def outlines(layout: c.Layout, placed: Placed) -> list[tuple[str, np.ndarray, st
             g = _fold_geometry(p)
             half = g["L"] / 2
             bend = (g["sag"] / half**2)[:, None]
-            add(
-                name,
-                _band_outline(
-                    x,
-                    y,
-                    g["angle"],
-                    half,
-                    lambda U, bend=bend: bend * U * U,
-                    lambda U, g=g: np.broadcast_to(g["W"][:, None] / 2 * 1.15 + 6.0, U.shape),
-                ),
-            )
+
+            def fold_centre(U: np.ndarray, bend: np.ndarray = bend) -> np.ndarray:
+                return bend * U * U
+
+            def fold_half_width(U: np.ndarray, W: np.ndarray = g["W"]) -> np.ndarray:
+                return np.broadcast_to(W[:, None] / 2 * 1.15 + 6.0, U.shape)
+
+            add(name, _band_outline(x, y, g["angle"], half, fold_centre, fold_half_width))
         elif name == INK:
             g = _ink_geometry(p)
             polys = _capsule_outline(
                 x, y, g["angle"], g["L"] / 2, g["sag"], g["W"] / 2 + _INK_MARGIN_UM
             )
-            cols = layout.artefacts.ink_colours
+            cols = _settings(layout).ink_colours
             names = [cols[min(int(v * len(cols)), len(cols) - 1)] for v in g["colour"]]
             add(name, polys, names)
         elif name == DUST:
@@ -1204,15 +1272,15 @@ def outlines(layout: c.Layout, placed: Placed) -> list[tuple[str, np.ndarray, st
                 2 * g["sag"][:, None] / (g["L"][:, None] / 2)
             )
             hw = g["w"][:, None] / 2 * 1.25 + soft + slope * step / 2 + 0.5
-            polys = _band_outline(
-                x,
-                y,
-                g["angle"],
-                half,
-                lambda U, g=g: _fibre_centre(U, {k: v[:, None] for k, v in g.items()}),
-                lambda U, hw=hw: np.broadcast_to(hw, U.shape),
-                n,
-            )
+            columns = {k: v[:, None] for k, v in g.items()}
+
+            def fibre_centre(U: np.ndarray, columns: dict[str, np.ndarray] = columns) -> np.ndarray:
+                return _fibre_centre(U, columns)
+
+            def fibre_half_width(U: np.ndarray, hw: np.ndarray = hw) -> np.ndarray:
+                return np.broadcast_to(hw, U.shape)
+
+            polys = _band_outline(x, y, g["angle"], half, fibre_centre, fibre_half_width, n)
             add(name, polys)
         elif name == BLUR:
             g = _blur_geometry(p)
@@ -1223,7 +1291,7 @@ def outlines(layout: c.Layout, placed: Placed) -> list[tuple[str, np.ndarray, st
             R = (_tear_geometry(p)["R"] + _TEAR_REACH_UM) / np.cos(np.pi / 32)
             add(name, _ellipse_outline(x, y, np.zeros(len(s)), R, R))
         elif name == RBC:
-            g = _rbc_geometry(p, layout.artefacts.rbc_per_group)
+            g = _rbc_geometry(p, _settings(layout).rbc_per_group)
             many = g["n"] > 1
             if many.any():
                 k = 1.0 / np.cos(np.pi / 32)

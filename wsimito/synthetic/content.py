@@ -88,7 +88,9 @@ class Noise:
     def grid(
         self, seed: int, xs: np.ndarray, ys: np.ndarray, min_spacing: float = 0.0
     ) -> np.ndarray:
-        """Values at the grid ``ys[:, None], xs[None, :]`` (µm, float64); float32 ``(len(ys), len(xs))``.
+        """Evaluate on the grid ``ys[:, None], xs[None, :]`` (µm, float64).
+
+        Returns float32 ``(len(ys), len(xs))``.
 
         Octaves whose lattice spacing is below ``min_spacing`` µm (detail the
         grid cannot show) are left out.
@@ -128,13 +130,13 @@ def noise_points(seed: int, noises: tuple[Noise, ...], x: np.ndarray, y: np.ndar
             owner.append(i)
     s = np.asarray(spacing)[:, None]
     k = np.asarray(keys)[:, None]
-    o = np.asarray(octs)[:, None]
+    octave = np.asarray(octs)[:, None]
     ix, tx = _axis(np.asarray(x, dtype=np.float64)[None, :] / s)
     iy, ty = _axis(np.asarray(y, dtype=np.float64)[None, :] / s)
     tx, ty = tx.astype(np.float64), ty.astype(np.float64)
 
     def lat(dx: int, dy: int) -> np.ndarray:
-        return uniform(seed, k, o, iy + dy, ix + dx) * 2 - 1
+        return uniform(seed, k, octave, iy + dy, ix + dx) * 2 - 1
 
     top = lat(0, 0) * (1 - tx) + lat(1, 0) * tx
     bottom = lat(0, 1) * (1 - tx) + lat(1, 1) * tx
@@ -316,8 +318,11 @@ _HOTSPOT_MAX = 4.0  # cap of that multiplier (mean about 1)
 
 @dataclass
 class Objects:
-    """Objects to draw: ``kind`` codes, centres ``x``/``y`` in µm, ``params`` uniforms
-    ``(K, 16)`` and ``gain``, the stain strength at the centre (faint areas < 1)."""
+    """Objects to draw, in µm.
+
+    ``kind`` codes, centres ``x``/``y`` in µm, ``params`` uniforms ``(K, 16)`` and
+    ``gain``, the stain strength at the centre (faint areas < 1).
+    """
 
     kind: np.ndarray
     x: np.ndarray
@@ -327,6 +332,7 @@ class Objects:
 
     @staticmethod
     def empty() -> Objects:
+        """Make a set of no objects."""
         return Objects(
             np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros((0, N_PARAMS)), np.zeros(0)
         )
@@ -335,12 +341,14 @@ class Objects:
         return len(self.kind)
 
     def take(self, keep: np.ndarray) -> Objects:
+        """Keep the objects that ``keep`` (a mask or indices) selects."""
         return Objects(
             self.kind[keep], self.x[keep], self.y[keep], self.params[keep], self.gain[keep]
         )
 
     @staticmethod
     def concat(parts: list[Objects]) -> Objects:
+        """Join sets of objects, in order."""
         if not parts:
             return Objects.empty()
         return Objects(
@@ -382,7 +390,10 @@ class Layout:
 
 
 def max_rare_rate() -> float:
-    """Highest rate of mitotic figures or of look-alikes the object grid holds, per mm² of tumour."""
+    """Give the highest rate of figures or of look-alikes the object grid holds.
+
+    The rate is per mm² of tumour.
+    """
     return _RARE_SLOTS / (_HOTSPOT_MAX * (_RARE_GRID_UM / 1000.0) ** 2)
 
 
@@ -399,8 +410,11 @@ def _in_box(x: np.ndarray, y: np.ndarray, box: tuple[float, float, float, float]
 
 
 def site_fields(layout: Layout, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-    """What may sit at points (µm): tissue cover, tumour membership, stain gain,
-    lymphocyte-aggregate noise and the hotspot multiplier of mitotic activity."""
+    """Evaluate what may sit at points (µm).
+
+    Tissue cover, tumour membership, stain gain, lymphocyte-aggregate noise and
+    the hotspot multiplier of mitotic activity.
+    """
     t, r, lu, f, ly, hs = noise_points(
         layout.seed,
         (tissue_noise(layout.tissue_scale_um), REGION, LUMEN, FAINT, LYMPH, HOTSPOT),
@@ -419,7 +433,13 @@ def site_fields(layout: Layout, x: np.ndarray, y: np.ndarray) -> dict[str, np.nd
     }
 
 
-def _grid_sites(layout: Layout, grid_id: int, grid: float, box, jitter: float):
+def _grid_sites(
+    layout: Layout,
+    grid_id: int,
+    grid: float,
+    box: tuple[float, float, float, float],
+    jitter: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     cx, cy = _cells(grid, box)
     u = uniform(layout.seed, grid_id, cy[:, None], cx[:, None], np.arange(N_PARAMS + 3)[None, :])
     x = (cx + 0.5 + jitter * (u[:, 0] - 0.5)) * grid
@@ -429,7 +449,10 @@ def _grid_sites(layout: Layout, grid_id: int, grid: float, box, jitter: float):
 
 
 def cell_nuclei(layout: Layout, box: tuple[float, float, float, float]) -> Objects:
-    """Tumour nuclei, fibroblasts and lymphocytes with centres inside ``box`` (x0, y0, x1, y1 µm)."""
+    """List the tumour nuclei, fibroblasts and lymphocytes centred inside a box.
+
+    ``box`` is ``(x0, y0, x1, y1)``, µm.
+    """
     x, y, pick, params = _grid_sites(layout, 101, _CELL_GRID_UM, box, 0.5)
     f = site_fields(layout, x, y)
     tum = f["tumour"] > 0.5
@@ -478,7 +501,7 @@ def rare_objects(
     cx, cy = _cells(_RARE_GRID_UM, box)
     cell_mm2 = (_RARE_GRID_UM / 1000.0) ** 2
     parts = []
-    groups = []
+    groups: list[tuple[int, float, tuple[int, ...], tuple[float, ...]]] = []
     if figures:
         groups.append((201, layout.mitoses_per_mm2_tumour, MITOTIC_KINDS, PHASE_SHARES))
     if imposters:
@@ -591,16 +614,20 @@ def _col(p: np.ndarray, i: int, lo: float, hi: float) -> np.ndarray:
     return (lo + (hi - lo) * p[:, i])[:, None, None].astype(np.float32)
 
 
-def _ellipse_d(U: np.ndarray, V: np.ndarray, a, b) -> np.ndarray:
+def _ellipse_d(
+    U: np.ndarray, V: np.ndarray, a: np.ndarray | float, b: np.ndarray | float
+) -> np.ndarray:
     return np.sqrt((U / a) ** 2 + (V / b) ** 2)
 
 
-def _inside(d: np.ndarray, size, edge: float) -> np.ndarray:
+def _inside(d: np.ndarray, size: np.ndarray | float, edge: float) -> np.ndarray:
     """Soft 0..1 cover of the region d < 1 whose scale is ``size`` µm."""
     return np.clip((1.0 - d) * (size / edge) + 0.5, 0.0, 1.0)
 
 
-def _tumour(p, U, V, cc, edge):
+def _tumour(
+    p: np.ndarray, U: np.ndarray, V: np.ndarray, cc: np.ndarray, edge: float
+) -> dict[str, np.ndarray]:
     a = _col(p, 1, 4.5, 7.0)
     b = a * _col(p, 2, 0.62, 0.97)
     d = _ellipse_d(U, V + _col(p, 3, -0.05, 0.05) * U * U, a, b)
@@ -612,7 +639,9 @@ def _tumour(p, U, V, cc, edge):
     return {"hem": hem, "tf": m * 0.6, "tc": m * 0.3}
 
 
-def _fibroblast(p, U, V, cc, edge):
+def _fibroblast(
+    p: np.ndarray, U: np.ndarray, V: np.ndarray, cc: np.ndarray, edge: float
+) -> dict[str, np.ndarray]:
     a = _col(p, 1, 4.5, 7.5)
     b = _col(p, 2, 1.1, 1.9)
     d = _ellipse_d(U, V + _col(p, 3, -0.04, 0.04) * U * U, a, b)
@@ -620,18 +649,27 @@ def _fibroblast(p, U, V, cc, edge):
     return {"hem": m * _col(p, 4, 0.6, 0.85), "tf": m * 0.25, "tc": m * 0.15}
 
 
-def _lymphocyte(p, U, V, cc, edge, dark=(0.9, 1.15)):
+def _lymphocyte(
+    p: np.ndarray,
+    U: np.ndarray,
+    V: np.ndarray,
+    cc: np.ndarray,
+    edge: float,
+    dark: tuple[float, float] = (0.9, 1.15),
+) -> dict[str, np.ndarray]:
     a = _col(p, 1, 2.8, 3.7)
     d = _ellipse_d(U, V, a, a * _col(p, 2, 0.85, 1.0))
     m = _inside(d, a, edge * 0.7)
     return {"hem": m * _col(p, 4, *dark), "tf": m * 0.2, "tc": m * 0.35}
 
 
-def _halo(U, V, a, b, edge):
+def _halo(U: np.ndarray, V: np.ndarray, a: np.ndarray, b: np.ndarray, edge: float) -> np.ndarray:
     return _inside(_ellipse_d(U, V, a, b), b, edge * 8) * 0.5
 
 
-def _prophase(p, U, V, cc, edge):
+def _prophase(
+    p: np.ndarray, U: np.ndarray, V: np.ndarray, cc: np.ndarray, edge: float
+) -> dict[str, np.ndarray]:
     a = _col(p, 1, 4.2, 6.0)
     b = a * _col(p, 2, 0.8, 1.0)
     d = _ellipse_d(U, V, a, b) - 0.06 * cc
@@ -645,7 +683,9 @@ def _prophase(p, U, V, cc, edge):
     }
 
 
-def _metaphase(p, U, V, cc, edge):
+def _metaphase(
+    p: np.ndarray, U: np.ndarray, V: np.ndarray, cc: np.ndarray, edge: float
+) -> dict[str, np.ndarray]:
     a = _col(p, 1, 4.5, 7.0)
     b = _col(p, 2, 1.6, 2.4)
     d = _ellipse_d(U, V + _col(p, 3, -0.04, 0.04) * U * U, a, b)
@@ -658,13 +698,25 @@ def _metaphase(p, U, V, cc, edge):
     }
 
 
-def _pair(U, V, gap, a, b, bend, edge, cc, rag):
+def _pair(
+    U: np.ndarray,
+    V: np.ndarray,
+    gap: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    bend: np.ndarray,
+    edge: float,
+    cc: np.ndarray,
+    rag: float,
+) -> np.ndarray:
     d1 = _ellipse_d(U, V - gap / 2 - bend * U * U, a, b)
     d2 = _ellipse_d(U, V + gap / 2 + bend * U * U, a, b)
     return _inside(np.minimum(d1, d2) - rag * cc, b, edge)
 
 
-def _anaphase(p, U, V, cc, edge):
+def _anaphase(
+    p: np.ndarray, U: np.ndarray, V: np.ndarray, cc: np.ndarray, edge: float
+) -> dict[str, np.ndarray]:
     a = _col(p, 1, 3.5, 5.5)
     b = _col(p, 2, 1.1, 1.7)
     gap = _col(p, 5, 4.0, 8.0)
@@ -677,7 +729,9 @@ def _anaphase(p, U, V, cc, edge):
     }
 
 
-def _telophase(p, U, V, cc, edge):
+def _telophase(
+    p: np.ndarray, U: np.ndarray, V: np.ndarray, cc: np.ndarray, edge: float
+) -> dict[str, np.ndarray]:
     a = _col(p, 1, 2.4, 4.0)
     b = _col(p, 2, 1.4, 2.4)
     gap = _col(p, 5, 7.0, 12.0)
@@ -690,7 +744,9 @@ def _telophase(p, U, V, cc, edge):
     return {"hem": m * _col(p, 4, 1.0, 1.3), "tf": m * 0.2, "tc": m * 0.45, "halo": cell * 0.4}
 
 
-def _pyknotic(p, U, V, cc, edge):
+def _pyknotic(
+    p: np.ndarray, U: np.ndarray, V: np.ndarray, cc: np.ndarray, edge: float
+) -> dict[str, np.ndarray]:
     a = _col(p, 1, 2.4, 3.8)
     b = a * _col(p, 2, 0.85, 1.0)
     d = _ellipse_d(U, V, a, b)
@@ -705,7 +761,9 @@ def _pyknotic(p, U, V, cc, edge):
     }
 
 
-def _apoptotic(p, U, V, cc, edge):
+def _apoptotic(
+    p: np.ndarray, U: np.ndarray, V: np.ndarray, cc: np.ndarray, edge: float
+) -> dict[str, np.ndarray]:
     rb = _col(p, 1, 3.5, 5.5)
     d = np.sqrt(U * U + V * V) / rb
     body = _inside(d, rb, edge)
@@ -728,11 +786,15 @@ def _apoptotic(p, U, V, cc, edge):
     }
 
 
-def _dark_lymphocyte(p, U, V, cc, edge):
+def _dark_lymphocyte(
+    p: np.ndarray, U: np.ndarray, V: np.ndarray, cc: np.ndarray, edge: float
+) -> dict[str, np.ndarray]:
     return _lymphocyte(p, U, V, cc, edge, dark=(1.1, 1.4))
 
 
-def _debris(p, U, V, cc, edge):
+def _debris(
+    p: np.ndarray, U: np.ndarray, V: np.ndarray, cc: np.ndarray, edge: float
+) -> dict[str, np.ndarray]:
     a = _col(p, 1, 2.5, 5.5)
     b = a * _col(p, 2, 0.5, 1.0)
     d = _ellipse_d(U, V, a, b) - 0.45 * cc
@@ -740,7 +802,9 @@ def _debris(p, U, V, cc, edge):
     return {"hem": m * _col(p, 4, 0.9, 1.35), "tf": m * 0.1, "tc": m * 0.2, "eos": m * 0.35}
 
 
-def _hyperchromatic(p, U, V, cc, edge):
+def _hyperchromatic(
+    p: np.ndarray, U: np.ndarray, V: np.ndarray, cc: np.ndarray, edge: float
+) -> dict[str, np.ndarray]:
     a = _col(p, 1, 4.0, 5.8)
     b = a * _col(p, 2, 0.7, 1.0)
     d = _ellipse_d(U, V + _col(p, 3, -0.04, 0.04) * U * U, a, b)

@@ -39,7 +39,25 @@ _MEAN_NUCLEAR_OD = (0.12, 0.02)
 
 @dataclass(frozen=True)
 class Scene:
-    """A synthetic slide: size in level-0 px, ``mpp`` µm/px, seed, stain and layout."""
+    """A synthetic slide: size in level-0 px, ``mpp`` µm/px, seed, stain and layout.
+
+    Make one with :meth:`build`.
+
+    Attributes
+    ----------
+    width, height : int
+        Size, level-0 px.
+    mpp : float
+        Level-0 resolution, µm/px.
+    seed : int
+        Fixes every pixel, point and artefact.
+    stain : StainModel
+        The stain and scanner colours.
+    layout : Layout
+        Where tissue, tumour, figures and artefacts are (µm).
+    tumour_fraction : float
+        Share (0 to 1) of tissue in tumour nests.
+    """
 
     width: int
     height: int
@@ -68,6 +86,39 @@ class Scene:
         artefacts: art.ArtefactSpec = "none",
     ) -> Scene:
         """Check the knobs and build a scene (see :func:`wsimito.synthetic.make_slide`).
+
+        Parameters
+        ----------
+        width, height : int
+            Size, level-0 px.
+        mpp : float
+            Level-0 resolution, µm/px.
+        seed : int
+            Fixes every pixel, point and artefact.
+        stain : str or StainModel
+            "random" (a preset varied by ``seed``), a preset name or a :class:`StainModel`.
+        tissue_fraction : float
+            Share (0 to 1) of the slide covered by tissue (the rest is glass).
+        tissue_scale_um : float
+            Size of tissue islands (µm, first noise octave).
+        tumour_fraction : float
+            Share (0 to 1) of tissue in tumour nests (the rest is stroma).
+        mitoses_per_mm2 : float
+            Mean mitotic figures per mm² of tissue; 0 makes a mitosis-free slide.
+        imposters_per_mitosis : float
+            Look-alikes per figure placed at random in the nests.
+        imposters_per_mm2 : float or None
+            Look-alikes per mm² of tissue, instead of
+            ``imposters_per_mitosis * mitoses_per_mm2``.
+        min_imposters_per_mitosis : int
+            Look-alikes placed 18-90 µm around each figure, on top of the others (0-20).
+        artefacts : {"none", "realistic", "heavy"} or Artefacts
+            Real-slide artefacts.
+
+        Returns
+        -------
+        Scene
+            The scene; nothing is rendered yet.
 
         Raises
         ------
@@ -157,7 +208,18 @@ class Scene:
 
     # -- objects and truth -------------------------------------------------
     def objects(self, box_um: tuple[float, float, float, float]) -> c.Objects:
-        """Everything drawn whose centre lies in ``box_um`` (x0, y0, x1, y1 µm)."""
+        """List everything drawn whose centre lies in a box.
+
+        Parameters
+        ----------
+        box_um : tuple of (float, float, float, float)
+            ``(x0, y0, x1, y1)``, µm from the slide's top-left corner.
+
+        Returns
+        -------
+        Objects
+            Nuclei, figures and look-alikes, centres in µm.
+        """
         x0, y0, x1, y1 = box_um
         b = _BLOCK_UM
         parts = [
@@ -169,11 +231,20 @@ class Scene:
         return objs.take((objs.x >= x0) & (objs.x < x1) & (objs.y >= y0) & (objs.y < y1))
 
     def truth(self, box: tuple[float, float, float, float] | None = None) -> GroundTruth:
-        """Mitotic figures and look-alikes whose centres lie in the level-0 box (px), and the
-        artefacts whose polygons reach into it.
+        """Give the ground truth of a box: figures, look-alikes and artefacts.
 
-        ``box`` ``(x, y, w, h)`` defaults to the whole slide. Cost grows with the
-        box area (about a second per 100 mm² of slide on one core).
+        Cost grows with the box area (about a second per 100 mm² of slide on one core).
+
+        Parameters
+        ----------
+        box : tuple of (float, float, float, float), optional
+            ``(x, y, w, h)``, level-0 px; the whole slide by default.
+
+        Returns
+        -------
+        GroundTruth
+            Mitotic figures and look-alikes whose centres lie in the box, and
+            the artefacts whose polygons reach into it (level-0 px).
         """
         x, y, w, h = box if box is not None else (0, 0, self.width, self.height)
         m = self.mpp
@@ -206,9 +277,29 @@ class Scene:
 
     # -- pixels ---------------------------------------------------------------
     def render(self, x: int, y: int, w: int, h: int, downsample: float = 1.0) -> np.ndarray:
-        """RGB uint8 ``(h, w, 3)`` of the box at ``(x, y)`` in px of a level with ``downsample``.
+        """Render a box of a pyramid level.
 
-        Pixel ``(X, Y)`` of that level covers level-0 px ``[X * downsample, (X + 1) * downsample)``.
+        Pixel ``(X, Y)`` of the level covers level-0 px
+        ``[X * downsample, (X + 1) * downsample)``.
+
+        Parameters
+        ----------
+        x, y : int
+            Top-left corner, px of the level.
+        w, h : int
+            Size, px of the level (> 0).
+        downsample : float
+            Level-0 px per px of the level.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(h, w, 3)`` uint8 RGB.
+
+        Raises
+        ------
+        ValueError
+            The box is empty.
         """
         if w <= 0 or h <= 0:
             raise ValueError(f"render box must have positive size, got {w} x {h} px")
@@ -335,7 +426,9 @@ class Scene:
         out += rows[:, jy + 1] * ty
         return list(out)
 
-    def _draw_objects(self, x, y, w, h, ds, theta) -> dict[str, np.ndarray]:
+    def _draw_objects(
+        self, x: int, y: int, w: int, h: int, ds: float, theta: float
+    ) -> dict[str, np.ndarray]:
         mpp_r = self.mpp * ds
         scale = ds * self.mpp
         reach = c.MAX_RADIUS_UM
@@ -346,7 +439,9 @@ class Scene:
             (y + h) * scale + reach,
         )
         objs = self.objects(box_um)
-        maps = {name: np.zeros((h, w), np.float32) for name in ("hem", "tf", "tc", "halo", "eos")}
+        maps: dict[str, np.ndarray] = {
+            name: np.zeros((h, w), np.float32) for name in ("hem", "tf", "tc", "halo", "eos")
+        }
         cc = c.CHROM_COARSE.grid(
             self.seed, np.arange(x, x + w), np.arange(y, y + h), mpp_r
         ) * c.CHROM_COARSE.fade(mpp_r)
@@ -393,7 +488,13 @@ class Scene:
         return table[np.ix_(np.arange(y, y + h) % _GRAIN_TABLE, np.arange(x, x + w) % _GRAIN_TABLE)]
 
     def render_image(self) -> np.ndarray:
-        """The whole level 0 as one ``(height, width, 3)`` uint8 array, rendered in blocks."""
+        """Render the whole level 0, in blocks.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(height, width, 3)`` uint8 RGB.
+        """
         out = np.empty((self.height, self.width, 3), np.uint8)
         for y0 in range(0, self.height, _BLOCK):
             for x0 in range(0, self.width, _BLOCK):
@@ -404,7 +505,10 @@ class Scene:
 
 @functools.lru_cache(maxsize=512)
 def _block_objects(layout: c.Layout, bx: int, by: int) -> c.Objects:
-    """All objects centred in block ``(bx, by)`` of ``_BLOCK_UM`` µm (cached: tiles share blocks)."""
+    """List all objects centred in block ``(bx, by)`` of ``_BLOCK_UM`` µm.
+
+    Cached: tiles share blocks.
+    """
     b = _BLOCK_UM
     x0, y0, x1, y1 = bx * b, by * b, (bx + 1) * b, (by + 1) * b
     gap = 8.0  # µm: a normal nucleus this close to a figure gives way to it

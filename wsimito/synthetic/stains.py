@@ -18,7 +18,7 @@ import numpy as np
 _LN10 = np.float32(np.log(10.0))
 
 
-def _unit(v: tuple[float, float, float]) -> np.ndarray:
+def _unit(v: tuple[float, float, float] | np.ndarray) -> np.ndarray:
     a = np.asarray(v, dtype=np.float64)
     return a / np.linalg.norm(a)
 
@@ -27,9 +27,17 @@ def _unit(v: tuple[float, float, float]) -> np.ndarray:
 class StainModel:
     """One lab's stain and one scanner's colour.
 
-    ``h_od`` and ``e_od``: optical density per unit stain over (R, G, B),
-    normalised to length 1. ``h_gain``/``e_gain``: stain strength
-    multipliers (dimensionless). ``background``: RGB of empty glass (0-255).
+    Attributes
+    ----------
+    name : str
+        What to call it.
+    h_od, e_od : tuple of (float, float, float)
+        Optical density per unit haematoxylin / eosin over (R, G, B),
+        normalised to length 1 when used.
+    h_gain, e_gain : float
+        Stain strength multipliers (dimensionless).
+    background : tuple of (float, float, float)
+        RGB of empty glass, 0-255.
     """
 
     name: str
@@ -40,7 +48,13 @@ class StainModel:
     background: tuple[float, float, float] = (244.0, 242.0, 246.0)
 
     def matrix(self) -> np.ndarray:
-        """``(2, 3)`` float32: optical density per unit h and e over (R, G, B), gains applied."""
+        """Give the stain matrix, gains applied.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(2, 3)`` float32: optical density per unit h and e over (R, G, B).
+        """
         return np.stack([_unit(self.h_od) * self.h_gain, _unit(self.e_od) * self.e_gain]).astype(
             np.float32
         )
@@ -75,10 +89,26 @@ PRESETS: dict[str, StainModel] = {
 
 
 def random_stain(seed: int) -> StainModel:
-    """A preset chosen from ``seed`` with its vectors, gains and glass colour varied.
+    """Vary a preset chosen from ``seed``: its vectors, gains and glass colour.
 
     Vectors move by about 5 % (then renormalise), gains by a factor of about
     0.8-1.25, the glass colour by up to 6 grey levels per channel.
+
+    Parameters
+    ----------
+    seed : int
+        Picks the preset and the variation.
+
+    Returns
+    -------
+    StainModel
+        Named ``random-<seed>(<preset>)``.
+
+    Examples
+    --------
+    >>> from wsimito.synthetic import random_stain
+    >>> random_stain(7) == random_stain(7), random_stain(7).name.startswith("random-7(")
+    (True, True)
     """
     rng = np.random.default_rng([seed, 0x57A1])
     base = list(PRESETS.values())[int(rng.integers(len(PRESETS)))]
@@ -88,12 +118,16 @@ def random_stain(seed: int) -> StainModel:
     bg = np.clip(np.asarray(base.background) + rng.uniform(-6, 6, 3), 200, 255)
     return StainModel(
         f"random-{seed}({base.name})",
-        tuple(_unit(h)),
-        tuple(_unit(e)),
+        _triple(_unit(h)),
+        _triple(_unit(e)),
         float(base.h_gain * gains[0]),
         float(base.e_gain * gains[1]),
-        tuple(float(v) for v in bg),
+        _triple(bg),
     )
+
+
+def _triple(a: np.ndarray) -> tuple[float, float, float]:
+    return (float(a[0]), float(a[1]), float(a[2]))
 
 
 def resolve_stain(stain: str | StainModel, seed: int) -> StainModel:

@@ -1,4 +1,7 @@
-"""Ground truth of a synthetic slide: every mitotic figure, look-alike and artefact, in level-0 px."""
+"""Ground truth of a synthetic slide: every mitotic figure, look-alike and artefact.
+
+Every coordinate is in level-0 px.
+"""
 
 from __future__ import annotations
 
@@ -15,18 +18,29 @@ from .artefacts import Artefact
 class GroundTruth:
     """Centres of mitotic figures and of their look-alikes, and the artefacts of the slide.
 
-    ``mitoses``: ``(N, 2)`` float64 x, y in level-0 px; ``phases``: ``(N,)``
-    str, one of "prophase", "metaphase", "anaphase", "telophase".
-    ``imposters``: ``(M, 2)`` float64 x, y in level-0 px of non-mitotic
-    look-alikes (MIDOG category 2); ``imposter_kinds``: ``(M,)`` str
-    ("pyknotic nucleus", "apoptotic body", "lymphocyte", "dark debris",
-    "hyperchromatic nucleus"). ``mpp``: µm per level-0 px. ``box``: the
-    level-0 box ``(x, y, w, h)`` in px that was enumerated.
-    ``artefacts``: every artefact that changes a pixel of ``box`` (fold, ink,
-    dust, ...; see :class:`~wsimito.synthetic.Artefact`), each with a level-0
-    polygon that encloses the pixels it changes. ``mitosis_free``: True when
-    the slide was made with ``mitoses_per_mm2=0``, a declaration that it
-    holds no mitotic figure anywhere (not just in ``box``).
+    Attributes
+    ----------
+    mitoses : numpy.ndarray
+        ``(N, 2)`` float64 x, y, level-0 px.
+    phases : numpy.ndarray
+        ``(N,)`` str, one of "prophase", "metaphase", "anaphase", "telophase".
+    imposters : numpy.ndarray
+        ``(M, 2)`` float64 x, y, level-0 px, of non-mitotic look-alikes
+        (MIDOG category 2).
+    imposter_kinds : numpy.ndarray
+        ``(M,)`` str: "pyknotic nucleus", "apoptotic body", "lymphocyte",
+        "dark debris" or "hyperchromatic nucleus".
+    mpp : float
+        Level-0 resolution, µm/px.
+    box : tuple of (float, float, float, float)
+        The level-0 box ``(x, y, w, h)``, px, that was enumerated.
+    artefacts : tuple of Artefact
+        Every artefact that changes a pixel of ``box`` (fold, ink, dust, ...;
+        see :class:`~wsimito.synthetic.Artefact`), each with a level-0 polygon
+        that encloses the pixels it changes.
+    mitosis_free : bool
+        True when the slide was made with ``mitoses_per_mm2=0``, a declaration
+        that it holds no mitotic figure anywhere (not just in ``box``).
     """
 
     mitoses: np.ndarray
@@ -49,8 +63,18 @@ class GroundTruth:
         return np.array([a.kind for a in self.artefacts], dtype=str).reshape(-1)
 
     def within(self, box: tuple[float, float, float, float]) -> GroundTruth:
-        """The points inside the level-0 box ``(x, y, w, h)`` px (left/top edges included),
-        and the artefacts whose polygon's bounding box overlaps it.
+        """Keep what lies in a box.
+
+        Parameters
+        ----------
+        box : tuple of (float, float, float, float)
+            ``(x, y, w, h)``, level-0 px; the left and top edges are inside.
+
+        Returns
+        -------
+        GroundTruth
+            The points inside the box, and the artefacts whose polygon's
+            bounding box overlaps it.
 
         Raises
         ------

@@ -13,6 +13,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import tifffile
@@ -20,6 +21,7 @@ from PIL import Image
 
 from .artefacts import ArtefactSpec
 from .render import Scene
+from .stains import StainModel
 from .truth import GroundTruth
 
 FORMATS = ("svs", "tiff")
@@ -29,7 +31,10 @@ _BIGTIFF_BYTES = 2**31
 
 
 def _reduce(block: np.ndarray, f: int) -> np.ndarray:
-    """Area-average ``f`` x ``f`` px blocks (trailing rows/columns that do not fill a block dropped)."""
+    """Area-average ``f`` x ``f`` px blocks.
+
+    Trailing rows and columns that do not fill a block are dropped.
+    """
     h, w = block.shape[0] // f, block.shape[1] // f
     s = block[: h * f, : w * f].reshape(h, f, w, f, 3).sum(axis=(1, 3), dtype=np.uint32)
     return ((s + f * f // 2) // (f * f)).astype(np.uint8)
@@ -99,32 +104,67 @@ def _aperio_description(
 
 
 def write_slide(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     width: int,
     height: int,
     *,
     mpp: float = 0.25,
     seed: int = 0,
-    stain: str = "random",
-    format: str = "svs",
-    compression: str = "jpeg",
+    stain: str | StainModel = "random",
+    format: Literal["svs", "tiff"] = "svs",
+    compression: Literal["jpeg", "deflate"] = "jpeg",
     quality: int = 90,
     tile_size: int = 256,
     downsample: int = 2,
     artefacts: ArtefactSpec = "none",
-    **scene_kwargs,
+    **scene_kwargs: Any,
 ) -> GroundTruth:
-    """Render a synthetic slide to ``path`` and return its ground truth (level-0 px).
+    """Render a synthetic slide to a pyramidal file, tile by tile.
 
-    ``format``: "svs" (Aperio-style; OpenSlide and tiffslide read the mpp
-    from ``MPP =`` in the description) or "tiff" (generic pyramidal TIFF,
-    resolution tags in pixels per centimetre). ``compression``: "jpeg"
-    (``quality`` 1-100) or "deflate" (lossless). ``tile_size``: 256 or 512 px.
-    ``downsample``: 2 or 4, the factor between pyramid levels, each made by
-    area averaging. ``artefacts``: "none", "realistic", "heavy" or an
-    :class:`~wsimito.synthetic.Artefacts`. Level 0 equals
-    :func:`~wsimito.synthetic.make_slide` with the same arguments (exactly
-    with deflate).
+    Level 0 equals :func:`~wsimito.synthetic.make_slide` with the same
+    arguments (exactly with deflate).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write; its folder must exist.
+    width, height : int
+        Size, level-0 px.
+    mpp : float
+        Level-0 resolution, µm/px.
+    seed : int
+        Fixes every pixel, point and artefact.
+    stain : str or StainModel
+        "random" (a preset varied by ``seed``), a preset name or a :class:`StainModel`.
+    format : {"svs", "tiff"}
+        "svs": Aperio-style (OpenSlide and tiffslide read the mpp from
+        ``MPP =`` in the description); "tiff": generic pyramidal TIFF,
+        resolution tags in pixels per centimetre.
+    compression : {"jpeg", "deflate"}
+        "jpeg" (lossy, at ``quality``) or "deflate" (lossless).
+    quality : int
+        JPEG quality, 1-100.
+    tile_size : int
+        File tile side, 256 or 512 px.
+    downsample : int
+        Factor between pyramid levels, 2 or 4; each level is made by area averaging.
+    artefacts : {"none", "realistic", "heavy"} or Artefacts
+        Real-slide artefacts.
+    **scene_kwargs : Any
+        The other knobs of :func:`wsimito.synthetic.make_slide`
+        (``tissue_fraction``, ``mitoses_per_mm2``, ...).
+
+    Returns
+    -------
+    GroundTruth
+        Every figure, look-alike and artefact of the slide, level-0 px.
+
+    Raises
+    ------
+    ValueError
+        An option or knob is out of range.
+    FileNotFoundError
+        The folder of ``path`` does not exist.
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
