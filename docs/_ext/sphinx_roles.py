@@ -95,6 +95,7 @@ class SphinxRoles(griffe.Extension):
     """Rewrite the Sphinx roles of every docstring in the loaded package."""
 
     def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
+        """Walk every object of ``pkg`` (aliases excluded) and rewrite its docstring."""
         seen: set[int] = set()
         stack: list[griffe.Object] = [pkg]
         while stack:
