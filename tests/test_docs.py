@@ -89,6 +89,18 @@ ALL_BLOCKS = [b for path in DOC_FILES for b in code_blocks(path)]
 RUN_BLOCKS = [b for b in ALL_BLOCKS if b.runs]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _restore_detector_registry():
+    """Pages register detectors by name (a process-wide registry); later test modules must
+    see only the built-in names again."""
+    from wsimito.models import registry
+
+    saved = dict(registry._DETECTOR_WEIGHTS)
+    yield
+    registry._DETECTOR_WEIGHTS.clear()
+    registry._DETECTOR_WEIGHTS.update(saved)
+
+
 @pytest.fixture(scope="module")
 def doc_state(tmp_path_factory):
     """Per file: its namespace, its working directory, and whether an earlier block failed."""
