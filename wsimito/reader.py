@@ -373,8 +373,7 @@ class TileReader:
         groups: dict[tuple[int, int], list[int]] = {}
         for k, item in enumerate(good):
             groups.setdefault(item.pixels.shape[:2], []).append(k)  # type: ignore[union-attr]
-        out = torch.empty((len(good), 3, size, size), dtype=torch.uint8, device=self.device)
-        out = out.contiguous(memory_format=torch.channels_last)
+        out: torch.Tensor | None = None
         aliased = False
         for shape, members in groups.items():
             if whole:  # the threads decoded straight into this batch's buffer
@@ -391,12 +390,20 @@ class TileReader:
                 tiles = resample_batch(
                     stack, torch.from_numpy(offsets), plan.factor, size, plan.pool
                 )
-            if whole and not plan.resample and aliased:
-                out = tiles  # no copy: this buffer now belongs to the batch
+            if len(groups) == 1:
+                out = tiles  # no copy; when aliased, the staging buffer now belongs to the batch
             else:
+                if out is None:
+                    out = torch.empty(
+                        (len(good), 3, size, size),
+                        dtype=torch.uint8,
+                        device=self.device,
+                        memory_format=torch.channels_last,
+                    )
                 out[members] = tiles
         if not (whole and not plan.resample and aliased):
             staging.give_back(buffer, transfer.last_event)
+        assert out is not None
         if plan.resample:
             corners = self.boxes[index]
             scale = plan.scale
