@@ -68,3 +68,22 @@ def test_the_stream_is_bounded_and_boxes_are_checked(pyramid):
     with pytest.raises(ValueError, match="batch_size"):
         TileReader(slide, boxes, mpp=0.25, tile_size=256, batch_size=2.5)  # type: ignore[arg-type]
     assert len(list(TileReader(slide, np.empty((0, 4)), mpp=0.25, tile_size=256))) == 0
+
+
+@pytest.mark.parametrize("k", [2, 4, 8])
+def test_device_and_reader_thread_area_pooling_agree_exactly(k):
+    """CUDA pools on the device (_area_pool), a CPU in the reader threads (PIL's reduce, used
+    for powers of two, where its rounding is exact)."""
+    import torch
+    from PIL import Image
+
+    from wsimito.reader import _area_pool
+
+    rng = np.random.default_rng(k)
+    patches = rng.integers(0, 256, (3, 32 * k, 32 * k, 3), dtype=np.uint8)
+    batch = torch.from_numpy(patches).permute(0, 3, 1, 2)
+    pooled = _area_pool(batch, k).permute(0, 2, 3, 1).numpy()
+    for patch, got in zip(patches, pooled, strict=True):
+        np.testing.assert_array_equal(got, np.asarray(Image.fromarray(patch).reduce(k)))
+        sums = patch.astype(np.int64).reshape(32, k, 32, k, 3).sum(axis=(1, 3))
+        np.testing.assert_array_equal(got, (sums + k * k // 2) // (k * k))

@@ -35,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from .errors import TileReadError
 from .slide import Slide
@@ -276,6 +277,15 @@ class TileReader:
         self.on_error: OnError = on_error
         read_side = self.plan.pool * self.tile_size if self.plan.exact else self.plan.read_size
         self.read_bytes = read_side * read_side * 3
+        #: Exact k x k reductions are done by the reader threads (PIL, GIL released) on a CPU,
+        #: where they would otherwise cost the main thread more than decoding; on CUDA the
+        #: device pools the full-resolution patches. PIL rounds exactly as ``_area_pool`` for
+        #: powers of two only (its division by 9, 25, ... is approximate), so other factors
+        #: stay on the device.
+        pool = self.plan.pool
+        self.host_pool = (
+            self.plan.exact and self.device.type != "cuda" and pool & (pool - 1) == 0
+        )
         default = (2 * batch_size + num_workers) * self.read_bytes
         budget = default if prefetch_bytes is None else int(prefetch_bytes)
         self.window = max(batch_size + num_workers, budget // self.read_bytes)
@@ -298,11 +308,16 @@ class TileReader:
     def _read(self, handles: _Handles, staging: _Staging, index: int) -> _Read:
         x, y = self.boxes[index]
         ox, oy, side = self._patch_box(x, y)
-        staged = side == staging.side
+        reduce = self.host_pool and side == self.plan.pool * self.tile_size
+        staged = side == staging.side or reduce
         error: Exception | None = None
         for _attempt in range(2):  # one retry, on a fresh handle
             try:
                 out = staging.slot(index // self.batch_size, index % self.batch_size)
+                if reduce:  # k x k area average in this thread (PIL releases the GIL)
+                    patch = handles.get().read_level_box(ox, oy, self.plan.level, side, side)
+                    out[...] = np.asarray(Image.fromarray(patch).reduce(self.plan.pool))
+                    return _Read(index, out, (float(ox), float(oy)), staged=True)
                 pixels = handles.get().read_level_box(
                     ox, oy, self.plan.level, side, side, out=out if staged else None
                 )
@@ -343,7 +358,10 @@ class TileReader:
     def __iter__(self) -> Iterator[TileBatch]:
         """Batches in the order of ``boxes``; each holds up to ``batch_size`` tiles."""
         plan = self.plan
-        side = plan.pool * self.tile_size if plan.exact else plan.read_size
+        if self.host_pool:
+            side = self.tile_size
+        else:
+            side = plan.pool * self.tile_size if plan.exact else plan.read_size
         staging = _Staging(self.batch_size, side, pinned=self.device.type == "cuda")
         transfer = _Transfer(self.device)
         batch: list[_Read] = []
@@ -381,8 +399,8 @@ class TileReader:
             else:
                 host = torch.from_numpy(np.stack([good[k].pixels for k in members]))  # type: ignore[misc]
                 stack, _ = transfer.to_device(host)
-            if not plan.resample:
-                tiles = stack
+            if not plan.resample or (self.host_pool and shape[0] == size):
+                tiles = stack  # at the target resolution already (read so, or reduced on read)
             elif plan.exact and shape[0] == plan.pool * size:
                 tiles = _area_pool(stack, plan.pool)
             else:
@@ -401,7 +419,8 @@ class TileReader:
                         memory_format=torch.channels_last,
                     )
                 out[members] = tiles
-        if not (whole and not plan.resample and aliased):
+        as_read = not plan.resample or self.host_pool
+        if not (whole and as_read and aliased):
             staging.give_back(buffer, transfer.last_event)
         assert out is not None
         if plan.resample:
