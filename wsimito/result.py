@@ -246,7 +246,9 @@ class MitosisResult:
         measurement; the count follows the usual rule. Files that QuPath
         exported no longer carry wsimito's ``"wsimito"`` member: their
         coordinates are taken relative to the slide's bounds (as QuPath shows
-        them) and every point with a score at or above ``threshold`` counts.
+        them), and the threshold defaults to the lowest score among the
+        "Mitotic figure" points, so the candidates the run did not count stay
+        uncounted.
 
         Parameters
         ----------
@@ -256,7 +258,8 @@ class MitosisResult:
             The slide the file belongs to (for its size, resolution and bounds).
         threshold : float, optional
             Decision threshold in [0, 1]; by default the one the file records
-            (0 for files without wsimito's metadata: every figure in the file counts).
+            (for files without wsimito's metadata: the lowest score of its
+            "Mitotic figure" points).
 
         Returns
         -------
@@ -294,12 +297,18 @@ class MitosisResult:
                 else np.ones(len(cells))
             )
             scores = np.where(np.isfinite(scores), scores, 1.0)
+            # Without wsimito's metadata (a QuPath re-export) the threshold is the lowest
+            # score of the points the run counted, so its other candidates stay uncounted.
+            counted_there = (cells["label"] == MITOSIS_CLASS).to_numpy()
+            floor = float(scores[counted_there].min()) if counted_there.any() else 0.0
             tissue = tissue_from_geojson(path, handle)
             detector_meta = meta.get("detector_metadata")
             return cls(
                 points=cells[["x", "y"]].to_numpy(dtype=np.float64),
                 scores=scores,
-                threshold=float(threshold if threshold is not None else meta.get("threshold", 0.0)),
+                threshold=float(
+                    threshold if threshold is not None else meta.get("threshold", floor)
+                ),
                 slide_name=handle.name,
                 slide_path=handle.path,
                 slide_dimensions=handle.dimensions,
