@@ -13,13 +13,11 @@ figure the median of ``--repeat`` passes with min and max:
    with 1 and 2 reader threads;
 4. the same at 0.5 µm/px (the demo detector's resolution: read from the
    0.25 µm/px level and reduced 2x on the device);
-5. the demo detector alone on the same number of 512 px tiles already in
-   memory, and ``count_mitoses`` with it end to end.
+(``bench_pipeline.py`` measures the demo detector alone and end to end.)
 
 Ratios (issue 15's targets): coverage = decode-limit time / stream time
 (>= 0.6 at 0.25 µm/px, >= 0.5 at 0.5 µm/px); 2 / 1 reader threads (>= 1.6);
-stream / tiffslide (>= 0.8, as speeds); end to end / (stream + detector
-alone) in time (<= 1.15 on a CPU, where both share the cores).
+stream / tiffslide (>= 0.8, as speeds).
 
 Run: .venv/bin/python benchmarks/bench_stream.py [--size 16384] [--repeat 3] [--quick]
 """
@@ -27,7 +25,6 @@ Run: .venv/bin/python benchmarks/bench_stream.py [--size 16384] [--repeat 3] [--
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import warnings
@@ -69,7 +66,6 @@ def main() -> None:
     warnings.simplefilter("ignore", UserWarning)
     path = slide_path(size)
     slide = wsimito.open_slide(path)
-    demo = wsimito.load_detector("demo", device="cpu")
     print(
         f"{machine()}; slide {path.name} ({size}² px, decoder {slide.decoder}); "
         f"load average at start {load_average()}"
@@ -83,11 +79,6 @@ def main() -> None:
 
     n_half = len(wsimito.TileGrid(slide, tile_size=512, overlap=64, mpp=0.5))
     n_full = len(wsimito.TileGrid(slide, tile_size=512, overlap=64, mpp=0.25))
-    tiles = torch.randint(0, 256, (8, 3, 512, 512), dtype=torch.uint8)
-
-    def detector_alone():
-        for _ in range(math.ceil(n_half / 8)):
-            demo.detect(tiles)
 
     boxes = grid(size, 512, 448)
     fns = {
@@ -98,10 +89,6 @@ def main() -> None:
         "stream 0.25 µm/px (1 thread)": stream(0.25, 1),
         "stream 0.25 µm/px (2 threads)": stream(0.25, 2),
         "stream 0.5 µm/px (2 threads)": stream(0.5, 2),
-        "demo detector alone": detector_alone,
-        "count_mitoses demo end to end": lambda: wsimito.count_mitoses(
-            slide, demo, tissue=None, num_workers=2, batch_size=8, progress=False
-        ),
     }
     wall, cpu = timed_rounds(fns, repeat)
     med = {key: statistics.median(v) for key, v in wall.items()}
@@ -112,7 +99,7 @@ def main() -> None:
     print("| path | wall s, median (min-max) | CPU s | tiles/s |")
     print("|---|---|---|---|")
     for key, times in wall.items():
-        n = n_half if ("0.5" in key or "demo" in key) else n_full
+        n = n_half if "0.5" in key else n_full
         rate = "" if key.startswith("decode") else f"{n / med[key]:.1f}"
         print(
             f"| {key} | {med[key]:.2f} ({min(times):.2f}-{max(times):.2f}) "
@@ -127,10 +114,6 @@ def main() -> None:
         "stream / tiffslide read_region, speed (>= 0.8)": (
             med["tiffslide read_region (2 threads)"] / med["stream 0.25 µm/px (2 threads)"]
         ),
-        "end to end / (stream 0.5 + detector alone), time (<= 1.15)": med[
-            "count_mitoses demo end to end"
-        ]
-        / (med["stream 0.5 µm/px (2 threads)"] + med["demo detector alone"]),
     }
     for key, value in ratios.items():
         print(f"{key}: {value:.2f}")
