@@ -43,7 +43,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast, overload
 
 from .errors import WsimitoError
 from .io.atomic import atomic_path, atomic_write, remove_stale_temporaries
@@ -51,6 +51,13 @@ from .io.tables import write_rows
 
 if TYPE_CHECKING:
     import pandas
+    import torch
+
+    from .detect import Detector
+    from .pipeline import StainTransform
+    from .reader import OnError
+    from .result import MitosisResult
+    from .slide.open import BackendName
 
 MANIFEST_NAME = "wsimito-manifest.json"
 SUMMARY_CSV = "summary.csv"
@@ -75,21 +82,54 @@ SLIDE_SUFFIXES = (
     ".zarr",
 )
 
+
+class BatchOptions(TypedDict, total=False):
+    """The keyword arguments a batch passes to :func:`wsimito.count_mitoses` for every slide.
+
+    Every key is optional; a missing key takes :func:`wsimito.count_mitoses`'s
+    default. ``backend`` goes to :func:`wsimito.open_slide` instead.
+
+    Attributes
+    ----------
+    tissue : {"auto"} or None
+        ``"auto"`` analyses each slide's detected tissue, ``None`` the whole image.
+    threshold : float or None
+        Score threshold in [0, 1] for the count (default: the detector's).
+    batch_size : int or None
+        Tiles per forward pass (default: chosen from free memory on CUDA, else 8).
+    device : str or torch.device
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+    stain : StainTransform, callable or None
+        A picklable stain transform applied on the device to each uint8 batch.
+    num_workers : int or None
+        Reader threads per slide (default: up to 4).
+    on_error : {"raise", "skip"}
+        A tile that cannot be read: fail the slide, or leave it out of the
+        analysed tissue and mark the result partial.
+    mpp : float or None
+        Level-0 resolution, µm/px, for files that state none (a file's own wins).
+    merge_radius_um : float or None
+        Radius, µm, of the duplicate check across tiles (default: the detector's).
+    backend : {"auto", "openslide", "tiffslide", "zarr", "array"}
+        The slide reader.
+    """
+
+    tissue: Literal["auto"] | None
+    threshold: float | None
+    batch_size: int | None
+    device: str | torch.device
+    stain: StainTransform | Callable[[torch.Tensor], torch.Tensor] | None
+    num_workers: int | None
+    on_error: OnError
+    mpp: float | None
+    merge_radius_um: float | None
+    backend: BackendName
+
+
 #: Keyword arguments of :func:`wsimito.count_mitoses` a batch accepts, besides
-#: ``backend`` (for :func:`wsimito.open_slide`).
-BATCH_OPTIONS = (
-    "tissue",
-    "threshold",
-    "batch_size",
-    "device",
-    "stain",
-    "num_workers",
-    "on_error",
-    "mpp",
-    "merge_radius_um",
-    "backend",
-    "progress",
-)
+#: ``backend`` (for :func:`wsimito.open_slide`): the keys of :class:`BatchOptions`,
+#: and ``progress`` (each slide's tile progress bar, for :func:`count_slide`).
+BATCH_OPTIONS: tuple[str, ...] = (*BatchOptions.__annotations__, "progress")
 #: Columns of the summary table, in order.
 SUMMARY_COLUMNS = (
     "slide",
@@ -152,7 +192,7 @@ class OutputFolderError(BatchError, OSError):
 
 
 # -- names and inputs ------------------------------------------------------------------
-def output_name(path: str | os.PathLike) -> str:
+def output_name(path: str | os.PathLike[str]) -> str:
     """The stem of a slide's output files: ``<stem>-<8 hex digits>``.
 
     The hex digits are the start of the SHA-256 of the absolute, normalised
@@ -183,7 +223,7 @@ def output_name(path: str | os.PathLike) -> str:
     return f"{stem}-{digest}"
 
 
-def find_slides(items: Iterable[str | os.PathLike]) -> list[str]:
+def find_slides(items: Iterable[str | os.PathLike[str]]) -> list[str]:
     """Absolute paths of the slides named by files, folders and glob patterns.
 
     A file is taken as given; a folder gives the slide files directly inside
@@ -279,7 +319,7 @@ def describe(value: Any) -> Any:
     return {"object": kind, "pickle_sha256": digest}
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     """SHA-256 of a file's bytes.
 
     Parameters
@@ -301,7 +341,11 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def detector_spec(detector: Any) -> Any:
+@overload
+def detector_spec(detector: str | os.PathLike[str]) -> str: ...
+@overload
+def detector_spec(detector: Detector) -> Detector: ...
+def detector_spec(detector: Detector | str | os.PathLike[str]) -> Detector | str:
     """What a worker needs to load ``detector``.
 
     Parameters
@@ -327,24 +371,28 @@ def detector_spec(detector: Any) -> Any:
     return detector
 
 
-def batch_settings(detector: Any, loaded: Any, options: Mapping[str, Any]) -> dict[str, Any]:
+def batch_settings(
+    detector: Detector | str | os.PathLike[str], loaded: Detector, options: Mapping[str, Any]
+) -> dict[str, Any]:
     """The settings that decide what a batch counts (compared on every rerun).
 
     Parameters
     ----------
-    detector : str, Path or Detector
+    detector : str, os.PathLike or Detector
         What the caller gave (see :func:`detector_spec`).
     loaded : Detector
         The detector loaded from it, for its name, resolution and metadata.
-    options : mapping
-        The batch's keyword arguments for :func:`wsimito.count_mitoses`.
+    options : mapping of str to object
+        The batch's keyword arguments for :func:`wsimito.count_mitoses`
+        (:class:`BatchOptions`).
 
     Returns
     -------
-    dict
-        JSON-friendly settings: detector, its weights' SHA-256, resolution,
-        tile size and threshold, tissue mode, mpp, backend, on_error, merge
-        radius, stain and the wsimito version.
+    dict of str to object
+        JSON-friendly settings: detector, its weights' SHA-256, resolution
+        (``detector_mpp``, µm/px), tile size and overlap (px at that mpp),
+        threshold, tissue mode, ``mpp`` (µm/px), backend, on_error,
+        ``merge_radius_um`` (µm), stain and the wsimito version.
     """
     from . import __version__
 
@@ -382,17 +430,18 @@ def _weights_file_sha256(spec: str) -> str | None:
     return file_sha256(path)
 
 
-def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
+def check_options(options: Mapping[str, Any]) -> BatchOptions:
     """The batch's keyword arguments for :func:`wsimito.count_mitoses`, checked up front.
 
     Parameters
     ----------
-    options : mapping
-        Keywords from :data:`BATCH_OPTIONS`.
+    options : mapping of str to object
+        Keywords from :data:`BATCH_OPTIONS` (see :class:`BatchOptions` for
+        their types and units).
 
     Returns
     -------
-    dict
+    BatchOptions
         A copy of ``options``.
 
     Raises
@@ -411,29 +460,29 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
         raise TypeError(
             f"unknown keyword(s) {', '.join(unknown)}; a batch accepts {', '.join(BATCH_OPTIONS)}"
         )
-    options = dict(options)
-    tissue = options.get("tissue", "auto")
+    checked = dict(options)
+    tissue = checked.get("tissue", "auto")
     if not (tissue is None or (isinstance(tissue, str) and tissue == "auto")):
         raise ValueError(
             f"tissue={tissue!r}: each slide of a batch is analysed in its own tissue; use "
             "'auto' (detected) or None (the whole image)"
         )
-    backend = options.get("backend", "auto")
+    backend = checked.get("backend", "auto")
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     _check_parameters(
-        options.get("threshold"),
-        options.get("batch_size"),
-        options.get("num_workers"),
-        options.get("on_error", "raise"),
-        options.get("merge_radius_um"),
-        options.get("mpp"),
+        checked.get("threshold"),
+        checked.get("batch_size"),
+        checked.get("num_workers"),
+        checked.get("on_error", "raise"),
+        checked.get("merge_radius_um"),
+        checked.get("mpp"),
     )
-    return options
+    return cast("BatchOptions", checked)
 
 
 def package_versions() -> dict[str, str | None]:
-    """Versions of Python, wsimito and the packages that shape a count.
+    """The versions of Python, wsimito and the packages that shape a count.
 
     Returns
     -------
@@ -469,22 +518,24 @@ def package_versions() -> dict[str, str | None]:
 
 # -- one slide -------------------------------------------------------------------------------
 #: Detectors loaded in this process, keyed by (spec, device): each worker loads once.
-_DETECTORS: dict[tuple[str, str], Any] = {}
+_DETECTORS: dict[tuple[str, str], Detector] = {}
 
 
-def cached_detector(spec: Any, device: str = "auto") -> Any:
+def cached_detector(spec: Detector | str, device: str | torch.device = "auto") -> Detector:
     """The detector for ``spec`` on ``device``, loaded once per process and then reused.
 
     Parameters
     ----------
     spec : str or Detector
         From :func:`detector_spec`; a detector object is returned as it is.
-    device : str
-        ``"auto"`` or a torch device name.
+    device : str or torch.device
+        ``"auto"`` or a torch device (name).
 
     Returns
     -------
     Detector
+        The loaded detector (the same object on every call with the same
+        ``spec`` and ``device`` in this process).
     """
     if not isinstance(spec, str):
         return spec
@@ -498,7 +549,15 @@ def cached_detector(spec: Any, device: str = "auto") -> Any:
 
 @dataclass(frozen=True)
 class SlideJob:
-    """One slide of a batch: its absolute path and the stem of its output files."""
+    """One slide of a batch: its absolute path and the stem of its output files.
+
+    Attributes
+    ----------
+    path : str
+        The slide's absolute path.
+    name : str
+        The stem of its output files (:func:`output_name`).
+    """
 
     path: str
     name: str
@@ -507,7 +566,7 @@ class SlideJob:
 def count_slide(
     job: SlideJob,
     out_dir: str,
-    detector: Any,
+    detector: Detector | str,
     options: Mapping[str, Any],
     settings_key: str,
     *,
@@ -528,8 +587,8 @@ def count_slide(
         Output folder (shared by every worker).
     detector : str or Detector
         A spec from :func:`detector_spec`, or a detector object.
-    options : mapping
-        Checked keyword arguments (:func:`check_options`).
+    options : mapping of str to object
+        Checked keyword arguments (:func:`check_options`, :class:`BatchOptions`).
     settings_key : str
         The run's settings key, stored in the slide's summary JSON.
     torch_threads : int, optional
@@ -538,9 +597,10 @@ def count_slide(
 
     Returns
     -------
-    dict
+    dict of str to object
         The manifest record: ``status`` ("done" or "failed"), ``error`` and
-        ``error_type``, ``seconds``, ``started``, ``finished``, ``host``,
+        ``error_type``, ``seconds`` (wall time), ``started``, ``finished`` (ISO
+        8601 UTC), ``host``,
         ``pid``, ``peak_rss_mib`` (the process's peak resident memory so far,
         MiB), ``warnings``, ``outputs`` and the slide's ``summary`` row.
     """
@@ -601,6 +661,7 @@ def peak_rss_mib() -> float | None:
     Returns
     -------
     float or None
+        MiB (2**20 bytes), or ``None`` where the platform reports no peak.
     """
     try:
         with open("/proc/self/status", encoding="ascii") as fh:
@@ -633,7 +694,7 @@ def _warning_lines(caught: Sequence[warnings.WarningMessage]) -> list[str]:
 
 
 def _write_outputs(
-    result: Any,
+    result: MitosisResult,
     job: SlideJob,
     out_dir: Path,
     settings_key: str,
@@ -752,7 +813,7 @@ class BatchRun:
     """
 
     def __init__(
-        self, out_dir: Path, manifest: dict, todo: list[SlideJob], skipped: list[str]
+        self, out_dir: Path, manifest: dict[str, Any], todo: list[SlideJob], skipped: list[str]
     ) -> None:
         self.out_dir = out_dir
         self.manifest = manifest
@@ -768,13 +829,14 @@ class BatchRun:
 
     @property
     def manifest_path(self) -> Path:
+        """The manifest file, ``<out_dir>/wsimito-manifest.json``."""
         return self.out_dir / MANIFEST_NAME
 
     @classmethod
     def open(
         cls,
         slides: Sequence[str],
-        out_dir: str | os.PathLike,
+        out_dir: str | os.PathLike[str],
         settings: Mapping[str, Any],
         *,
         runtime: Mapping[str, Any] | None = None,
@@ -799,6 +861,8 @@ class BatchRun:
         Returns
         -------
         BatchRun
+            The run, holding the folder's lock, with its manifest written
+            (every slide to count marked ``pending``).
 
         Raises
         ------
@@ -821,8 +885,8 @@ class BatchRun:
         cls,
         slides: Sequence[str],
         out: Path,
-        settings: dict,
-        runtime: dict,
+        settings: dict[str, Any],
+        runtime: dict[str, Any],
         overwrite: bool,
     ) -> BatchRun:
         key = settings_key(settings)
@@ -837,7 +901,7 @@ class BatchRun:
                 )
             _remove_run(out, old)
             old = None
-        entries: dict[str, dict] = dict(old["slides"]) if old is not None else {}
+        entries: dict[str, dict[str, Any]] = dict(old["slides"]) if old is not None else {}
         todo, skipped = [], []
         for slide in slides:
             entry = entries.get(slide)
@@ -869,7 +933,7 @@ class BatchRun:
         run.save()
         return run
 
-    def record(self, record: Mapping[str, Any]) -> dict:
+    def record(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """Store a slide's record from :func:`count_slide` and rewrite the manifest.
 
         A ``done`` record whose outputs no longer match their SHA-256 is stored
@@ -877,12 +941,12 @@ class BatchRun:
 
         Parameters
         ----------
-        record : mapping
+        record : mapping of str to object
             From :func:`count_slide` or :func:`failure_record`.
 
         Returns
         -------
-        dict
+        dict of str to object
             The manifest entry as stored.
         """
         path = str(record["path"])
@@ -908,7 +972,14 @@ class BatchRun:
             json.dump(_json_safe(self.manifest), fh, indent=1, ensure_ascii=False)
 
     def table(self) -> pandas.DataFrame:
-        """The summary table: one row per slide of the manifest (:data:`SUMMARY_COLUMNS`)."""
+        """The summary table: one row per slide of the manifest.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The columns :data:`SUMMARY_COLUMNS`; areas in mm², densities per
+            mm², ``mpp`` in µm/px, ``seconds`` of wall time, ``peak_rss_mib`` in MiB.
+        """
         import pandas
 
         frame = pandas.DataFrame(self._rows(), columns=list(SUMMARY_COLUMNS))
@@ -920,7 +991,20 @@ class BatchRun:
         return [_row(entry, self.out_dir) for entry in self.manifest["slides"].values()]
 
     def finish(self, *, interrupted: bool = False) -> BatchResult:
-        """Write the summary CSV and Parquet, release the folder and return the result."""
+        """Write the summary CSV and Parquet, release the folder and return the result.
+
+        Parameters
+        ----------
+        interrupted : bool
+            The call was interrupted before every slide was counted (recorded
+            in the result).
+
+        Returns
+        -------
+        BatchResult
+            The summary table, the manifest and summary files, and the slides
+            counted and skipped by this call.
+        """
         try:
             frame = self.table()
             csv_path = write_rows(self.out_dir / SUMMARY_CSV, self._rows(), SUMMARY_COLUMNS)
@@ -946,10 +1030,10 @@ class BatchRun:
 
     def run(
         self,
-        records: Iterator[dict],
+        records: Iterator[dict[str, Any]],
         *,
         progress: bool = True,
-        on_slide: Callable[[dict], None] | None = None,
+        on_slide: Callable[[dict[str, Any]], None] | None = None,
     ) -> BatchResult:
         """Store each record as it arrives, with a progress view of the whole batch.
 
@@ -970,6 +1054,12 @@ class BatchRun:
         Returns
         -------
         BatchResult
+            As from :meth:`finish`, once every record is stored.
+
+        Raises
+        ------
+        KeyboardInterrupt
+            On Ctrl-C, after the summary is written.
         """
         from .progress import Progress
 
@@ -998,13 +1088,32 @@ class BatchRun:
 
 
 def settings_key(settings: Mapping[str, Any]) -> str:
-    """SHA-256 of the canonical JSON of ``settings`` (sorted keys), as 64 hex digits."""
+    """SHA-256 of the canonical JSON of ``settings`` (sorted keys).
+
+    Parameters
+    ----------
+    settings : mapping of str to object
+        From :func:`batch_settings`.
+
+    Returns
+    -------
+    str
+        64 hex digits; equal for settings that are equal as JSON.
+
+    Examples
+    --------
+    >>> a = settings_key({"threshold": 0.5, "mpp": None})
+    >>> a == settings_key({"mpp": None, "threshold": 0.5})
+    True
+    >>> len(settings_key({}))
+    64
+    """
     text = json.dumps(_json_safe(dict(settings)), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def run_sequential(
-    run: BatchRun, detector: Any, options: Mapping[str, Any]
+    run: BatchRun, detector: Detector | str, options: Mapping[str, Any]
 ) -> Iterator[dict[str, Any]]:
     """Count the slides of ``run`` one after another in this process.
 
@@ -1014,8 +1123,8 @@ def run_sequential(
         The run; its :attr:`~BatchRun.todo` slides are counted in order.
     detector : str or Detector
         From :func:`detector_spec`.
-    options : mapping
-        Checked keyword arguments (:func:`check_options`).
+    options : mapping of str to object
+        Checked keyword arguments (:func:`check_options`, :class:`BatchOptions`).
 
     Yields
     ------
@@ -1040,7 +1149,7 @@ def failure_record(job: SlideJob, error: str, error_type: str) -> dict[str, Any]
 
     Returns
     -------
-    dict
+    dict of str to object
         A record for :meth:`BatchRun.record`.
     """
     return {
@@ -1120,7 +1229,7 @@ def _differences(old: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
     return "; ".join(changed) if changed else "a different settings key"
 
 
-def _read_manifest(path: Path) -> dict | None:
+def _read_manifest(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
@@ -1148,7 +1257,7 @@ def _remove_run(out: Path, manifest: Mapping[str, Any]) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def _prepare_folder(out_dir: str | os.PathLike) -> Path:
+def _prepare_folder(out_dir: str | os.PathLike[str]) -> Path:
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise OutputFolderError(f"the output {out} is a file, not a folder; give a folder")
@@ -1207,6 +1316,7 @@ __all__ = [
     "MANIFEST_NAME",
     "SUMMARY_COLUMNS",
     "BatchError",
+    "BatchOptions",
     "BatchResult",
     "BatchRun",
     "BatchSettingsError",

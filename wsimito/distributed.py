@@ -43,8 +43,11 @@ from .batch import (
 )
 
 if TYPE_CHECKING:
-    from distributed import Client, Future
+    from distributed import Client, Future, Worker
+    from distributed.deploy.cluster import Cluster
+    from typing_extensions import Unpack
 
+    from .batch import BatchOptions
     from .detect import Detector
     from .slide import Slide
 
@@ -113,7 +116,7 @@ class MemoryEstimate:
 
 
 def activation_bytes_per_tile(detector: Detector) -> int:
-    """Bytes of the outputs of every layer for one tile, measured by one forward pass.
+    """Measure the memory of every layer's outputs for one tile, in one forward pass.
 
     For a detector with a torch ``model``, forward hooks add up the outputs of
     its leaf modules on one blank tile (an upper bound of what is alive at
@@ -217,6 +220,12 @@ def visible_gpus() -> list[str]:
 
     ``CUDA_VISIBLE_DEVICES`` where set (as given: indices or UUIDs), else the
     GPUs the driver lists in ``/proc/driver/nvidia/gpus`` or ``nvidia-smi -L``.
+
+    Returns
+    -------
+    list of str
+        GPU ids as ``CUDA_VISIBLE_DEVICES`` names them; empty without GPUs
+        (or with ``CUDA_VISIBLE_DEVICES`` empty or ``-1``).
     """
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
@@ -235,12 +244,18 @@ def visible_gpus() -> list[str]:
 
 
 def gpu_lock_dir() -> Path:
-    """Folder of the per-GPU lock files of this user on this machine."""
+    """The folder of the per-GPU lock files of this user on this machine.
+
+    Returns
+    -------
+    pathlib.Path
+        ``<temporary folder>/wsimito-gpu-locks-<uid>`` (not created here).
+    """
     uid = os.getuid() if hasattr(os, "getuid") else 0
     return Path(tempfile.gettempdir()) / f"wsimito-gpu-locks-{uid}"
 
 
-def choose_gpu(gpus: Sequence[str], lock_dir: str | os.PathLike) -> tuple[str, TextIO | None]:
+def choose_gpu(gpus: Sequence[str], lock_dir: str | os.PathLike[str]) -> tuple[str, TextIO | None]:
     """Take the first of ``gpus`` that no other live process holds.
 
     Each GPU has a lock file in ``lock_dir``; a process holds an exclusive
@@ -295,7 +310,7 @@ except ImportError:  # distributed is an optional extra
     _WorkerPlugin = object  # type: ignore[assignment,misc]
 
 
-class GPUPinning(_WorkerPlugin):  # type: ignore[misc,valid-type]
+class GPUPinning(_WorkerPlugin):
     """A Dask worker plugin that gives each worker process one GPU of its machine.
 
     On set-up the worker takes the first GPU of :func:`visible_gpus` that no
@@ -319,7 +334,20 @@ class GPUPinning(_WorkerPlugin):  # type: ignore[misc,valid-type]
         self.gpu: str | None = None
         self._handle: TextIO | None = None
 
-    def setup(self, worker: Any = None) -> None:
+    def setup(self, worker: Worker | None = None) -> None:
+        """Take a free GPU of this machine and make it the worker's only visible GPU.
+
+        Parameters
+        ----------
+        worker : distributed.Worker, optional
+            The worker the plugin is registered on (not used).
+
+        Warns
+        -----
+        UserWarning
+            CUDA is already initialised in the worker (no GPU is pinned), or
+            every GPU is held by another worker (one is shared).
+        """
         gpus = visible_gpus()
         if not gpus:
             return
@@ -334,7 +362,14 @@ class GPUPinning(_WorkerPlugin):  # type: ignore[misc,valid-type]
         self.gpu, self._handle = choose_gpu(gpus, self.lock_dir or gpu_lock_dir())
         os.environ["CUDA_VISIBLE_DEVICES"] = self.gpu
 
-    def teardown(self, worker: Any = None) -> None:
+    def teardown(self, worker: Worker | None = None) -> None:
+        """Release the GPU's lock file, so that another worker can take the GPU.
+
+        Parameters
+        ----------
+        worker : distributed.Worker, optional
+            The worker the plugin is removed from (not used).
+        """
         if self._handle is not None:
             self._handle.close()
             self._handle = None
@@ -342,16 +377,16 @@ class GPUPinning(_WorkerPlugin):  # type: ignore[misc,valid-type]
 
 # -- count_many -------------------------------------------------------------------------
 def count_many(
-    slides: str | os.PathLike | Iterable[str | os.PathLike],
-    out_dir: str | os.PathLike,
+    slides: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
     *,
-    client: Client | Any | str | None = None,
+    client: Client | Cluster | str | None = None,
     detector: Detector | str | Path = "demo",
     workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
-    on_slide: Callable[[dict], None] | None = None,
-    **count_kwargs: Any,
+    on_slide: Callable[[dict[str, Any]], None] | None = None,
+    **count_kwargs: Unpack[BatchOptions],
 ) -> BatchResult:
     """Count mitotic figures on many slides, one Dask task per slide.
 
@@ -386,11 +421,13 @@ def count_many(
     on_slide : callable, optional
         Called in this process with each slide's manifest record as it finishes.
     **count_kwargs
-        Passed to :func:`wsimito.count_mitoses` for every slide: ``tissue``
-        (``"auto"`` or ``None``), ``threshold``, ``batch_size``, ``device``,
-        ``stain``, ``num_workers``, ``on_error``, ``mpp`` (µm/px for files
-        without a resolution; a file's own wins), ``merge_radius_um``; and
-        ``backend`` for :func:`wsimito.open_slide`.
+        Passed to :func:`wsimito.count_mitoses` for every slide (see
+        :class:`wsimito.batch.BatchOptions`): ``tissue`` (``"auto"`` or
+        ``None``), ``threshold``, ``batch_size``, ``device``, ``stain`` (a
+        picklable :class:`~wsimito.pipeline.StainTransform`), ``num_workers``,
+        ``on_error`` (``"raise"`` or ``"skip"``), ``mpp`` (µm/px for files
+        without a resolution; a file's own wins), ``merge_radius_um`` (µm);
+        and ``backend`` for :func:`wsimito.open_slide`.
 
     Returns
     -------
@@ -439,8 +476,11 @@ def count_many(
 
 
 def _warn_about_slides(result: BatchResult) -> None:
-    """One warning for the slides of this call that warned or failed (the workers' own
-    warnings stay in their processes; they are in the table's ``warnings`` column)."""
+    """Warn once about the slides of this call that warned or failed.
+
+    The workers' own warnings stay in their processes; they are in the table's
+    ``warnings`` column.
+    """
     rows = result.table[result.table["slide"].isin(result.counted)]
     warned = rows[rows["warnings"].notna()]
     failed = rows[rows["status"] == "failed"]
@@ -478,7 +518,11 @@ def _driver_detector(detector: Any) -> Any:
 
 @contextlib.contextmanager
 def _cluster(
-    client: Any, workers: int | None, todo: Sequence[SlideJob], loaded: Any, options: Mapping
+    client: Any,
+    workers: int | None,
+    todo: Sequence[SlideJob],
+    loaded: Any,
+    options: Mapping[str, Any],
 ) -> Iterator[Client]:
     from distributed import Client
 
@@ -506,7 +550,7 @@ def _cluster(
 
 @contextlib.contextmanager
 def _local_cluster(
-    workers: int | None, todo: Sequence[SlideJob], loaded: Any, options: Mapping
+    workers: int | None, todo: Sequence[SlideJob], loaded: Any, options: Mapping[str, Any]
 ) -> Iterator[Client]:
     import dask
     import psutil
@@ -568,13 +612,17 @@ def _nanny_log_level() -> Iterator[None]:
 
 
 def _quiet_nanny_on_close() -> None:
-    """A worker that imported torch may take more than the nanny's 4 s to exit on a busy
-    machine; it is then killed, which is harmless at the end of a batch, so the nanny's
-    warning about it is not shown."""
+    """Hide the nanny's warning about a worker it had to kill at the end of a batch.
+
+    A worker that imported torch may take more than the nanny's 4 s to exit on a
+    busy machine; it is then killed, which is harmless at the end of a batch.
+    """
     logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
 
 
-def _memory_limit(todo: Sequence[SlideJob], loaded: Any, options: Mapping, *, gpu: bool) -> int:
+def _memory_limit(
+    todo: Sequence[SlideJob], loaded: Any, options: Mapping[str, Any], *, gpu: bool
+) -> int:
     """The largest estimate over the slides to count, bytes (see :func:`estimate_worker_memory`)."""
     from .slide import open_slide
 
@@ -605,7 +653,9 @@ def _memory_limit(todo: Sequence[SlideJob], loaded: Any, options: Mapping, *, gp
     return largest.total if largest is not None else 2 * PROCESS_BASE_BYTES
 
 
-def _check_remote_memory(client: Client, todo: Sequence[SlideJob], loaded: Any, options: Mapping):
+def _check_remote_memory(
+    client: Client, todo: Sequence[SlideJob], loaded: Any, options: Mapping[str, Any]
+) -> None:
     """Warn when the cluster's workers have less memory than the slides need."""
     info = client.scheduler_info().get("workers", {})
     limits = [w.get("memory_limit") or 0 for w in info.values()]
@@ -640,18 +690,28 @@ def _threads_per_host(client: Client) -> dict[str, int]:
 def count_on_worker(
     job: SlideJob,
     out_dir: str,
-    detector: Any,
+    detector: Detector | str,
     options: Mapping[str, Any],
     settings_key: str,
     threads_per_host: Mapping[str, int],
 ) -> dict[str, Any]:
-    """:func:`wsimito.batch.count_slide` on a Dask worker, with torch using this
-    worker's share of its machine's cores.
+    """Count one slide on a Dask worker, with torch on this worker's share of the cores.
+
+    :func:`wsimito.batch.count_slide`, with its ``torch_threads`` from
+    ``threads_per_host``; it never raises for the slide's errors.
 
     Parameters
     ----------
-    job, out_dir, detector, options, settings_key
-        As for :func:`wsimito.batch.count_slide`.
+    job : wsimito.batch.SlideJob
+        The slide and its output name.
+    out_dir : str
+        Output folder (shared by every worker).
+    detector : str or Detector
+        A spec from :func:`wsimito.batch.detector_spec`, or a detector object.
+    options : mapping of str to object
+        Checked keyword arguments (:func:`wsimito.batch.check_options`).
+    settings_key : str
+        The run's settings key, stored in the slide's summary JSON.
     threads_per_host : mapping of str to int
         Task threads of all workers per host address, when the batch started;
         torch gets ``cores // threads`` of this host (``cores // nthreads`` of
@@ -659,8 +719,8 @@ def count_on_worker(
 
     Returns
     -------
-    dict
-        The slide's record.
+    dict of str to object
+        The slide's manifest record (see :func:`wsimito.batch.count_slide`).
     """
     from distributed import get_worker
 
@@ -673,7 +733,7 @@ def count_on_worker(
 
 def _submit(
     client: Client, run: BatchRun, detector: Any, options: Mapping[str, Any]
-) -> Iterator[dict]:
+) -> Iterator[dict[str, Any]]:
     """Submit one task per slide; yield each slide's record as it finishes."""
     import pickle
     import uuid
@@ -686,7 +746,7 @@ def _submit(
         spec = client.scatter(spec, broadcast=True, hash=False)
     threads = _threads_per_host(client)
     token = uuid.uuid4().hex[:8]
-    futures: dict[Future, SlideJob] = {}
+    futures: dict[Future[dict[str, Any]], SlideJob] = {}
     for job in run.todo:
         future = client.submit(
             count_on_worker,
@@ -713,7 +773,7 @@ def _submit(
             client.cancel(pending)
 
 
-def _failure(job: SlideJob, future: Future) -> dict:
+def _failure(job: SlideJob, future: Future[dict[str, Any]]) -> dict[str, Any]:
     try:
         exc = future.exception()
     except Exception as error:  # cancelled or lost

@@ -283,9 +283,7 @@ class TileReader:
         #: powers of two only (its division by 9, 25, ... is approximate), so other factors
         #: stay on the device.
         pool = self.plan.pool
-        self.host_pool = (
-            self.plan.exact and self.device.type != "cuda" and pool & (pool - 1) == 0
-        )
+        self.host_pool = self.plan.exact and self.device.type != "cuda" and pool & (pool - 1) == 0
         default = (2 * batch_size + num_workers) * self.read_bytes
         budget = default if prefetch_bytes is None else int(prefetch_bytes)
         self.window = max(batch_size + num_workers, budget // self.read_bytes)

@@ -15,6 +15,7 @@ import argparse
 import importlib
 import sys
 import warnings
+from typing import TextIO
 
 from rich.console import Console
 from rich.text import Text
@@ -26,7 +27,14 @@ _DEBUG_HELP = "show the full traceback of an error"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``wsimito`` argument parser with every sub-command of :data:`COMMANDS`."""
+    """The ``wsimito`` argument parser with every sub-command of :data:`COMMANDS`.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The parser; each sub-command sets ``func``, which runs it and returns
+        the exit status.
+    """
     from .. import __version__
 
     parser = argparse.ArgumentParser(
@@ -43,7 +51,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def error_message(exc: BaseException) -> str:
-    """What the command line says about ``exc``: the message, in command-line terms."""
+    """What the command line says about ``exc``: the message, in command-line terms.
+
+    Parameters
+    ----------
+    exc : BaseException
+        The error that stopped a command.
+
+    Returns
+    -------
+    str
+        One line of plain text; a missing resolution names ``--mpp``, a missing
+        or unreadable file names the file.
+
+    Examples
+    --------
+    >>> error_message(FileNotFoundError(2, "No such file or directory", "slide.svs"))
+    'slide.svs: no such file or folder'
+    """
     from ..errors import MissingMPPError
 
     text = " ".join(str(exc).split()) or type(exc).__name__
@@ -61,7 +86,12 @@ def error_message(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status.
+    """Run the command line.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after ``wsimito`` (default: those of this process).
 
     Returns
     -------
@@ -74,7 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     debug = bool(getattr(args, "debug", False))
     err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-    def show(message, category, filename, lineno, file=None, line=None) -> None:
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
         text = " ".join(str(message).split())
         where = f" ({category.__name__} at {filename}:{lineno})" if debug else ""
         err.print(Text("warning: ", style="yellow") + Text(text + where))

@@ -1,9 +1,10 @@
-"""``wsimito count``: count mitotic figures on slides; per slide GeoJSON, CSV and JSON, a
-manifest that makes a rerun resume, and a summary table (CSV and Parquet).
+"""``wsimito count``: count mitotic figures on slides, resumably, into one folder.
 
-Without ``--scheduler`` the slides are counted here, one after another; with it,
-each slide is a task on a Dask cluster (:func:`wsimito.count_many`). Both go
-through the same naming, manifest and resume code (:mod:`wsimito.batch`).
+Per slide a GeoJSON, a CSV and a JSON; a manifest that makes a rerun resume; a
+summary table (CSV and Parquet). Without ``--scheduler`` the slides are counted
+here, one after another; with it, each slide is a task on a Dask cluster
+(:func:`wsimito.count_many`). Both go through the same naming, manifest and
+resume code (:mod:`wsimito.batch`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ MPP_HELP = (
 )
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``count`` command to the ``wsimito`` command line.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The subcommands of the ``wsimito`` parser.
+    """
     count = sub.add_parser(
         "count",
         help="count mitotic figures on slides; GeoJSON, CSV and a summary table",

@@ -29,7 +29,7 @@ from typing import IO
 STALE_AFTER_S = 24 * 3600.0
 
 
-def _target(path: str | os.PathLike) -> Path:
+def _target(path: str | os.PathLike[str]) -> Path:
     target = Path(path)
     if target.is_dir():
         raise IsADirectoryError(
@@ -44,7 +44,7 @@ def _target(path: str | os.PathLike) -> Path:
 
 
 def _host() -> str:
-    """This machine's name, reduced to characters that are safe in a file name."""
+    """Return the machine's name, reduced to characters that are safe in a file name."""
     return re.sub(r"[^A-Za-z0-9.]+", "_", socket.gethostname()) or "host"
 
 
@@ -65,7 +65,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
     """Remove the temporaries of ``path`` left by writers that were killed.
 
     A temporary ``.<name>.<host>-<pid>-<hex>.tmp`` is stale when ``host`` is
@@ -89,7 +89,7 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
         r"[0-9a-f]{12,32}\.tmp$"
     )
     host, now = _host(), time.time()
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(target.parent))
     except OSError:
@@ -112,13 +112,42 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a fresh temporary path next to ``path``; on success rename it to ``path``.
 
     For writers that want a file name rather than a file object (e.g. SQLite).
     The temporary file does not exist yet when yielded. On an exception it is
     removed and ``path`` is left as it was. Temporaries of ``path`` left by
     killed writers are removed first (see :func:`remove_stale_temporaries`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write (replaced if it exists); its folder must exist.
+
+    Yields
+    ------
+    pathlib.Path
+        The temporary path to write, in the folder of ``path``.
+
+    Raises
+    ------
+    IsADirectoryError
+        ``path`` is a folder.
+    FileNotFoundError
+        The folder of ``path`` does not exist.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> scratch = tempfile.TemporaryDirectory()
+    >>> folder = Path(scratch.name)
+    >>> with atomic_path(folder / "counts.bin") as tmp:
+    ...     _ = tmp.write_bytes(b"42")
+    >>> (folder / "counts.bin").read_bytes(), sorted(p.name for p in folder.iterdir())
+    (b'42', ['counts.bin'])
+    >>> scratch.cleanup()
     """
     target = _target(path)
     remove_stale_temporaries(target)
@@ -132,11 +161,45 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, *, newline: str | None = None) -> Iterator[IO[str]]:
+def atomic_write(path: str | os.PathLike[str], *, newline: str | None = None) -> Iterator[IO[str]]:
     """Open a UTF-8 text file for writing that appears at ``path`` only when complete.
 
     The data are flushed to disk before the rename. Permissions follow the
-    process umask, as for a file opened with ``open(path, "w")``.
+    process umask, as for a file opened with ``open(path, "w")``. On an
+    exception inside the ``with`` block the temporary file is removed and
+    ``path`` keeps its old content (or stays absent).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write (replaced if it exists); its folder must exist.
+    newline : str, optional
+        As for :func:`open`: ``None`` writes each newline as the platform's
+        line ending, ``""`` writes line endings as given.
+
+    Yields
+    ------
+    typing.IO of str
+        The open text file (UTF-8).
+
+    Raises
+    ------
+    IsADirectoryError
+        ``path`` is a folder.
+    FileNotFoundError
+        The folder of ``path`` does not exist.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> scratch = tempfile.TemporaryDirectory()
+    >>> target = Path(scratch.name) / "note.txt"
+    >>> with atomic_write(target) as fh:
+    ...     _ = fh.write("3 mitoses per mm²")
+    >>> target.read_text(encoding="utf-8")
+    '3 mitoses per mm²'
+    >>> scratch.cleanup()
     """
     with atomic_path(path) as tmp:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)

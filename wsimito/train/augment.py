@@ -50,7 +50,13 @@ Points = list[torch.Tensor]
 
 
 class Operation(Protocol):
-    """One augmentation step; see the module docstring for the conventions."""
+    """One augmentation step; see the module docstring for the conventions.
+
+    Attributes
+    ----------
+    p : float
+        Share of images the step transforms, in [0, 1].
+    """
 
     p: float
 
@@ -60,7 +66,29 @@ class Operation(Protocol):
         points: Points,
         generator: torch.Generator,
         domains: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, Points]: ...
+    ) -> tuple[torch.Tensor, Points]:
+        """Augment a batch and move its points.
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            Float ``(N, 3, H, W)`` RGB, 0-255, on any device.
+        points : list of torch.Tensor
+            Per image, ``(K, D)`` with x, y in px of the image in the first two
+            columns (continuous convention).
+        generator : torch.Generator
+            The CPU generator every random number is drawn from.
+        domains : torch.Tensor or None
+            ``(N,)`` int64 domain of each image, on the CPU.
+
+        Returns
+        -------
+        images : torch.Tensor
+            The new batch, float ``(N, 3, H, W)``, same device.
+        points : list of torch.Tensor
+            The moved points, one ``(K, D)`` tensor per image.
+        """
+        ...
 
 
 def _rand(generator: torch.Generator, *shape: int) -> torch.Tensor:
@@ -346,10 +374,30 @@ class AmplitudeBank:
         domains: torch.Tensor | np.ndarray | Sequence[int],
         beta: float,
     ) -> AmplitudeBank:
-        """The bank of ``patches`` (uint8 or float ``(K, 3, H, W)``, any device) up to ``beta``.
+        """Build the bank of the low-frequency amplitudes of ``patches``, up to ``beta``.
 
-        ``beta`` is the largest FDA window that will be used, as a fraction of
-        ``min(H, W)`` (``b = floor(min(H, W) * beta)``).
+        Parameters
+        ----------
+        patches : torch.Tensor
+            The ``(K, 3, H, W)`` RGB patches, uint8 or float 0-255, on any device.
+        domains : torch.Tensor, numpy.ndarray or sequence of int
+            ``(K,)`` domain of each patch.
+        beta : float
+            The largest FDA window that will be used, as a fraction of
+            ``min(H, W)`` (``b = floor(min(H, W) * beta)`` frequencies).
+
+        Returns
+        -------
+        AmplitudeBank
+            ``K`` entries of ``(3, 2b + 1, 2b + 1)`` amplitudes, on the CPU.
+
+        Examples
+        --------
+        >>> import torch
+        >>> patches = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+        >>> bank = AmplitudeBank.from_patches(patches, [0, 0, 1, 1], beta=0.05)
+        >>> len(bank), bank.b, tuple(bank.amplitudes.shape)
+        (4, 3, (4, 3, 7, 7))
         """
         _, _, h, w = patches.shape
         b = half_width(h, w, beta)
@@ -363,10 +411,22 @@ class AmplitudeBank:
         return len(self.amplitudes)
 
     def draw(self, domains: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """For each image's domain, the index of a bank entry from another domain.
+        """For each image's domain, draw the index of a bank entry from another domain.
 
         Entries are drawn uniformly among those of other domains; when the bank
         holds one domain only, among all entries.
+
+        Parameters
+        ----------
+        domains : torch.Tensor
+            ``(N,)`` int64 domain of each image, on the CPU (``-1``: none).
+        generator : torch.Generator
+            The CPU generator to draw from (one number per image).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N,)`` int64 indices into :attr:`amplitudes`, on the CPU.
         """
         out = torch.empty(len(domains), dtype=torch.int64)
         u = _rand(generator, len(domains))
@@ -378,11 +438,32 @@ class AmplitudeBank:
         return out
 
     def state_dict(self) -> dict[str, Any]:
+        """The bank as plain data, for a checkpoint (see :meth:`from_state_dict`).
+
+        Returns
+        -------
+        dict of str to object
+            ``amplitudes`` and ``domains`` (CPU tensors) and ``size``
+            (``[H, W]`` px of the patches).
+        """
         return {"amplitudes": self.amplitudes, "domains": self.domains, "size": list(self.size)}
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, Any]) -> AmplitudeBank:
-        return cls(state["amplitudes"], state["domains"], tuple(state["size"]))
+        """Rebuild a bank from :meth:`state_dict`.
+
+        Parameters
+        ----------
+        state : mapping of str to object
+            As returned by :meth:`state_dict`.
+
+        Returns
+        -------
+        AmplitudeBank
+            The same entries, domains and patch size.
+        """
+        height, width = state["size"]
+        return cls(state["amplitudes"], state["domains"], (int(height), int(width)))
 
 
 class DomainFDA:
@@ -607,10 +688,24 @@ class Augmenter:
         return x, pts
 
     def state_dict(self) -> dict[str, Any]:
-        """The generator state (for resuming a run)."""
+        """The generator state (for resuming a run).
+
+        Returns
+        -------
+        dict of str to object
+            ``seed`` (int) and ``generator`` (the CPU generator's state, a
+            uint8 tensor).
+        """
         return {"seed": self.seed, "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the generator state of :meth:`state_dict`, so a resumed run draws on.
+
+        Parameters
+        ----------
+        state : mapping of str to object
+            As returned by :meth:`state_dict`.
+        """
         self.seed = int(state["seed"])
         self.generator.set_state(state["generator"])
 

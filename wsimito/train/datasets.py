@@ -30,11 +30,11 @@ import os
 import queue
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,9 @@ from ..errors import WsimitoError
 from ..reader import ReadPlan, TileReader
 from ..slide import Slide, open_slide
 from .sampler import Samples
+
+if TYPE_CHECKING:
+    from ..io.annotation_set import Annotations
 
 #: Integer code of each cell kind in :attr:`PatchBatch.points`.
 KIND_CODES = {"mitosis": 0, "lookalike": 1}
@@ -58,8 +61,8 @@ TARGET_MARGIN_PX = 32.0
 #: Bound, bytes, of the decoded-tile cache of each slide held open for training patches.
 PATCH_TILE_CACHE_BYTES = 8 * 2**20
 
-ImageSource = str | os.PathLike | Slide
-Images = str | os.PathLike | Mapping[str, ImageSource]
+ImageSource = str | os.PathLike[str] | Slide
+Images = str | os.PathLike[str] | Mapping[str, ImageSource]
 UnknownClasses = Literal["error", "ignore"]
 
 
@@ -109,7 +112,7 @@ class SlideCache:
         Idle handles kept open; handles in use by reader threads come on top.
     """
 
-    def __init__(self, opener: Any, max_open: int = 64) -> None:
+    def __init__(self, opener: Callable[[int], Slide], max_open: int = 64) -> None:
         if max_open < 1:
             raise ValueError(f"max_open must be a positive number of slides, got {max_open}")
         self._opener = opener
@@ -119,7 +122,18 @@ class SlideCache:
         self.opened = 0
 
     def acquire(self, k: int) -> Slide:
-        """A handle on slide ``k`` that no other thread uses until :meth:`release`."""
+        """Lend a handle on slide ``k`` that no other thread uses until :meth:`release`.
+
+        Parameters
+        ----------
+        k : int
+            The slide's index (as ``opener`` takes it).
+
+        Returns
+        -------
+        Slide
+            An idle cached handle, or a newly opened one.
+        """
         with self._lock:
             handles = self._idle.get(k)
             if handles:
@@ -131,7 +145,15 @@ class SlideCache:
         return handle
 
     def release(self, k: int, handle: Slide) -> None:
-        """Give a handle back; the least recently used idle handles beyond ``max_open`` close."""
+        """Give a handle back; the least recently used idle handles beyond ``max_open`` close.
+
+        Parameters
+        ----------
+        k : int
+            The slide's index.
+        handle : Slide
+            A handle from :meth:`acquire` for slide ``k``.
+        """
         closing = []
         with self._lock:
             self._idle.setdefault(k, []).append(handle)
@@ -145,7 +167,15 @@ class SlideCache:
             h.close()
 
     def forget(self, k: int, handle: Slide) -> None:
-        """Take ``handle`` out of the idle handles, if it is there (it is closed elsewhere)."""
+        """Take ``handle`` out of the idle handles, if it is there (it is closed elsewhere).
+
+        Parameters
+        ----------
+        k : int
+            The slide's index.
+        handle : Slide
+            A handle of slide ``k``.
+        """
         with self._lock:
             handles = self._idle.get(k, [])
             if handle in handles:
@@ -169,8 +199,10 @@ class SlideCache:
 
 
 class _Borrowed:
-    """A cached handle lent to a reader thread: ``close()`` gives it back to the cache
-    (:class:`~wsimito.reader.TileReader` closes the handles it opened when it is done)."""
+    """A cached handle lent to a reader thread: ``close()`` gives it back to the cache.
+
+    :class:`~wsimito.reader.TileReader` closes the handles it opened when it is done.
+    """
 
     def __init__(self, cache: SlideCache, k: int) -> None:
         self._cache, self._k = cache, k
@@ -195,11 +227,13 @@ class _Borrowed:
 
 
 class _Lease:
-    """A slide as :class:`~wsimito.reader.TileReader` sees it: metadata from one cached
-    handle, and ``reopen()`` lending further cached handles; :meth:`close` returns all.
+    """A slide as :class:`~wsimito.reader.TileReader` sees it, made of cached handles.
 
-    The reader runs one thread, which asks for a second handle only after a read
-    failed: the handle lent before is then closed rather than cached again.
+    Metadata come from one cached handle, ``reopen()`` lends further cached
+    handles, and :meth:`close` returns all.
+
+    The reader runs one thread, which asks for a second handle only after a
+    read failed: the handle lent before is then closed rather than cached again.
     """
 
     def __init__(self, cache: SlideCache, k: int) -> None:
@@ -223,8 +257,27 @@ class _Lease:
 
 
 def cell_kinds(labels: pd.Series) -> np.ndarray:
-    """``"mitosis"``, ``"lookalike"`` or ``"other"`` for class names, by the default name sets
-    (:data:`wsimito.classes.MITOSIS_NAMES`, :data:`wsimito.classes.LOOKALIKE_NAMES`)."""
+    """Classify class names as ``"mitosis"``, ``"lookalike"`` or ``"other"``.
+
+    The default name sets decide (:data:`wsimito.classes.MITOSIS_NAMES`,
+    :data:`wsimito.classes.LOOKALIKE_NAMES`), ignoring case and repeated spaces.
+
+    Parameters
+    ----------
+    labels : pandas.Series
+        Class names, one per cell.
+
+    Returns
+    -------
+    numpy.ndarray
+        The kind of each cell, strings.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> cell_kinds(pd.Series(["Mitotic figure", "hard negative", "tumour cell"])).tolist()
+    ['mitosis', 'lookalike', 'other']
+    """
     key = labels.astype(str).str.split().str.join(" ").str.lower()
     return np.where(
         key.isin(MITOSIS_NAMES),
@@ -238,6 +291,36 @@ def slide_table(cells: pd.DataFrame, slides: pd.DataFrame | None = None) -> pd.D
 
     A column counts as per-slide when it has one value per slide in ``cells``
     (``x``, ``y``, ``label``, ``kind``, ``score`` and ``id`` never do).
+
+    Parameters
+    ----------
+    cells : pandas.DataFrame
+        One row per annotated cell, with a ``slide`` column.
+    slides : pandas.DataFrame, optional
+        One row per slide with a ``slide`` column; slides that only ``cells``
+        names are added to it.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per slide, ``slide`` (str) first.
+
+    Raises
+    ------
+    TrainingDataError
+        ``slides`` has no ``slide`` column.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> cells = pd.DataFrame(
+    ...     {"slide": ["a", "a", "b"], "x": [1.0, 2.0, 3.0], "y": [4.0, 5.0, 6.0],
+    ...      "scanner": ["S1", "S1", "S2"]}
+    ... )
+    >>> slide_table(cells)
+      slide scanner
+    0     a      S1
+    1     b      S2
     """
     if slides is not None:
         table = slides.copy()
@@ -358,11 +441,28 @@ class PatchDataset:
         self._pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="wsimito-patches")
 
     @classmethod
-    def from_annotations(cls, annotations: Any, images: Images, **kwargs: Any) -> PatchDataset:
-        """A dataset over ``annotations`` (a :class:`wsimito.Annotations`): its ``to_frame()``,
-        its per-slide table where it has one, and its source file for messages.
+    def from_annotations(
+        cls, annotations: Annotations, images: Images, **kwargs: Any
+    ) -> PatchDataset:
+        """Make a dataset over the cells of a :class:`wsimito.Annotations`.
 
-        ``kwargs`` are those of :class:`PatchDataset`.
+        Its ``to_frame()`` gives the cells, its per-slide table (where it has
+        one) the slides, and its source file the name used in messages.
+
+        Parameters
+        ----------
+        annotations : wsimito.Annotations
+            Annotated cells, e.g. from :func:`wsimito.read_annotations`.
+        images : str, os.PathLike or mapping
+            As for :class:`PatchDataset`.
+        **kwargs
+            The other parameters of :class:`PatchDataset` (``mpp`` and
+            ``patch_size`` are required).
+
+        Returns
+        -------
+        PatchDataset
+            The dataset, checked.
         """
         kwargs.setdefault("slides", getattr(annotations, "slide_info", None))
         kwargs.setdefault("source", getattr(annotations, "source", "") or "annotations")
@@ -437,8 +537,10 @@ class PatchDataset:
         return open_slide(source, mpp=self._slide_mpp)
 
     def _open_for_patches(self, k: int) -> Slide:
-        """A handle for the patch cache; its decoded-tile cache is kept small, since random
-        patches rarely reuse file tiles and many slides stay open at once."""
+        """Open a handle for the patch cache, with a small decoded-tile cache.
+
+        Random patches rarely reuse file tiles and many slides stay open at once.
+        """
         handle = self._open(k)
         tiles = getattr(handle, "tile_cache", None)
         if tiles is not None:
@@ -513,22 +615,58 @@ class PatchDataset:
         return len(self.slides)
 
     def side_px(self, k: int) -> float:
-        """Side of a patch in level-0 px of slide ``k``."""
+        """Side of a patch in level-0 px of slide ``k``.
+
+        Parameters
+        ----------
+        k : int
+            The slide's index.
+
+        Returns
+        -------
+        float
+            ``patch_size`` times the slide's level-0 px per patch px.
+        """
         return self.patch_size * self._plans[k].scale
 
     def corners(self, samples: Samples) -> np.ndarray:
-        """``(N, 2)`` level-0 px of the patches' top-left corners: centred on each sample's
-        point, shifted by its offset, kept inside the image where it is larger than a patch,
-        and snapped to whole pixels of the level that is read."""
+        """Place the patches of ``samples`` on their slides.
+
+        Parameters
+        ----------
+        samples : Samples
+            Points and offsets (from :class:`~wsimito.train.sampler.BalancedSampler`).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(N, 2)`` level-0 px of the patches' top-left corners: centred on
+            each sample's point, shifted by its offset, kept inside the image
+            where it is larger than a patch, and snapped to whole pixels of the
+            level that is read.
+        """
         side = np.array([self.side_px(k) for k in samples.slide])
         step = np.array([self._plans[k].downsample for k in samples.slide])
         size = self.slides[["width", "height"]].to_numpy(np.float64)[samples.slide]
         centre = np.column_stack([samples.x, samples.y]) + samples.offset * (side / 2)[:, None]
         corner = np.clip(centre - (side / 2)[:, None], 0.0, np.maximum(size - side[:, None], 0.0))
-        return np.round(corner / step[:, None]) * step[:, None]
+        snapped: np.ndarray = np.round(corner / step[:, None]) * step[:, None]
+        return snapped
 
     def read(self, samples: Samples) -> PatchBatch:
-        """Read the patches of ``samples`` and their targets (see :class:`PatchBatch`)."""
+        """Read the patches of ``samples`` and their targets.
+
+        Parameters
+        ----------
+        samples : Samples
+            The patches to read (slide indices into this dataset).
+
+        Returns
+        -------
+        PatchBatch
+            The uint8 pixels on :attr:`device`, targets in patch px, corners
+            and scales in level-0 px.
+        """
         n, size = len(samples), self.patch_size
         corners = self.corners(samples)
         pixels = torch.empty((n, 3, size, size), dtype=torch.uint8, device=self.device)
@@ -540,6 +678,7 @@ class PatchDataset:
             lease = _Lease(self.cache, k)
             try:
                 reader = TileReader(
+                    # a Slide by duck typing: one cached handle's metadata, and reopen()
                     lease,  # type: ignore[arg-type]
                     corners[members],
                     mpp=self.mpp,
@@ -571,14 +710,28 @@ class PatchDataset:
         return torch.from_numpy(np.column_stack([uv[inside], codes[inside]]).astype(np.float32))
 
     def batches(self, samples: Samples, batch_size: int, prefetch: int = 2) -> Iterator[PatchBatch]:
-        """Consecutive batches of ``samples`` (the last one may be smaller), read ahead by a
-        background thread (at most ``prefetch`` batches waiting)."""
+        """Read consecutive batches of ``samples``, ahead of use, in a background thread.
+
+        Parameters
+        ----------
+        samples : Samples
+            The patches of an epoch, in order.
+        batch_size : int
+            Patches per batch; the last batch may be smaller.
+        prefetch : int
+            Batches read ahead and waiting at most; 0 reads each when asked.
+
+        Yields
+        ------
+        PatchBatch
+            The next batch (see :meth:`read`).
+        """
         starts = range(0, len(samples), batch_size)
         if prefetch < 1:
             for start in starts:
                 yield self.read(samples[start : start + batch_size])
             return
-        box: queue.Queue = queue.Queue(maxsize=prefetch)
+        box: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=prefetch)
         stop = threading.Event()
 
         def produce() -> None:
@@ -609,13 +762,38 @@ class PatchDataset:
             worker.join()
 
     # -- whole images (validation and test) ------------------------------------------
-    def truth(self, k: int, kind: str = "mitosis") -> np.ndarray:
-        """``(M, 2)`` level-0 px of the cells of ``kind`` on slide ``k``."""
+    def truth(self, k: int, kind: Literal["mitosis", "lookalike"] = "mitosis") -> np.ndarray:
+        """The annotated cells of one kind on slide ``k``.
+
+        Parameters
+        ----------
+        k : int
+            The slide's index.
+        kind : {"mitosis", "lookalike"}
+            Which cells.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(M, 2)`` x, y in level-0 px.
+        """
         xy, codes = self._targets[k]
-        return xy[codes == KIND_CODES[kind]]
+        cells: np.ndarray = xy[codes == KIND_CODES[kind]]
+        return cells
 
     def open(self, k: int) -> Slide:
-        """A fresh handle on slide ``k`` (the caller closes it)."""
+        """Open a fresh handle on slide ``k`` (the caller closes it).
+
+        Parameters
+        ----------
+        k : int
+            The slide's index.
+
+        Returns
+        -------
+        Slide
+            A new handle, outside the cache.
+        """
         return self._open(k)
 
     def close(self) -> None:

@@ -46,7 +46,13 @@ def _augment(image: torch.Tensor, points: torch.Tensor, generator: torch.Generat
 
 @dataclass
 class TrainingLog:
-    """Loss per step (mean over the batch, see :func:`focal_heatmap_loss`)."""
+    """What :func:`train_point_detector` records.
+
+    Attributes
+    ----------
+    losses : list of float
+        The loss of every step (mean over the batch, see :func:`focal_heatmap_loss`).
+    """
 
     losses: list[float] = field(default_factory=list)
 
@@ -71,31 +77,60 @@ def train_point_detector(
 
     Parameters
     ----------
-    model : a heatmap network such as :class:`wsimito.models.PointHeatmapNet`.
-    dataset : indexable; item ``i`` is ``(image, points)``: a uint8 ``(3, H, W)``
-        RGB tensor and a float ``(K, 2)`` tensor of x, y in px. All images
-        share one size.
-    steps : optimizer steps; batches are drawn at random with replacement.
-    batch_size : images per step.
-    lr, weight_decay : AdamW settings; the learning rate follows a one-cycle schedule.
-    sigma : Gaussian standard deviation of the targets, px; ``None`` means
+    model : torch.nn.Module
+        A heatmap network such as :class:`wsimito.models.PointHeatmapNet`,
+        with ``stride``: input px per heatmap cell.
+    dataset : sequence of (torch.Tensor, torch.Tensor)
+        Item ``i`` is ``(image, points)``: a uint8 ``(3, H, W)`` RGB tensor and
+        a float ``(K, 2)`` tensor of x, y in px of the image. All images share
+        one size.
+    steps : int
+        Optimiser steps; batches are drawn at random with replacement.
+    batch_size : int
+        Images per step.
+    lr : float
+        Peak learning rate of AdamW, which follows a one-cycle schedule.
+    weight_decay : float
+        AdamW's weight decay.
+    sigma : float, optional
+        Gaussian standard deviation of the targets, px; ``None`` means
         ``2 * stride``.
-    mean, std : normalization of RGB / 255; use the same in the
+    mean, std : sequence of float
+        Per-channel normalisation of RGB / 255; use the same in the
         :class:`~wsimito.models.PointDetector`.
-    augment : random flips and 90° rotations.
-    device : where to train.
-    seed : seeds batch sampling and augmentation.
-    callback : called as ``callback(step, loss)`` after every step.
+    augment : bool
+        Random flips and 90° rotations.
+    device : str or torch.device
+        Where to train (``"auto"``: CUDA, then MPS, then CPU).
+    seed : int
+        Seed of batch sampling and augmentation.
+    callback : callable, optional
+        Called as ``callback(step, loss)`` after every step.
 
     Returns
     -------
     TrainingLog
         The loss of every step; the model is left in eval mode on ``device``.
+
+    Raises
+    ------
+    ValueError
+        ``dataset`` is empty, or an image is not uint8 ``(3, H, W)``.
+    AttributeError
+        ``model`` has no ``stride``.
+    FloatingPointError
+        The loss is not finite (lower ``lr``).
     """
     if len(dataset) == 0:
         raise ValueError("dataset is empty; it must yield (uint8 (3, H, W) image, (K, 2) points)")
-    stride = model.stride
-    sigma = 2.0 * stride if sigma is None else sigma
+    stride_attribute = getattr(model, "stride", None)
+    if stride_attribute is None:
+        raise AttributeError(
+            f"{type(model).__name__} has no stride (input px per heatmap cell); train a heatmap "
+            "network such as wsimito.models.PointHeatmapNet"
+        )
+    stride = int(stride_attribute)
+    target_sigma = 2.0 * stride if sigma is None else float(sigma)
     device = resolve_device(device)
     model.to(device).train()
     generator = torch.Generator().manual_seed(seed)
@@ -122,7 +157,8 @@ def train_point_detector(
             points.append(pts)
         batch = torch.stack(images).to(device).float() / 255.0
         batch = (batch - norm_mean) / norm_std
-        targets = heatmap_targets(points, tuple(batch.shape[-2:]), stride, sigma).to(device)
+        size = (batch.shape[-2], batch.shape[-1])
+        targets = heatmap_targets(points, size, stride, target_sigma).to(device)
         loss = focal_heatmap_loss(model(batch), targets, sum(len(p) for p in points))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -55,7 +55,7 @@ from .augment import (
     StainMatrixJitter,
     Zoom,
 )
-from .config import ConfigError, TrainingConfig, load_config
+from .config import Architecture, ConfigError, TrainingConfig, load_config
 from .datasets import KIND_CODES, PatchDataset, TrainingDataError, slide_table
 from .losses import focal_heatmap_loss, heatmap_targets, lookalike_weights, retinanet_loss
 from .sampler import BalancedSampler, Samples, domain_labels
@@ -66,6 +66,9 @@ from .validation import (
     domain_scores,
     pooled_score,
 )
+
+if TYPE_CHECKING:
+    from ..detect import Detector
 
 STATE_FORMAT = "wsimito-training-state"
 STATE_VERSION = 1
@@ -79,11 +82,32 @@ MIN_DISTANCE_UM = 6.25
 
 # -- data -----------------------------------------------------------------------------
 def load_tables(config: TrainingConfig) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """The cells and slides of ``config.data``: ``(cells, slides, source)``.
+    """Read the cells and slides of ``config.data``.
 
     ``format = "table"`` reads a CSV or Parquet table in the layout of
     :meth:`wsimito.Annotations.to_frame`; every other format goes through
     :func:`wsimito.read_annotations`.
+
+    Parameters
+    ----------
+    config : TrainingConfig
+        The run; its ``[data]`` section is read.
+
+    Returns
+    -------
+    cells : pandas.DataFrame
+        One row per annotated cell (x, y in level-0 px of its slide).
+    slides : pandas.DataFrame
+        One row per slide, with its columns (split, domain, ...).
+    source : str
+        The annotations' path, for messages.
+
+    Raises
+    ------
+    TrainingDataError
+        ``[data] annotations`` does not exist.
+    ConfigError
+        ``split_table`` is given with ``format = "table"``.
     """
     data = config.data
     path = Path(data.annotations)
@@ -105,7 +129,7 @@ def load_tables(config: TrainingConfig) -> tuple[pd.DataFrame, pd.DataFrame, str
         ) from exc
     ann = read_annotations(
         path,
-        format=data.format,  # type: ignore[arg-type]  # one of the allowed, by the config
+        format=data.format,
         split=data.split_table,
         mitosis_names=data.mitosis_names,
         lookalike_names=data.lookalike_names,
@@ -117,12 +141,26 @@ def load_tables(config: TrainingConfig) -> tuple[pd.DataFrame, pd.DataFrame, str
 def split_slides(
     slides: pd.DataFrame, config: TrainingConfig, source: str = "annotations"
 ) -> dict[str, list[str]]:
-    """Slide names of the ``"train"``, ``"validation"`` and ``"test"`` sets of ``config.split``.
+    """Split the slides into the training, validation and test sets of ``config.split``.
 
     Held-out slides (``hold_out_column`` in ``hold_out``) leave training and
     validation and are the only test slides. Without validation values, a
     ``validation_fraction`` of the training slides is drawn (seeded), per
     domain of ``[sampler] domains``, at least one per domain that has two.
+
+    Parameters
+    ----------
+    slides : pandas.DataFrame
+        One row per slide: ``slide`` (its name) and the split columns.
+    config : TrainingConfig
+        The run (``[split]``, ``[sampler] domains`` and ``seed``).
+    source : str
+        Where the slides come from, for messages.
+
+    Returns
+    -------
+    dict of str to list of str
+        Slide names under ``"train"``, ``"validation"`` and ``"test"``.
 
     Raises
     ------
@@ -197,10 +235,26 @@ def _draw_validation(slides: pd.DataFrame, train: pd.Series, config: TrainingCon
 # -- the model ---------------------------------------------------------------------------
 @dataclass
 class ModelSetup:
-    """The network and what a detector around it needs."""
+    """The network and what a detector around it needs.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        The network (on the CPU when built).
+    architecture : {"point-heatmap-net", "retinanet-da"}
+        Its architecture.
+    mpp : float
+        Resolution of its input, µm/px.
+    tile_size, overlap : int
+        Inference tile side and overlap, px at ``mpp``.
+    mean, std : tuple of float
+        Per-channel normalisation of the 0-1 RGB input.
+    init_metadata : dict of str to object
+        What the starting checkpoint said about itself (empty from scratch).
+    """
 
     model: torch.nn.Module
-    architecture: str
+    architecture: Architecture
     mpp: float
     tile_size: int
     overlap: int
@@ -210,11 +264,22 @@ class ModelSetup:
 
 
 def build_model(config: TrainingConfig) -> ModelSetup:
-    """The network of ``[model]``: new (``init = "scratch"``) or from a checkpoint.
+    """Build the network of ``[model]``: new (``init = "scratch"``) or from a checkpoint.
 
     ``init`` may be ``"demo"``, any name or path :func:`wsimito.load_detector`
     reads (a wsimito checkpoint, or the MIDOG reference RetinaNet state dict,
     plain or as ``{"model": ...}``).
+
+    Parameters
+    ----------
+    config : TrainingConfig
+        The run; its ``[model]`` section is used.
+
+    Returns
+    -------
+    ModelSetup
+        The network, its resolution (µm/px), tile geometry (px) and input
+        normalisation.
 
     Raises
     ------
@@ -278,7 +343,22 @@ def build_model(config: TrainingConfig) -> ModelSetup:
 
 
 def build_augmenter(config: TrainingConfig, bank: AmplitudeBank | None, seed: int) -> Augmenter:
-    """The :class:`Augmenter` of ``[augment]`` (operations in the documented order)."""
+    """Build the :class:`Augmenter` of ``[augment]`` (operations in the documented order).
+
+    Parameters
+    ----------
+    config : TrainingConfig
+        The run; its ``[augment]`` section is used.
+    bank : AmplitudeBank or None
+        The FDA amplitude bank; ``None`` leaves Fourier domain adaptation out.
+    seed : int
+        Seed of the augmentation generator.
+
+    Returns
+    -------
+    Augmenter
+        The enabled operations: flips, zoom, stain matrix, HED, FDA, blur, JPEG.
+    """
     a = config.augment
     ops: list[Operation] = []
     if a.flips.enabled:
@@ -379,7 +459,7 @@ class Trainer:
             patch_size=config.model.patch_size,
             slide_mpp=config.data.mpp,
             margin_px=config.data.margin_px,
-            unknown_classes=config.data.unknown_classes,  # type: ignore[arg-type]
+            unknown_classes=config.data.unknown_classes,
             max_open=config.train.max_open_slides,
             num_workers=config.train.num_workers,
             device=self.device,
@@ -399,10 +479,10 @@ class Trainer:
             epoch_size=s.epoch_size,
             proportions={"mitosis": s.mitosis, "lookalike": s.lookalike, "random": s.random},
             domains=s.domains,
-            domain_weights=s.domain_weights,  # type: ignore[arg-type]
-            within_domain=s.within_domain,  # type: ignore[arg-type]
+            domain_weights=s.domain_weights,
+            within_domain=s.within_domain,
             max_shift=s.max_shift,
-            random_in=s.random_in,  # type: ignore[arg-type]
+            random_in=s.random_in,
             tissue=self._tissue(train_slides) if s.random_in == "tissue" else None,
             seed=config.seed,
         )
@@ -481,8 +561,11 @@ class Trainer:
         return torch.optim.lr_scheduler.ConstantLR(self.optimizer, factor=1.0, total_iters=0)
 
     def prepare(self) -> None:
-        """Build what a new run needs before its first epoch: the FDA amplitude bank (read
-        from training patches) and the augmentation chain that uses it."""
+        """Build what a new run needs before its first epoch.
+
+        That is the FDA amplitude bank (read from training patches) and the
+        augmentation chain that uses it.
+        """
         self.bank = self._build_bank()
         self.augmenter = build_augmenter(self.config, self.bank, self.config.seed)
 
@@ -525,7 +608,22 @@ class Trainer:
         return (images.float() / 255.0 - mean) / std
 
     def loss(self, images: torch.Tensor, points: list[torch.Tensor]) -> torch.Tensor:
-        """The training loss of one augmented batch (uint8 images, per-image ``(K, 3)`` targets)."""
+        """Compute the training loss of one augmented batch.
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            The uint8 ``(N, 3, H, W)`` RGB patches, on the training device.
+        points : list of torch.Tensor
+            Per patch, ``(K, 3)``: x, y (px of the patch) and the cell's kind
+            code (:data:`~wsimito.train.datasets.KIND_CODES`).
+
+        Returns
+        -------
+        torch.Tensor
+            The scalar loss (focal heatmap loss, or RetinaNet's classification
+            plus box loss), with its graph.
+        """
         x = self._normalize(images)
         size = (images.shape[-2], images.shape[-1])
         autocast = (
@@ -564,11 +662,21 @@ class Trainer:
         return cls_loss + box_loss
 
     def train_epoch(self) -> dict[str, Any]:
-        """One epoch of optimiser steps; returns its loss, learning rate and timings.
+        """Run one epoch of optimiser steps.
 
-        Timings, s: ``read_wait_s`` waiting for patches (reading not hidden by the
-        prefetch thread), ``augment_s`` augmenting, ``compute_s`` augmenting plus the
-        network's forward, backward and step; ``train_s`` the whole epoch.
+        Returns
+        -------
+        dict of str to object
+            ``epoch`` (1-based), mean ``loss``, the last learning rate ``lr``,
+            ``patches`` and ``patches_per_s``, and timings, s: ``read_wait_s``
+            waiting for patches (reading not hidden by the prefetch thread),
+            ``augment_s`` augmenting, ``compute_s`` augmenting plus the
+            network's forward, backward and step; ``train_s`` the whole epoch.
+
+        Raises
+        ------
+        FloatingPointError
+            The loss is not finite (lower the learning rate).
         """
         samples = self.sampler.next_epoch()
         samples = samples[: self.steps * self.batch_size]
@@ -634,8 +742,23 @@ class Trainer:
         }
 
     # -- detectors and validation -----------------------------------------------------------
-    def detector(self, threshold: float, metadata: Mapping[str, Any] | None = None) -> Any:
-        """The network as a detector (sharing its weights) with ``threshold``."""
+    def detector(
+        self, threshold: float, metadata: Mapping[str, Any] | None = None
+    ) -> PointDetector | RetinaNetDetector:
+        """The network as a detector (sharing its weights) with ``threshold``.
+
+        Parameters
+        ----------
+        threshold : float
+            Score threshold of the count, in [0, 1].
+        metadata : mapping of str to object, optional
+            Added to :meth:`metadata` (e.g. the validation F1).
+
+        Returns
+        -------
+        PointDetector or RetinaNetDetector
+            A detector at the model's mpp and tile geometry, on the training device.
+        """
         s, c = self.setup, self.config
         common: dict[str, Any] = {
             "mpp": s.mpp,
@@ -651,7 +774,7 @@ class Trainer:
             "metadata": {**self.metadata(), **(metadata or {})},
         }
         if s.architecture == "retinanet-da":
-            class_score = (
+            class_score: Literal["max", "mitosis"] = (
                 "mitosis"
                 if c.model.lookalikes == "class" or self.network_config["n_classes"] == 1
                 else "max"
@@ -661,7 +784,14 @@ class Trainer:
         return PointDetector(self.model, **common)
 
     def metadata(self) -> dict[str, Any]:
-        """What the trained detector says about itself."""
+        """What the trained detector says about itself.
+
+        Returns
+        -------
+        dict of str to object
+            ``training_data``, ``intended_use``, ``trained_with`` and what the
+            starting checkpoint said (``initialised_from``, ...).
+        """
         c = self.config
         described = c.training_data or (
             f"{Path(c.data.annotations).name}: {len(self.split['train'])} training slides"
@@ -677,19 +807,38 @@ class Trainer:
 
     def evaluate(
         self,
-        detector: Any,
+        detector: Detector,
         dataset: PatchDataset,
         indices: np.ndarray,
         domains: list[str],
         description: str,
     ) -> list[ImageDetections]:
-        """Candidates of ``detector`` on slides ``indices`` of ``dataset``."""
+        """Count the slides ``indices`` of ``dataset`` with ``detector``, keeping every candidate.
+
+        Parameters
+        ----------
+        detector : Detector
+            The detector; its ``min_score`` bounds the thresholds tried later.
+        dataset : PatchDataset
+            The images and their annotations.
+        indices : numpy.ndarray
+            Slides of ``dataset`` to count.
+        domains : list of str
+            Domain name of each slide of ``dataset``.
+        description : str
+            Label of the progress bar.
+
+        Returns
+        -------
+        list of ImageDetections
+            Per slide, its candidates (level-0 px, score) and annotated cells.
+        """
         return detect_images(
             detector,
             dataset,
             indices,
             domains=domains,
-            tissue=self.config.validation.tissue,  # type: ignore[arg-type]
+            tissue=self.config.validation.tissue,
             num_workers=self.config.train.num_workers,
             batch_size=self.config.validation.batch_size,
             progress=self.progress,
@@ -697,7 +846,15 @@ class Trainer:
         )
 
     def validate(self) -> dict[str, Any]:
-        """Validation scores at the F1-optimal threshold, pooled and per domain."""
+        """Score the network on the validation slides at its F1-optimal threshold.
+
+        Returns
+        -------
+        dict of str to object
+            ``threshold``, pooled ``f1``, ``precision``, ``recall``, ``tp``,
+            ``fp``, ``fn`` (matching within ``[validation] radius_um`` µm), and
+            ``"f1 <domain>"`` per domain.
+        """
         radius = self.config.validation.radius_um
         detector = self.detector(0.5)
         images = self.evaluate(
@@ -728,6 +885,12 @@ class Trainer:
         until : int, optional
             Stop after this epoch (e.g. to fit a job's time limit; resume later).
             The test set is scored only when the last epoch is done.
+
+        Returns
+        -------
+        TrainingResult
+            The output folder, ``best.pt`` (when a validation was done), the
+            metrics of every epoch and the test scores.
 
         Raises
         ------
@@ -797,7 +960,19 @@ class Trainer:
             save_detector(detector, tmp)
 
     def test(self, best: Path) -> dict[str, Any]:
-        """Score the detector in ``best`` on the test slides; writes ``test_metrics.csv``."""
+        """Score the detector in ``best`` on the test slides; writes ``test_metrics.csv``.
+
+        Parameters
+        ----------
+        best : Path
+            A detector checkpoint (``best.pt``), used at its own threshold.
+
+        Returns
+        -------
+        dict of str to object
+            Pooled ``f1``, ``precision`` and ``recall``, the ``threshold``, and
+            ``domains``: the F1 of each domain.
+        """
         from ..models import load_detector
 
         c = self.config
@@ -812,7 +987,7 @@ class Trainer:
             patch_size=c.model.patch_size,
             slide_mpp=c.data.mpp,
             margin_px=c.data.margin_px,
-            unknown_classes=c.data.unknown_classes,  # type: ignore[arg-type]
+            unknown_classes=c.data.unknown_classes,
             max_open=c.train.max_open_slides,
             num_workers=1,
             device=self.device,
@@ -850,7 +1025,15 @@ class Trainer:
 
     # -- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything ``--resume`` needs (see the module docstring)."""
+        """Everything ``--resume`` needs (see the module docstring).
+
+        Returns
+        -------
+        dict of str to object
+            Format and version, epoch, config, split, the model, optimiser,
+            scheduler, gradient scaler, sampler, augmentation and FDA bank
+            states, the random states, the best epoch and the metric history.
+        """
         # the legacy global numpy state: third-party code (e.g. a user's model) may draw from it
         numpy_state: Any = np.random.get_state()  # noqa: NPY002
         return {
@@ -881,12 +1064,23 @@ class Trainer:
         }
 
     def save_state(self, path: Path) -> None:
-        """Write :meth:`state_dict` to ``path`` atomically."""
+        """Write :meth:`state_dict` to ``path`` atomically.
+
+        Parameters
+        ----------
+        path : Path
+            The file to write (replaced if it exists), e.g. ``last.pt``.
+        """
         with atomic_path(path) as tmp:
             torch.save(self.state_dict(), tmp)
 
     def load_state(self, path: Path) -> None:
         """Continue from a file :meth:`save_state` wrote.
+
+        Parameters
+        ----------
+        path : Path
+            The training state, e.g. ``last.pt``.
 
         Raises
         ------
@@ -952,7 +1146,23 @@ class Trainer:
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path, log: Log | None = None) -> bool:
-    """Loss and validation F1 per epoch as a PNG; ``False`` (with a note) without matplotlib."""
+    """Plot the loss and validation F1 per epoch as a PNG.
+
+    Parameters
+    ----------
+    history : list of dict
+        One row of metrics per epoch (``epoch``, ``loss``; ``f1`` and
+        ``"f1 <domain>"`` where validated).
+    path : Path
+        The PNG to write (replaced if it exists).
+    log : callable, optional
+        Told when matplotlib is missing.
+
+    Returns
+    -------
+    bool
+        Whether the plot was written (``False`` without matplotlib).
+    """
     try:
         import matplotlib
 
@@ -1007,6 +1217,8 @@ def train(
     Returns
     -------
     TrainingResult
+        The output folder, ``best.pt``, the metrics of every epoch and the
+        test scores.
 
     Raises
     ------

@@ -81,7 +81,14 @@ def heatmap_targets(
     Returns
     -------
     torch.Tensor
-        float32 targets in [0, 1].
+        The float32 targets in [0, 1], on ``device``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> maps = heatmap_targets([torch.tensor([[6.0, 2.0]])], (8, 16), stride=4, sigma=2.0)
+    >>> tuple(maps.shape), maps.max().item()  # peak at heatmap cell (row 0, column 1)
+    ((1, 1, 2, 4), 1.0)
     """
     return _gaussians(points, size, stride, sigma, device)
 
@@ -100,15 +107,26 @@ def lookalike_weights(
     ----------
     lookalikes : sequence of torch.Tensor
         One ``(K, 2)`` tensor of look-alike x, y (input px) per image.
-    size, stride, sigma, device
-        As in :func:`heatmap_targets`.
+    size : tuple of int
+        Input ``(H, W)`` px.
+    stride : int
+        Input px per heatmap cell.
+    sigma : float
+        Gaussian standard deviation, input px.
     weight : float
         Weight at a look-alike's centre (1 = no extra weight).
+    device : torch.device or str
+        Where the weights are built.
 
     Returns
     -------
     torch.Tensor
         ``(N, 1, H / stride, W / stride)`` float32 weights >= 1.
+
+    Raises
+    ------
+    ValueError
+        ``weight`` is below 1.
     """
     if weight < 1:
         raise ValueError(f"lookalike weight must be >= 1, got {weight}")
@@ -156,7 +174,18 @@ def focal_heatmap_loss(
 def encode_boxes(boxes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
     """The regression targets that :func:`~wsimito.models.anchors.decode_boxes` maps to ``boxes``.
 
-    Both are cthw ``(..., 4)`` in normalized units (the tile spans -1 to 1).
+    Parameters
+    ----------
+    boxes : torch.Tensor
+        ``(..., 4)`` boxes, cthw (centre y, x, height, width) in normalized
+        units: the tile spans -1 to 1.
+    anchors : torch.Tensor
+        ``(..., 4)`` anchors, cthw in the same units, broadcastable to ``boxes``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(..., 4)`` box deltas (scaled by ``BOX_DELTA_SCALE``).
     """
     scale = boxes.new_tensor(BOX_DELTA_SCALE)
     centre = (boxes[..., :2] - anchors[..., :2]) / anchors[..., 2:] / scale[:2]
@@ -205,10 +234,12 @@ def retinanet_loss(
 
     Returns
     -------
-    classification, regression : torch.Tensor
-        Scalar losses: the focal loss summed over non-ignored anchors and
-        divided by the number of positive anchors (at least 1), and the mean
-        smooth-L1 over positive anchors (0 without any).
+    classification : torch.Tensor
+        The scalar focal loss, summed over non-ignored anchors and divided by
+        the number of positive anchors (at least 1).
+    regression : torch.Tensor
+        The scalar mean smooth-L1 over the box coordinates of positive
+        anchors (0 without any).
     """
     n, a, c = class_logits.shape
     device = class_logits.device

@@ -83,7 +83,18 @@ class Samples:
         return len(self.slide)
 
     def __getitem__(self, index: slice | np.ndarray) -> Samples:
-        """The samples at ``index`` (a slice or an index array)."""
+        """Select samples.
+
+        Parameters
+        ----------
+        index : slice or numpy.ndarray
+            A slice, an integer index array or a boolean mask.
+
+        Returns
+        -------
+        Samples
+            The samples at ``index``.
+        """
         return Samples(
             self.slide[index],
             self.x[index],
@@ -96,12 +107,32 @@ class Samples:
 
 
 def domain_labels(table: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
-    """One domain name per row: the values of ``columns`` joined by ``" / "`` (``"all"`` if none).
+    """One domain name per row: the values of ``columns`` joined by ``" / "``.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        One row per slide.
+    columns : sequence of str
+        The columns that define a domain; empty for one domain, ``"all"``.
+
+    Returns
+    -------
+    pandas.Series
+        The domain name of each row (object dtype, ``table``'s index); a
+        missing value reads ``"unknown"``.
 
     Raises
     ------
     ValueError
         When a column is missing, naming the columns there are.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> slides = pd.DataFrame({"tumor_type": ["breast", "lung"], "scanner": ["A", None]})
+    >>> domain_labels(slides, ["tumor_type", "scanner"]).tolist()
+    ['breast / A', 'lung / unknown']
     """
     columns = list(columns)
     if not columns:
@@ -302,7 +333,8 @@ class BalancedSampler:
                 "no domain can be sampled: every domain with a positive weight lacks the "
                 f"classes with a positive share ({self.proportions}); domains: {self.domains}"
             )
-        return w / w.sum()
+        probabilities: np.ndarray = w / w.sum()
+        return probabilities
 
     def _class_probabilities(self) -> np.ndarray:
         """``(D, 3)``: per domain, the class shares with missing classes spread over the others."""
@@ -316,7 +348,19 @@ class BalancedSampler:
 
     # -- drawing ------------------------------------------------------------------
     def samples(self, epoch: int) -> Samples:
-        """The ``epoch_size`` patches of epoch ``epoch`` (the same every time it is asked)."""
+        """The ``epoch_size`` patches of epoch ``epoch`` (the same every time it is asked).
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, from 0; its draws come from
+            ``numpy.random.default_rng([seed, epoch])``.
+
+        Returns
+        -------
+        Samples
+            Slide, point (level-0 px), offset, class, domain and cell of each patch.
+        """
         rng = np.random.default_rng([self.seed, int(epoch)])
         n = self.epoch_size
         domain = rng.choice(len(self.domains), size=n, p=self.domain_probabilities)
@@ -354,23 +398,39 @@ class BalancedSampler:
         return Samples(slide, xy[:, 0].copy(), xy[:, 1].copy(), offset, cls, domain, cell)
 
     def _random_points(self, slides: np.ndarray, u: np.ndarray, u_cell: np.ndarray) -> np.ndarray:
+        anywhere: np.ndarray = u * self._size[slides]
         if self._tissue is None:
-            return u * self._size[slides]
+            return anywhere
         out = np.empty((len(slides), 2))
         for i, (s, uc) in enumerate(zip(slides, u_cell, strict=True)):
             cells, size = self._tissue[s]
             out[i] = (cells[_index(np.array([uc]), len(cells))[0]] + u[i]) * size
-        return np.minimum(out, self._size[slides])
+        inside: np.ndarray = np.minimum(out, self._size[slides])
+        return inside
 
     def next_epoch(self) -> Samples:
-        """The patches of :attr:`epoch`, which then advances by one."""
+        """Draw the patches of :attr:`epoch`, which then advances by one.
+
+        Returns
+        -------
+        Samples
+            As :meth:`samples` for the current epoch.
+        """
         samples = self.samples(self.epoch)
         self.epoch += 1
         return samples
 
     # -- inspection and resume ----------------------------------------------------
     def summary(self) -> pd.DataFrame:
-        """Per domain: slides, mitotic figures, look-alikes, draw probability and class shares."""
+        """Describe what the sampler draws from, per domain.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per domain: ``domain``, ``slides``, ``mitoses`` and
+            ``lookalikes`` (counts), ``p_domain`` (its draw probability) and
+            ``p_mitosis``, ``p_lookalike``, ``p_random`` (its class shares).
+        """
         rows = []
         for d, name in enumerate(self.domains):
             in_domain = self._slide_domain[self._cell_slide] == d
@@ -402,11 +462,22 @@ class BalancedSampler:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """What resuming needs: the seed, the next epoch, and a fingerprint of the data."""
+        """What resuming needs: the seed, the next epoch, and a fingerprint of the data.
+
+        Returns
+        -------
+        dict of str to object
+            ``seed``, ``epoch`` and ``fingerprint`` (domains, table sizes and settings).
+        """
         return {"seed": self.seed, "epoch": self.epoch, "fingerprint": self._fingerprint()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from :meth:`state_dict`.
+
+        Parameters
+        ----------
+        state : mapping of str to object
+            As returned by :meth:`state_dict`.
 
         Raises
         ------
@@ -434,7 +505,8 @@ def _proportions(proportions: Mapping[str, float] | None) -> np.ndarray:
     p = np.array([float(given.get(c, 0.0)) for c in CLASSES])
     if (p < 0).any() or not np.isfinite(p).all() or p.sum() <= 0:
         raise ValueError(f"class proportions must be >= 0 and not all 0, got {dict(given)}")
-    return p / p.sum()
+    shares: np.ndarray = p / p.sum()
+    return shares
 
 
 def _index(u: np.ndarray, n: int) -> np.ndarray:

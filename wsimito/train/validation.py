@@ -14,13 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from .. import evaluate
 from ..evaluate import MIDOG_RADIUS_UM, DetectionScore, precision_recall_curve, score_points
 from ..progress import Progress
+
+if TYPE_CHECKING:
+    from ..detect import Detector
+    from .datasets import PatchDataset
 
 TissueChoice = Literal["none", "auto"]
 
@@ -50,15 +54,28 @@ class ImageDetections:
     truth: np.ndarray
 
     def score(self, threshold: float, radius_um: float = MIDOG_RADIUS_UM) -> DetectionScore:
-        """TP, FP and FN of the candidates with score >= ``threshold``."""
+        """Score the candidates with score >= ``threshold`` against the annotated figures.
+
+        Parameters
+        ----------
+        threshold : float
+            Lowest score counted, in [0, 1].
+        radius_um : float
+            A candidate within this distance of a figure is a hit, µm.
+
+        Returns
+        -------
+        DetectionScore
+            TP, FP and FN of this image.
+        """
         return score_points(
             self.candidates, self.truth, mpp=self.mpp, radius_um=radius_um, threshold=threshold
         )
 
 
 def detect_images(
-    detector: Any,
-    dataset: Any,
+    detector: Detector,
+    dataset: PatchDataset,
     indices: Iterable[int],
     *,
     domains: Sequence[str] | None = None,
@@ -94,6 +111,8 @@ def detect_images(
     Returns
     -------
     list of ImageDetections
+        Per image of ``indices``, in order: every candidate (level-0 px and
+        score) and the annotated mitotic figures.
     """
     from ..pipeline import count_mitoses
 
@@ -130,14 +149,44 @@ def detect_images(
 def pooled_score(
     images: Iterable[ImageDetections], threshold: float, radius_um: float = MIDOG_RADIUS_UM
 ) -> DetectionScore:
-    """TP, FP and FN summed over ``images`` at ``threshold`` (pooled F1 = ``.f1``)."""
+    """Sum TP, FP and FN over ``images`` at ``threshold`` (the pooled F1 is ``.f1``).
+
+    Parameters
+    ----------
+    images : iterable of ImageDetections
+        The scored images.
+    threshold : float
+        Lowest score counted, in [0, 1].
+    radius_um : float
+        Hit radius, µm (each image's own mpp converts it).
+
+    Returns
+    -------
+    DetectionScore
+        The pooled TP, FP and FN.
+    """
     return sum((im.score(threshold, radius_um) for im in images), DetectionScore())
 
 
 def domain_scores(
     images: Sequence[ImageDetections], threshold: float, radius_um: float = MIDOG_RADIUS_UM
 ) -> dict[str, DetectionScore]:
-    """Pooled TP, FP and FN per domain, in sorted domain order."""
+    """Pool TP, FP and FN per domain.
+
+    Parameters
+    ----------
+    images : sequence of ImageDetections
+        The scored images, each with its domain.
+    threshold : float
+        Lowest score counted, in [0, 1].
+    radius_um : float
+        Hit radius, µm.
+
+    Returns
+    -------
+    dict of str to DetectionScore
+        The pooled scores of each domain, in sorted domain order.
+    """
     out: dict[str, DetectionScore] = {}
     for domain in sorted({im.domain for im in images}):
         out[domain] = pooled_score(
@@ -149,12 +198,38 @@ def domain_scores(
 def best_threshold(
     images: Sequence[ImageDetections], radius_um: float = MIDOG_RADIUS_UM
 ) -> tuple[float, DetectionScore]:
-    """The threshold with the best pooled F1 over ``images``, and its scores.
+    """Find the threshold with the best pooled F1 over ``images``.
 
     Every distinct candidate score is tried (:func:`wsimito.evaluate.precision_recall_curve`,
     each image's own mpp); of equally good thresholds the highest is taken
     (:func:`wsimito.evaluate.best_threshold`). Without any candidate the
     threshold is 0.5.
+
+    Parameters
+    ----------
+    images : sequence of ImageDetections
+        The scored images.
+    radius_um : float
+        Hit radius, µm.
+
+    Returns
+    -------
+    threshold : float
+        The chosen score threshold.
+    score : DetectionScore
+        The pooled TP, FP and FN at that threshold.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = ImageDetections(
+    ...     slide="roi-1", domain="all", mpp=0.25,
+    ...     candidates=np.array([[100.0, 100.0, 0.9], [400.0, 400.0, 0.3]]),
+    ...     truth=np.array([[102.0, 101.0]]),
+    ... )
+    >>> threshold, score = best_threshold([image])
+    >>> threshold, score.tp, score.fp, score.fn
+    (0.9, 1, 0, 0)
     """
     curve = precision_recall_curve(
         [(im.candidates, im.truth) for im in images],
