@@ -72,3 +72,27 @@ def test_reloading_onto_the_wrong_slide_or_without_a_region_says_so(counted, tmp
         MitosisResult.from_geojson(points_only, slide)
     with pytest.raises(ValueError, match="existing GeoJSON"):
         wsimito.count_mitoses(slide, MarkDetector(), tissue=str(tmp_path / "missing.geojson"))
+
+
+def test_a_qupath_reexport_with_candidates_counts_only_the_runs_figures(tmp_path):
+    arr = np.full((1000, 1200, 3), 245, np.uint8)
+    arr[100:900, 100:1000] = (200, 120, 180)
+    slide = wsimito.open_slide(arr, mpp=4.0)
+    result = MitosisResult(
+        points=np.array([[500.0, 500.0], [300.0, 700.0], [600.0, 400.0], [50.0, 50.0]]),
+        scores=np.array([0.9, 0.8, 0.3, 0.95]),  # one below the threshold, one on glass
+        threshold=0.5,
+        slide_name="painted",
+        slide_dimensions=slide.dimensions,
+        slide_mpp=slide.mpp,
+        tissue=wsimito.detect_tissue(slide),
+        detector_name="test",
+        detector_mpp=0.5,
+    )
+    collection = result.to_geo_dict(include_candidates=True)
+    del collection["wsimito"]  # as QuPath writes it back
+    reexport = tmp_path / "reexport.geojson"
+    reexport.write_text(json.dumps(collection))
+    again = MitosisResult.from_geojson(reexport, slide)
+    assert result.count == 2 and again.count == 2
+    assert len(again.candidates) == len(result.candidates) == 4
