@@ -253,7 +253,8 @@ def count_mitoses(
         if trained_on_synthetic(metadata) and not _made_by_wsimito(slide):
             warnings.warn(
                 f"the detector {det.name!r} was trained on synthetic images only and is not for "
-                f"diagnostic use; its count on the real slide {slide.name} is a demonstration. "
+                f"diagnostic use; its count on {slide.name}, a slide wsimito did not make, is a "
+                "demonstration. "
                 "Pass detector= real weights (e.g. 'midog21-retinanet', or your own checkpoint, "
                 "see wsimito.train).",
                 UserWarning,
