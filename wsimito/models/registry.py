@@ -28,6 +28,7 @@ from torch import nn
 
 from ..detect import TorchDetector
 from ..errors import WeightsError
+from .cascade import CascadeDetector, CascadeNet
 from .detectors import PointDetector, RetinaNetDetector
 from .metadata import DEMO_METADATA, MIDOG21_METADATA
 from .pointnet import PointHeatmapNet
@@ -37,10 +38,12 @@ FORMAT = "wsimito-detector"
 VERSION = 1
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
-# architecture name -> (network class, detector class)
-ARCHITECTURES: dict[str, tuple[type[nn.Module], type[TorchDetector]]] = {
+# architecture name -> (network class, detector class); a detector class with a
+# ``from_network`` classmethod is built through it.
+ARCHITECTURES: dict[str, tuple[type[nn.Module], type[TorchDetector] | type[CascadeDetector]]] = {
     "point-heatmap-net": (PointHeatmapNet, PointDetector),
     "retinanet-da": (RetinaNetDA, RetinaNetDetector),
+    "cascade": (CascadeNet, CascadeDetector),
 }
 
 
@@ -259,7 +262,7 @@ def _from_ours(
         raise WeightsError(f"{path} has an invalid {architecture!r} config: {exc}") from exc
     _load_state(model, checkpoint["state_dict"], architecture, path)
     settings = {**checkpoint.get("settings", {}), **overrides}
-    return detector_cls(
+    return getattr(detector_cls, "from_network", detector_cls)(
         model,
         device=device,
         name=checkpoint.get("name", path.stem),
