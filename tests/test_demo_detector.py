@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 from wsimito.evaluate import score_points
-from wsimito.models import load_detector
+from wsimito.models import get_weights, load_detector
 from wsimito.models.detectors import DarkBlobDetector
-from wsimito.models.registry import REGISTRY
 from wsimito.pipeline import count_mitoses
 from wsimito.synthetic import PRESETS, write_slide
 from wsimito.train.demo_recipe import HELD_OUT_PRESETS, TEST_SEED0, training_stains
@@ -46,7 +45,7 @@ def demo_result(held_out_slide):
 
 
 def test_demo_weights_are_packaged_small_and_labelled_synthetic_not_diagnostic():
-    path = REGISTRY["demo"].path
+    path = get_weights("demo").path
     assert path.is_file() and path.stat().st_size <= 10 * 2**20
     detector = load_detector("demo", device="cpu")
     assert "synthetic" in detector.metadata["training_data"]

@@ -270,6 +270,61 @@ def test_bad_grid_parameters_raise(kwargs, error):
         TileGrid.from_dimensions((1000, 1000), 0.25, **kwargs)
 
 
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(mpp=math.nan), r"mpp must be a positive, finite number of µm per pixel .* got nan"),
+        (dict(mpp=math.inf), r"mpp must be a positive, finite number of µm per pixel .* got inf"),
+        (dict(mpp=-0.5), r"mpp must be a positive, finite number of µm per pixel"),
+        (dict(tile_size=True), r"tile_size must be a whole number of px at mpp, got True"),
+        (dict(tile_size=2.5), r"tile_size must be a whole number of px at mpp, got 2.5"),
+        (dict(overlap=8.0), r"overlap must be a whole number of px at mpp"),
+        (
+            dict(min_tissue=math.nan),
+            r"min_tissue must be a fraction of the tile's area in \[0, 1\]",
+        ),
+        (dict(max_tiles=0), r"max_tiles must be a whole number of tiles >= 1"),
+    ],
+)
+def test_bad_grid_parameters_name_the_parameter_unit_and_range(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TileGrid.from_dimensions((1000, 1000), 0.25, **kwargs)
+
+
+def test_an_absurd_grid_is_refused_before_anything_is_allocated(sample):
+    # The user's case: mpp=1e-6 on the CMU sample asked numpy for TiBs.
+    import tracemalloc
+
+    slide = wsimito.open_slide(sample("slides/cmu-1-small-region.svs"))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError) as info:
+            TileGrid(slide, mpp=1e-6)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = str(info.value)
+    cols = math.ceil((2220 * 0.499 / 1e-6 - 512) / 448) + 1  # the convolution-style count
+    assert f"({cols:,} x " in message
+    assert "max_tiles=2,000,000" in message and "max_tiles=None" in message
+    assert "GiB" in message and "TiB of pixels" in message
+    assert peak < 1_000_000  # bytes: nothing tile-sized was allocated
+
+
+def test_max_tiles_is_the_limit_and_none_lifts_it():
+    dims, slide_mpp = (10_000, 8_000), 0.25
+    n = len(TileGrid.from_dimensions(dims, slide_mpp))
+    assert n == 414
+    assert len(TileGrid.from_dimensions(dims, slide_mpp, max_tiles=n)) == n
+    with pytest.raises(ValueError, match=r"a grid of 414 tiles \(23 x 18\) .* max_tiles=413"):
+        TileGrid.from_dimensions(dims, slide_mpp, max_tiles=n - 1)
+    with pytest.raises(ValueError, match=r"5,000,000 tiles .* above max_tiles=2,000,000"):
+        TileGrid.from_dimensions(dims, slide_mpp, tile_size=4, overlap=0)
+    big = TileGrid.from_dimensions(dims, slide_mpp, tile_size=4, overlap=0, max_tiles=None)
+    assert len(big) == 2500 * 2000
+    assert big[-1].core == (9996.0, 7996.0, 10_000.0, 8_000.0)
+
+
 def test_geodataframe_holds_tiles_or_cores_with_tissue_fraction():
     mask = np.zeros((8, 8), dtype=bool)
     mask[:4] = True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import shapely
@@ -176,7 +178,9 @@ def test_bubbles_and_dust_on_the_glass_are_not_tissue(cmu_pixels, cmu_tissue):
 
 def test_faint_tissue_is_found_by_the_fixed_threshold(cmu_pixels, cmu_tissue):
     faint = (255 - (255 - cmu_pixels.astype(np.float64)) * 0.25).astype(np.uint8)  # 4x paler
-    tissue = detect_tissue(_slide(faint, mpp=cmu_tissue.slide_mpp), method="fixed", threshold=6)
+    tissue = detect_tissue(
+        _slide(faint, mpp=cmu_tissue.slide_mpp), method="fixed", chroma_threshold=6
+    )
     overlap = (tissue.mask & cmu_tissue.mask).sum() / cmu_tissue.mask.sum()
     assert overlap > 0.9
     assert tissue.area_mm2 < 1.15 * cmu_tissue.area_mm2
@@ -290,7 +294,8 @@ def test_from_polygons_marks_every_touched_pixel_and_keeps_the_exact_area(cmu):
     )
     sliver = shapely.box(100.2, 100.2, 101.1, 900.0)  # thinner than a mask pixel
     outside = shapely.box(w - 50, 0, w + 500, 300)  # half off the slide
-    tissue = Tissue.from_polygons([blob, sliver, outside], cmu, mpp=8.0)
+    with pytest.warns(UserWarning, match=r"35\.1% of the tissue polygons' area lies outside"):
+        tissue = Tissue.from_polygons([blob, sliver, outside], cmu, mpp=8.0)
     clipped = blob.area + sliver.area + 50 * 300
     assert tissue.area_mm2 == pytest.approx(clipped * cmu.mpp**2 * 1e-6, rel=1e-9)
     s = tissue.scale
@@ -312,7 +317,8 @@ def test_repr_html_shows_an_outlined_thumbnail(cmu_tissue):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [dict(method="kmeans"), dict(mpp=0), dict(threshold=5), dict(min_object_um2=-1)]
+    "kwargs",
+    [dict(method="kmeans"), dict(mpp=0), dict(chroma_threshold=5), dict(min_object_um2=-1)],
 )
 def test_bad_detection_arguments_raise(cmu, kwargs):
     with pytest.raises(ValueError):
@@ -322,3 +328,76 @@ def test_bad_detection_arguments_raise(cmu, kwargs):
 def test_missing_resolution_raises_with_the_fix(sample):
     with pytest.raises(wsimito.MissingMPPError, match="mpp="):
         detect_tissue(wsimito.open_slide(sample(TCGA)))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(mpp=math.nan), r"mpp must be a positive, finite number of µm per pixel"),
+        (dict(mpp=math.inf), r"mpp must be a positive, finite number of µm per pixel"),
+        (dict(mpp=-8.0), r"mpp must be a positive, finite number of µm per pixel"),
+        (dict(min_hole_um2=math.nan), r"min_hole_um2 must be a finite number of µm² >= 0"),
+        (
+            dict(method="fixed", chroma_threshold=300),
+            r"chroma_threshold must be a chroma level .* in \[0, 255\], got 300",
+        ),
+        (dict(on_error="ignore"), r"on_error='ignore' is not an option"),
+    ],
+)
+def test_bad_detection_arguments_name_the_parameter_unit_and_range(cmu, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        detect_tissue(cmu, **kwargs)
+
+
+def test_threshold_is_now_called_chroma_threshold(cmu):
+    with pytest.raises(TypeError, match="threshold"):
+        detect_tissue(cmu, method="fixed", threshold=8)  # the old, ambiguous name
+    tissue = detect_tissue(cmu, method="fixed", chroma_threshold=12)
+    assert tissue.chroma_threshold == 12.0
+
+
+def test_an_absurd_mask_resolution_is_refused_before_reading(cmu):
+    # The user's case: detect_tissue(mpp=1e-6) on the CMU sample tried to allocate TiBs.
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError) as info:
+            detect_tissue(cmu, mpp=1e-6)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = str(info.value)
+    assert "max_mask_pixels=100,000,000" in message and "max_mask_pixels=None" in message
+    assert f"{math.ceil(2220 * 0.499 / 1e-6):,} x " in message and "GiB" in message
+    assert peak < 1_000_000  # bytes
+    with pytest.raises(ValueError, match="max_mask_pixels"):
+        Tissue.full(cmu, mpp=1e-6)
+    small = detect_tissue(cmu, mpp=16.0, max_mask_pixels=70 * 93)
+    assert small.mask.shape == (93, 70)
+    with pytest.raises(ValueError, match="max_mask_pixels=6,509"):
+        detect_tissue(cmu, mpp=16.0, max_mask_pixels=70 * 93 - 1)
+
+
+def test_mask_shape_is_rows_then_columns_everywhere(cmu):
+    tissue = detect_tissue(cmu, mpp=16.0)
+    rows, cols = Tissue.mask_shape(cmu.dimensions, slide_mpp=cmu.mpp, mpp=16.0)
+    assert (rows, cols) == tissue.mask.shape == tissue.unread.shape
+    assert (rows, cols) == (math.ceil(2967 * cmu.mpp / 16), math.ceil(2220 * cmu.mpp / 16))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_polygons_with_nan_vertices_raise_a_value_error_not_a_geos_exception(cmu):
+    bad = shapely.Polygon([(0, 0), (500, 0), (500, math.nan), (0, 500)])
+    with pytest.raises(ValueError, match="tissue polygon 1 has NaN or infinite vertices"):
+        Tissue.from_polygons([shapely.box(0, 0, 100, 100), bad], cmu)
+
+
+def test_polygons_outside_the_slide_or_none_at_all_are_refused(cmu):
+    w, h = cmu.dimensions
+    with pytest.raises(wsimito.EmptyTissueError, match=r"none of the tissue polygons overlaps"):
+        Tissue.from_polygons([shapely.box(w + 10, 0, w + 500, 300)], cmu)
+    with pytest.raises(wsimito.EmptyTissueError, match="empty"):
+        Tissue.from_polygons([], cmu)
+    with pytest.raises(wsimito.EmptyTissueError, match="empty"):
+        Tissue.from_polygons([shapely.LineString([(0, 0), (100, 100)])], cmu)

@@ -12,8 +12,10 @@ from .errors import (
     EmptyTissueError,
     MissingMPPError,
     SlideOpenError,
+    SlideReadError,
     TileInputError,
     TileReadError,
+    UnsupportedImageError,
     WeightsError,
     WsimitoError,
 )
@@ -27,19 +29,26 @@ __version__ = "0.1.0"
 _LAZY = {
     "Detector": ("wsimito.detect", "Detector"),
     "load_detector": ("wsimito.models", "load_detector"),
+    "register_detector": ("wsimito.models", "register_detector"),
+    "list_detectors": ("wsimito.models", "list_detectors"),
+    "Weights": ("wsimito.models", "Weights"),
     "save_detector": ("wsimito.models", "save_detector"),
     "count_mitoses": ("wsimito.pipeline", "count_mitoses"),
     "MitosisResult": ("wsimito.result", "MitosisResult"),
     "Hotspot": ("wsimito.hotspot", "Hotspot"),
     "find_hotspot": ("wsimito.hotspot", "find_hotspot"),
     "DarkBlobDetector": ("wsimito.models.detectors", "DarkBlobDetector"),
+    "Annotations": ("wsimito.io.annotations", "Annotations"),
+    "AnnotationError": ("wsimito.io.annotations", "AnnotationError"),
+    "read_annotations": ("wsimito.io.annotations", "read_annotations"),
 }
-_SUBMODULES = {"stain", "synthetic", "evaluate", "models", "data", "io", "train"}
+_SUBMODULES = {"stain", "synthetic", "evaluate", "models", "data", "io", "train", "plot", "gallery"}
 
 if TYPE_CHECKING:
     from .detect import Detector
     from .hotspot import Hotspot, find_hotspot
-    from .models import load_detector, save_detector
+    from .io.annotations import AnnotationError, Annotations, read_annotations
+    from .models import Weights, list_detectors, load_detector, register_detector, save_detector
     from .models.detectors import DarkBlobDetector
     from .pipeline import count_mitoses
     from .result import MitosisResult
@@ -59,6 +68,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AnnotationError",
+    "Annotations",
     "DarkBlobDetector",
     "Detector",
     "EmptyTissueError",
@@ -67,17 +78,23 @@ __all__ = [
     "MitosisResult",
     "Slide",
     "SlideOpenError",
+    "SlideReadError",
     "Tile",
     "TileGrid",
     "TileInputError",
     "TileReadError",
     "Tissue",
+    "UnsupportedImageError",
+    "Weights",
     "WeightsError",
     "WsimitoError",
     "count_mitoses",
     "detect_tissue",
     "find_hotspot",
+    "list_detectors",
     "load_detector",
     "open_slide",
+    "read_annotations",
+    "register_detector",
     "save_detector",
 ]

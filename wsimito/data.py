@@ -1,6 +1,7 @@
-"""Registry of the sample files used by tests, examples and benchmarks.
+"""The sample files used by tests, examples and benchmarks (:data:`SAMPLES`).
 
-Files are looked up by name and checked by SHA-256. Set the environment
+Files are looked up by name and checked by SHA-256. (Detector weights have a
+registry of their own: :func:`wsimito.models.list_detectors`.) Set the environment
 variable ``WSIMITO_DATA_DIR`` to a folder holding them (the development
 checkout points it at ``../shared/data``) and nothing is downloaded; otherwise
 files with a public URL are fetched once with pooch into the user cache.
@@ -21,7 +22,7 @@ _OSPY = "https://raw.githubusercontent.com/openslide/openslide-python/main/tests
 _HISTOLAB = "https://raw.githubusercontent.com/histolab/histolab/master/tests/fixtures"
 
 # name -> (sha256, public URL or None)
-REGISTRY: dict[str, tuple[str, str | None]] = {
+SAMPLES: dict[str, tuple[str, str | None]] = {
     "slides/cmu-1-small-region.svs": (
         "ed92d5a9f2e86df67640d6f92ce3e231419ce127131697fbbce42ad5e002c8a7",
         f"{_OPENSLIDE}/Aperio/CMU-1-Small-Region.svs",
@@ -74,6 +75,10 @@ REGISTRY: dict[str, tuple[str, str | None]] = {
         "8c87ab4276eb11f6b6b5ac0d956b89dad7568a5474e0904b653d54dc68091f47",
         "https://raw.githubusercontent.com/DeepMicroscopy/MIDOGpp/main/databases/MIDOG%2B%2B.json",
     ),
+    "annotations/MIDOGpp-split.csv": (
+        "211140f590199d50ee98d923ddc923c382c3a5543ea3b430612c3624570b26b8",
+        "https://raw.githubusercontent.com/DeepMicroscopy/MIDOGpp/main/datasets_xvalidation.csv",
+    ),
 }
 
 
@@ -96,15 +101,32 @@ def data_dir() -> Path | None:
 
 
 def fetch(name: str, *, verify: bool = True) -> Path:
-    """Return a local path to the registered sample file ``name``.
+    """Return a local path to the sample file ``name`` (a key of :data:`SAMPLES`).
 
     Looks in ``WSIMITO_DATA_DIR`` first (no download), then fetches the public
-    URL with pooch into the user cache. Raises :class:`DataNotFoundError`
-    otherwise, or when the checksum does not match.
+    URL with pooch into the user cache.
+
+    Parameters
+    ----------
+    name : str
+        E.g. ``"slides/cmu-1-small-region.svs"``.
+    verify : bool
+        Check the SHA-256 of a file found in ``WSIMITO_DATA_DIR``.
+
+    Returns
+    -------
+    pathlib.Path
+        The local file.
+
+    Raises
+    ------
+    DataNotFoundError
+        ``name`` is unknown, the file is neither local nor downloadable, or its
+        checksum does not match.
     """
-    if name not in REGISTRY:
-        raise DataNotFoundError(f"{name!r} is not a registered sample; known: {sorted(REGISTRY)}")
-    sha, url = REGISTRY[name]
+    if name not in SAMPLES:
+        raise DataNotFoundError(f"{name!r} is not a registered sample; known: {sorted(SAMPLES)}")
+    sha, url = SAMPLES[name]
     local = data_dir()
     if local is not None and (local / name).is_file():
         path = local / name

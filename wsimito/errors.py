@@ -29,3 +29,41 @@ class TileReadError(WsimitoError, RuntimeError):
 
 class TileInputError(WsimitoError, ValueError):
     """Tiles given to a detector have the wrong type, shape or dtype."""
+
+
+class SlideReadError(WsimitoError, OSError):
+    """A reader failed on a region of an opened slide (a corrupt tile, a vanished file).
+
+    Attributes
+    ----------
+    path : str or None
+        The file, or ``None`` for in-memory images.
+    level : int
+        The pyramid level that was read.
+    box : tuple of int
+        ``(x, y, width, height)`` of the region, in px of ``level``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        level: int = 0,
+        box: tuple[int, int, int, int] = (0, 0, 0, 0),
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.level = level
+        self.box = box
+
+
+class UnsupportedImageError(SlideOpenError, ValueError):
+    """The file opens, but its pixels are of a kind wsimito does not read (e.g. 5 channels)."""
+
+
+class ParameterTypeError(WsimitoError, TypeError, ValueError):
+    """A parameter has the wrong kind of value, e.g. 2.5 or True where a whole number is needed.
+
+    Both a ``TypeError`` and a ``ValueError``, so either ``except`` clause catches it.
+    """

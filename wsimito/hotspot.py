@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import shapely
 
+from .checks import positive_float
+
 if TYPE_CHECKING:
     from .tissue import Tissue
 
@@ -108,9 +110,9 @@ def find_hotspot(
     pts = np.asarray(points_level0, dtype=np.float64).reshape(-1, 2)
     if not np.isfinite(pts).all():
         raise ValueError("points_level0 holds NaN or infinite coordinates; drop them first")
-    slide_mpp = _positive(slide_mpp, "slide_mpp")
-    area_mm2 = _positive(area_mm2, "area_mm2")
-    step_um = _positive(step_um, "step_um")
+    slide_mpp = positive_float(slide_mpp, "slide_mpp", "µm per pixel")
+    area_mm2 = positive_float(area_mm2, "area_mm2", "mm²")
+    step_um = positive_float(step_um, "step_um", "µm")
     if not 0.0 <= float(min_tissue) <= 1.0:
         raise ValueError(f"min_tissue must be a fraction between 0 and 1, got {min_tissue!r}")
     if abs(tissue.slide_mpp - slide_mpp) > 1e-6 * slide_mpp:
@@ -257,10 +259,3 @@ def _whole_tissue(pts: np.ndarray, tissue: Tissue, area_mm2: float, min_tissue: 
             f"{tissue_mm2:.3g} mm²): the whole tissue was counted instead"
         ),
     )
-
-
-def _positive(value: float, name: str) -> float:
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return value

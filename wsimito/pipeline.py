@@ -78,7 +78,7 @@ def _as_tissue(tissue: Any, slide: Slide, on_error: OnError) -> Tissue:
                 f"tissue={tissue!r}: use 'auto', None (whole image), a Tissue or polygons "
                 "(level-0 px)"
             )
-        return detect_tissue(slide)
+        return detect_tissue(slide, on_error=on_error)
     if tissue is None:
         return Tissue.full(slide)
     if isinstance(tissue, Tissue):
@@ -321,7 +321,7 @@ def count_mitoses(
 
 def _why_no_tissue(tissue: Any, result: MitosisResult) -> str:
     if result.partial:
-        return "every tile with tissue failed to read"
+        return "every region with tissue failed to read"
     if isinstance(tissue, str):
         return (
             "tissue detection found none (a blank, greyscale or very narrow image?); pass "

@@ -44,7 +44,10 @@ from .overview import PointLayer, draw_overview, html_preview
 
 if TYPE_CHECKING:
     import geopandas
+    import matplotlib.axes
+    import matplotlib.figure
 
+    from .slide import Slide
     from .tissue import Tissue
 
 # Longest side of the overview drawn by ``_repr_html_``, px.
@@ -281,15 +284,18 @@ class MitosisResult:
 
     @cached_property
     def skipped_area_mm2(self) -> float:
-        """Tissue area that could not be read and left the analysis, mm²."""
-        if not self.skipped_cores:
-            return 0.0
-        return max(0.0, float(self.tissue.area_mm2) - self.tissue_area_mm2)
+        """Area that could not be read and left the analysis, mm²: the tissue in the cores
+        of skipped tiles, plus the regions the tissue detection could not read
+        (:attr:`Tissue.unread_area_mm2`), which count as unknown, not as tissue."""
+        lost = 0.0
+        if self.skipped_cores:
+            lost = max(0.0, float(self.tissue.area_mm2) - self.tissue_area_mm2)
+        return lost + float(self.tissue.unread_area_mm2)
 
     @property
     def partial(self) -> bool:
-        """True when tiles were skipped: the result covers less tissue than was searched."""
-        return bool(self.skipped_tiles)
+        """True when something could not be read: the result covers less than the slide's tissue."""
+        return bool(self.skipped_tiles) or self.tissue.unread_area_mm2 > 0
 
     @property
     def density_per_mm2(self) -> float:
@@ -457,7 +463,67 @@ class MitosisResult:
 
         See :func:`wsimito.io.sliderunner.write_sliderunner`. Returns the path written.
         """
-        return write_sliderunner(self, path)
+        counted = self.counted()
+        return write_sliderunner(
+            path,
+            counted.xy,
+            scores=counted.scores,
+            slide_name=self.slide_name,
+            slide_size=self.slide_dimensions,
+            slide_directory=(
+                os.path.dirname(os.path.realpath(self.slide_path)) if self.slide_path else ""
+            ),
+            person=f"wsimito/{self.detector_name}",
+        )
+
+    # -- plots and galleries ---------------------------------------------------------
+    def plot(self, **kwargs: Any) -> matplotlib.axes.Axes:
+        """Thumbnail with tissue, hotspot and counted figures coloured by score.
+
+        See :func:`wsimito.plot.plot_slide` for the keyword arguments (``ax``,
+        ``tiles``, ``candidates``, ...). Needs matplotlib (``pip install "wsimito[plot]"``).
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+            Axes in level-0 px.
+        """
+        from .plot import plot_slide
+
+        return plot_slide(self, **kwargs)
+
+    def plot_density(self, **kwargs: Any) -> matplotlib.axes.Axes:
+        """Heat map of counted figures per mm² of analysed tissue.
+
+        See :func:`wsimito.plot.plot_density` for the keyword arguments
+        (``cell_um``, ``min_tissue``, ``ax``, ...). Needs matplotlib.
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+            Axes in level-0 px.
+        """
+        from .plot import plot_density
+
+        return plot_density(self, **kwargs)
+
+    def gallery(self, slide: Slide | None = None, **kwargs: Any) -> matplotlib.figure.Figure:
+        """Crops around the top-scoring detections, each titled with its score (matplotlib).
+
+        See :func:`wsimito.plot.detection_gallery` for the keyword arguments
+        (``n``, ``which``, ``size_um``, ``mpp``, ``columns``). ``slide`` is the
+        slide the result was counted on; by default its file is opened. To
+        write the gallery as PNG or HTML without matplotlib, use
+        :func:`wsimito.gallery.write_gallery` with
+        :func:`wsimito.gallery.detection_section`.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
+        from .plot import detection_gallery
+
+        return detection_gallery(self, slide, **kwargs)
 
     # -- reporting -------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:

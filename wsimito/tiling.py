@@ -25,11 +25,20 @@ from typing import TYPE_CHECKING, Literal, overload
 
 import numpy as np
 
+from .checks import in_range, non_negative_int, positive_float, positive_int
+
 if TYPE_CHECKING:
     import geopandas
 
     from .slide import Slide
     from .tissue import Tissue
+
+MAX_TILES = 2_000_000
+"""Largest grid built without ``max_tiles=None``: 20 times the tiles of a 5 x 2.5 cm
+slide at 0.25 µm/px (512 px tiles), so only a wrong ``mpp`` or ``tile_size`` reaches it."""
+# Bytes the grid's own arrays take per tile while it is built (positions,
+# boxes, cores and the tissue test): what the memory estimate counts.
+_BYTES_PER_TILE = 160
 
 
 @dataclass(frozen=True)
@@ -60,31 +69,48 @@ class Tile:
 class TileGrid(Sequence[Tile]):
     """Tiles of ``tile_size`` px at ``mpp`` µm/px that overlap by ``overlap`` px.
 
-    Parameters
-    ----------
-    slide:
-        Gives the level-0 size and resolution; no pixels are read.
-    tile_size, overlap:
-        Tile side and overlap between neighbours, in px at ``mpp``
-        (``0 <= overlap < tile_size``). Choose ``overlap`` at least the
-        diameter of the largest object a detector must see whole.
-    mpp:
-        Resolution the tiles will be read at, µm/px.
-    tissue:
-        Optional :class:`~wsimito.Tissue`; without it every tile is kept.
-    min_tissue:
-        Tiles whose tissue fraction (of the whole tile's area) is below this
-        are dropped, unless their core overlaps tissue: a tile is kept when
-        ``tissue.intersects(core) or tissue.fraction(tile) >= min_tissue``.
-        Since the cores partition the slide, no tissue is ever left without
-        the one tile that owns it, however small the tissue is. The tiles it
-        prunes hold tissue only in their margins, which other tiles own;
-        ``min_tissue=1.0`` keeps just the tiles whose core holds tissue,
-        the fewest that still cover it all, and ``min_tissue=0`` keeps every tile.
-
     Tiles are numbered row by row over the kept tiles; ``grid[i]`` builds the
     :class:`Tile` on demand, and :meth:`boxes` / :meth:`cores` return them all
     as arrays.
+
+    Parameters
+    ----------
+    slide : Slide
+        Gives the level-0 size and resolution; no pixels are read.
+    tile_size : int
+        Tile side, px at ``mpp`` (>= 1).
+    overlap : int
+        Overlap between neighbours, px at ``mpp`` (``0 <= overlap < tile_size``).
+        Choose it at least the diameter of the largest object a detector must
+        see whole.
+    mpp : float
+        Resolution the tiles will be read at, µm/px (> 0).
+    tissue : Tissue or None
+        Without it every tile is kept.
+    min_tissue : float
+        Fraction in [0, 1]. Tiles whose tissue fraction (of the whole tile's
+        area) is below this are dropped, unless their core overlaps tissue: a
+        tile is kept when ``tissue.intersects(core) or tissue.fraction(tile) >=
+        min_tissue``. Since the cores partition the slide, no tissue is ever
+        left without the one tile that owns it, however small the tissue is.
+        The tiles it prunes hold tissue only in their margins, which other
+        tiles own; ``min_tissue=1.0`` keeps just the tiles whose core holds
+        tissue, the fewest that still cover it all, and ``min_tissue=0`` keeps
+        every tile.
+    max_tiles : int or None
+        Refuse grids of more tiles than this (counted before anything is
+        allocated); :data:`MAX_TILES` (2,000,000) by default, ``None`` for no
+        limit. A grid that large comes from a wrong ``mpp`` or ``tile_size``.
+
+    Raises
+    ------
+    ValueError
+        A parameter is out of range, the tissue belongs to another slide, or
+        the grid would have more than ``max_tiles`` tiles (the message gives
+        the count and the memory it would take, and how to force it).
+    wsimito.errors.ParameterTypeError
+        ``tile_size``, ``overlap`` or ``max_tiles`` is not a whole number, or a
+        resolution is not a number (also a ``TypeError``).
 
     Examples
     --------
@@ -103,8 +129,12 @@ class TileGrid(Sequence[Tile]):
         mpp: float = 0.25,
         tissue: Tissue | None = None,
         min_tissue: float = 0.05,
+        *,
+        max_tiles: int | None = MAX_TILES,
     ) -> None:
-        self._build(slide.dimensions, slide.mpp, tile_size, overlap, mpp, tissue, min_tissue)
+        self._build(
+            slide.dimensions, slide.mpp, tile_size, overlap, mpp, tissue, min_tissue, max_tiles
+        )
 
     @classmethod
     def from_dimensions(
@@ -116,10 +146,15 @@ class TileGrid(Sequence[Tile]):
         mpp: float = 0.25,
         tissue: Tissue | None = None,
         min_tissue: float = 0.05,
+        *,
+        max_tiles: int | None = MAX_TILES,
     ) -> TileGrid:
-        """A grid for a slide of ``dimensions = (width, height)`` level-0 px at ``slide_mpp`` µm/px."""
+        """A grid for a slide of ``dimensions = (width, height)`` level-0 px at ``slide_mpp`` µm/px.
+
+        The other parameters are those of :class:`TileGrid`.
+        """
         grid = cls.__new__(cls)
-        grid._build(dimensions, slide_mpp, tile_size, overlap, mpp, tissue, min_tissue)
+        grid._build(dimensions, slide_mpp, tile_size, overlap, mpp, tissue, min_tissue, max_tiles)
         return grid
 
     def _build(
@@ -131,21 +166,21 @@ class TileGrid(Sequence[Tile]):
         mpp: float,
         tissue: Tissue | None,
         min_tissue: float,
+        max_tiles: int | None,
     ) -> None:
-        width, height = (_integer(v, "slide dimensions (level-0 px)", 1) for v in dimensions)
-        tile_size = _integer(tile_size, "tile_size (px at mpp)", 1)
-        overlap = _integer(overlap, "overlap (px at mpp)", 0)
+        width, height = (positive_int(v, "slide dimensions", "level-0 px") for v in dimensions)
+        tile_size = positive_int(tile_size, "tile_size", "px at mpp")
+        overlap = non_negative_int(overlap, "overlap", "px at mpp")
         if overlap >= tile_size:
             raise ValueError(
-                f"overlap must be in [0, tile_size) px, got {overlap} with tile_size {tile_size}"
+                f"overlap must be in [0, tile_size) px at mpp, got {overlap} with tile_size "
+                f"{tile_size}"
             )
-        slide_mpp = _positive(slide_mpp, "slide_mpp")
-        mpp = _positive(mpp, "mpp")
-        min_tissue = float(min_tissue)
-        if not 0.0 <= min_tissue <= 1.0:
-            raise ValueError(
-                f"min_tissue is a fraction of the tile's area in [0, 1], got {min_tissue}"
-            )
+        slide_mpp = positive_float(slide_mpp, "slide_mpp", "µm per pixel")
+        mpp = positive_float(mpp, "mpp", "µm per pixel")
+        min_tissue = in_range(min_tissue, "min_tissue", "fraction of the tile's area", 0.0, 1.0)
+        if max_tiles is not None:
+            max_tiles = positive_int(max_tiles, "max_tiles", "tiles")
         self.dimensions = (width, height)
         self.slide_mpp = slide_mpp
         self.mpp = mpp
@@ -157,8 +192,12 @@ class TileGrid(Sequence[Tile]):
         self.tile_extent = tile_size * scale
         self.stride = (tile_size - overlap) * scale
         half = overlap * scale / 2
-        self._x, self._bx = _axis(width, self.tile_extent, self.stride, half)
-        self._y, self._by = _axis(height, self.tile_extent, self.stride, half)
+        cols = _count(width, self.tile_extent, self.stride, half)
+        rows = _count(height, self.tile_extent, self.stride, half)
+        if max_tiles is not None and cols * rows > max_tiles:
+            raise ValueError(_too_many_tiles(cols, rows, tile_size, mpp, slide_mpp, max_tiles))
+        self._x, self._bx = _axis(width, self.tile_extent, self.stride, half, cols)
+        self._y, self._by = _axis(height, self.tile_extent, self.stride, half, rows)
         self.shape = (len(self._y), len(self._x))
         self._kept: np.ndarray | None = None
         if tissue is not None:
@@ -169,10 +208,12 @@ class TileGrid(Sequence[Tile]):
         if tissue.dimensions != self.dimensions or not math.isclose(
             tissue.slide_mpp, self.slide_mpp, rel_tol=1e-6
         ):
+            tw, th = tissue.dimensions
+            gw, gh = self.dimensions
             raise ValueError(
-                f"the tissue belongs to a {tissue.dimensions[0]}x{tissue.dimensions[1]} px slide at "
-                f"{tissue.slide_mpp:g} µm/px, this grid to a {self.dimensions[0]}x{self.dimensions[1]} "
-                f"px slide at {self.slide_mpp:g} µm/px; detect the tissue on the same slide"
+                f"the tissue belongs to a {tw}x{th} px slide at {tissue.slide_mpp:g} µm/px, this "
+                f"grid to a {gw}x{gh} px slide at {self.slide_mpp:g} µm/px; detect the tissue on "
+                "the same slide"
             )
         rows, cols = np.divmod(np.arange(self.shape[0] * self.shape[1]), self.shape[1])
         x0, x1 = self._bx[cols], self._bx[cols + 1]
@@ -236,29 +277,55 @@ class TileGrid(Sequence[Tile]):
 
     # -- arrays ----------------------------------------------------------------------
     def positions(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(rows, cols)`` of the kept tiles in the full grid, int64 arrays."""
+        """Positions of the kept tiles in the full grid.
+
+        Returns
+        -------
+        rows, cols : numpy.ndarray
+            ``(N,)`` int64 each.
+        """
         flat = np.arange(len(self)) if self._kept is None else self._kept
         rows, cols = np.unravel_index(flat, self.shape)
         return rows.astype(np.int64), cols.astype(np.int64)
 
     def boxes(self) -> np.ndarray:
-        """``(N, 4)`` float64 ``(x, y, width, height)`` of the kept tiles, level-0 px."""
+        """The boxes to read, one per kept tile.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(N, 4)`` float64 ``(x, y, width, height)``, level-0 px.
+        """
         rows, cols = self.positions()
         side = np.full(len(rows), self.tile_extent)
         return np.stack([self._x[cols], self._y[rows], side, side], axis=1)
 
     def cores(self) -> np.ndarray:
-        """``(N, 4)`` float64 half-open cores ``(x0, y0, x1, y1)`` of the kept tiles, level-0 px."""
+        """The boxes the kept tiles own (half-open; they partition the slide).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(N, 4)`` float64 ``(x0, y0, x1, y1)``, level-0 px.
+        """
         rows, cols = self.positions()
         return np.stack(
             [self._bx[cols], self._by[rows], self._bx[cols + 1], self._by[rows + 1]], axis=1
         )
 
     def locate(self, points: np.ndarray) -> np.ndarray:
-        """Index of the kept tile whose core holds each level-0 point ``(x, y)``.
+        """Index of the kept tile whose core holds each point.
 
-        ``points`` is ``(N, 2)``; the answer is ``(N,)`` int64, -1 for points
-        outside the slide or owned by a dropped tile.
+        Parameters
+        ----------
+        points : numpy.ndarray
+            ``(N, 2)`` ``(x, y)``, level-0 px.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(N,)`` int64; -1 for points outside the slide or owned by a
+            dropped tile.
         """
         pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
         x, y = pts[:, 0], pts[:, 1]
@@ -278,10 +345,17 @@ class TileGrid(Sequence[Tile]):
     def to_geodataframe(self, geometry: Literal["tile", "core"] = "tile") -> geopandas.GeoDataFrame:
         """The kept tiles as a GeoDataFrame in level-0 px, for plotting and QuPath.
 
-        ``geometry``: ``"tile"`` (the box read) or ``"core"`` (the box owned).
-        Columns: ``row``, ``col``, ``x``, ``y``, ``width``, ``height``,
-        ``core_x0``, ``core_y0``, ``core_x1``, ``core_y1`` (level-0 px) and, with
-        a tissue, ``tissue_fraction`` (of the tile).
+        Parameters
+        ----------
+        geometry : {"tile", "core"}
+            The box read, or the box owned.
+
+        Returns
+        -------
+        geopandas.GeoDataFrame
+            Columns ``row``, ``col``, ``x``, ``y``, ``width``, ``height``,
+            ``core_x0``, ``core_y0``, ``core_x1``, ``core_y1`` (level-0 px) and,
+            with a tissue, ``tissue_fraction`` (of the tile).
         """
         import geopandas
         import shapely
@@ -322,36 +396,39 @@ class TileGrid(Sequence[Tile]):
         )
 
 
-def _axis(length: int, extent: float, stride: float, half: float) -> tuple[np.ndarray, np.ndarray]:
-    """Tile starts ``(n,)`` and core boundaries ``(n + 1,)`` along one axis, level-0 px.
-
-    ``n`` is the fewest tiles with ``(n - 1) * stride + extent >= length``.
-    """
+def _count(length: int, extent: float, stride: float, half: float) -> int:
+    """Number of tiles along one axis: the fewest with ``(n - 1) * stride + extent >= length``."""
     n = 1 if length <= extent else math.ceil((length - extent) / stride) + 1
     while (n - 1) * stride + extent < length:  # rounding: the last tile must reach the end
         n += 1
     while n > 1 and (n - 1) * stride + half >= length:  # rounding: no empty last core
         n -= 1
+    return n
+
+
+def _too_many_tiles(
+    cols: int, rows: int, tile_size: int, mpp: float, slide_mpp: float, max_tiles: int
+) -> str:
+    """The message for a grid above ``max_tiles``: count, memory and how to force it."""
+    n = cols * rows
+    grid_gib = n * _BYTES_PER_TILE / 2**30
+    pixels_tib = n * tile_size * tile_size * 3 / 2**40
+    return (
+        f"a grid of {n:,} tiles ({cols:,} x {rows:,}) of {tile_size} px at {mpp:g} µm/px on a "
+        f"slide at {slide_mpp:g} µm/px is above max_tiles={max_tiles:,}: its arrays alone "
+        f"would need about {grid_gib:.3g} GiB and reading it {pixels_tib:.3g} TiB of pixels. "
+        "Check mpp (the tiles' resolution, µm/px), the slide's mpp and tile_size; pass "
+        "max_tiles=None to build it anyway"
+    )
+
+
+def _axis(
+    length: int, extent: float, stride: float, half: float, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tile starts ``(n,)`` and core boundaries ``(n + 1,)`` along one axis, level-0 px."""
     starts = np.arange(n, dtype=np.float64) * stride
     bounds = np.empty(n + 1, dtype=np.float64)
     bounds[0] = 0.0
     bounds[1:n] = starts[1:] + half
     bounds[n] = float(length)
     return starts, bounds
-
-
-def _integer(value: int, name: str, minimum: int) -> int:
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {value!r}") from None
-    if number < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {number}")
-    return number
-
-
-def _positive(value: float, name: str) -> float:
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive number of µm per pixel, got {value!r}")
-    return value

@@ -1,4 +1,4 @@
-"""Command line: ``wsimito info``, ``wsimito count``, ``wsimito demo`` and more.
+"""Command line: ``wsimito info``, ``wsimito count``, ``wsimito demo``, ``wsimito evaluate``.
 
 One module per sub-command; each has ``add_parser(subparsers)`` and registers
 its own ``func``. Add a command by adding its module to :data:`COMMANDS`.
@@ -13,7 +13,7 @@ import sys
 from rich.console import Console
 
 #: Sub-command modules, in the order ``wsimito --help`` lists them.
-COMMANDS = ("info", "count", "demo")
+COMMANDS = ("info", "count", "demo", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,16 +1,28 @@
-"""Detector networks, their protocol wrappers, and the weights registry."""
+"""Detector networks, their protocol wrappers, and the registry of named weights."""
 
 from .detectors import PointDetector, RetinaNetDetector
 from .pointnet import PointHeatmapNet
-from .registry import REGISTRY, load_detector, save_detector
+from .registry import (
+    UnpinnedWeightsWarning,
+    Weights,
+    get_weights,
+    list_detectors,
+    load_detector,
+    register_detector,
+    save_detector,
+)
 from .retinanet import RetinaNetDA
 
 __all__ = [
-    "REGISTRY",
     "PointDetector",
     "PointHeatmapNet",
     "RetinaNetDA",
     "RetinaNetDetector",
+    "UnpinnedWeightsWarning",
+    "Weights",
+    "get_weights",
+    "list_detectors",
     "load_detector",
+    "register_detector",
     "save_detector",
 ]

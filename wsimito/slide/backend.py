@@ -18,11 +18,19 @@ class Backend(ABC):
 
     Attributes
     ----------
-    name: backend name used by ``open_slide(backend=...)``.
-    source: what was opened (a path string, or an object for in-memory backends).
-    level_dimensions: ``(width, height)`` per level, px at that level.
-    level_downsamples: level-0 px per level px, per level.
-    properties: vendor and reader metadata, all values ``str``.
+    name : str
+        Backend name used by ``open_slide(backend=...)``.
+    source : Any
+        What was opened (a path string, or an object for in-memory backends).
+    level_dimensions : tuple of (int, int)
+        ``(width, height)`` per level, px at that level.
+    level_downsamples : tuple of float
+        Level-0 px per level px, per level.
+    properties : dict of str to str
+        Vendor and reader metadata.
+    conversion : str or None
+        What reading converts (greyscale to RGB, 16 to 8 bits), said once when
+        the slide is opened; ``None`` for 8-bit RGB(A).
     """
 
     name: str = "abstract"
@@ -30,6 +38,7 @@ class Backend(ABC):
     level_dimensions: tuple[tuple[int, int], ...]
     level_downsamples: tuple[float, ...]
     properties: dict[str, str]
+    conversion: str | None = None
 
     @abstractmethod
     def read_level(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
@@ -77,7 +86,7 @@ class Backend(ABC):
         w, h = self.level_dimensions[0]
         return (0, 0, w, h)
 
-    def reopen_spec(self) -> tuple[type[Backend], tuple, dict]:
+    def reopen_spec(self) -> tuple[type[Backend], tuple[Any, ...], dict[str, Any]]:
         """``(class, args, kwargs)`` that reopen this backend in another process."""
         return (type(self), (self.source,), {})
 

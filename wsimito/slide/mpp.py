@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Any
 
 # A resolution coarser than this is a screen DPI (72 or 96 dpi), not a scan.
 _MAX_PLAUSIBLE_MPP = 100.0
@@ -107,7 +108,7 @@ def parse_properties(props: Mapping[str, str]) -> MPPPair | None:
     return None
 
 
-def tifffile_properties(page) -> dict[str, str]:
+def tifffile_properties(page: Any) -> dict[str, str]:
     """The resolution tags of a ``tifffile.TiffPage`` as ``tiff.*`` properties."""
     props: dict[str, str] = {}
     tags = page.tags

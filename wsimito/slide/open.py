@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import SlideOpenError
+from ..checks import choice, positive_float
+from ..errors import SlideOpenError, UnsupportedImageError
 from .array_backend import IMAGE_SUFFIXES, ArrayBackend
 from .backend import Backend
+from .direct import DECODERS, Decoder
 from .slide import Slide
 
-BACKENDS = ("auto", "openslide", "tiffslide", "zarr", "array")
+BackendName = Literal["auto", "openslide", "tiffslide", "zarr", "array"]
+BACKENDS: tuple[BackendName, ...] = ("auto", "openslide", "tiffslide", "zarr", "array")
 
 # Formats only OpenSlide reads.
 _OPENSLIDE_ONLY = {".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".dcm", ".isyntax"}
@@ -20,7 +26,7 @@ _OPENSLIDE_ONLY = {".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".dcm", ".i
 _SLOW_IN_TIFFSLIDE = {33003, 33004, 33005, 34712}
 
 
-def _backend_class(name: str) -> type[Backend]:
+def _backend_class(name: str) -> Callable[[str], Backend]:
     if name == "openslide":
         from .openslide_backend import OpenSlideBackend
 
@@ -43,7 +49,7 @@ def _tiff_is_tiled_and_fast(path: str) -> tuple[bool, bool]:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
-        page = tif.pages[0]
+        page: Any = tif.pages[0]  # the first page is always a TiffPage
         return bool(page.is_tiled), int(page.compression) not in _SLOW_IN_TIFFSLIDE
 
 
@@ -80,45 +86,81 @@ def _probe(reader: Backend) -> None:
 
 
 def open_slide(
-    source: Any, *, backend: str = "auto", mpp: float | None = None, force_mpp: bool = False
+    source: Any,
+    *,
+    backend: BackendName = "auto",
+    mpp: float | None = None,
+    force_mpp: bool = False,
+    decoder: Decoder = "auto",
 ) -> Slide:
     """Open a whole-slide image, region-of-interest image, zarr store or array.
 
     Parameters
     ----------
-    source:
+    source : str, pathlib.Path, numpy.ndarray or PIL.Image.Image
         A path (SVS, NDPI, MRXS, SCN, DICOM folder/file, generic or OME TIFF,
         PNG/JPEG), an fsspec URL (tiffslide), a zarr/OME-Zarr path, a numpy
-        array ``(h, w, 3)`` uint8 or a PIL image.
-    backend:
-        ``"auto"`` (default), ``"openslide"``, ``"tiffslide"``, ``"zarr"`` or ``"array"``.
-    mpp:
-        Level-0 resolution in µm per pixel for arrays and files that carry none
-        (then it is required). Where the file states one, the file's wins; a
-        given value more than 1 % off it is warned about, naming both, and both
-        are kept (``slide.file_mpp``, ``slide.given_mpp``).
-    force_mpp:
+        array ``(h, w, 3)`` uint8 or a PIL image. Greyscale and 16-bit images
+        are converted to 8-bit RGB with a warning that says how.
+    backend : {"auto", "openslide", "tiffslide", "zarr", "array"}
+        The reader; ``"auto"`` (default) tries the fastest that fits the file.
+    mpp : float or None
+        Level-0 resolution in µm per pixel (> 0, finite) for arrays and files
+        that carry none (then it is required). Where the file states one, the
+        file's wins; a given value more than 1 % off it is warned about, naming
+        both, and both are kept (``slide.file_mpp``, ``slide.given_mpp``).
+    force_mpp : bool
         Use ``mpp`` even where the file states another resolution (for files
         whose metadata are known to be wrong).
+    decoder : {"auto", "direct", "backend"}
+        Where the pixels of tiled TIFF files (SVS, generic and OME TIFF) come
+        from. ``"auto"`` (default): tiles decoded directly with imagecodecs in
+        the reading thread, through a tile cache shared by the slide's handles,
+        wherever the file's layout and codec allow it (see
+        ``wsimito.slide.direct``); the backend's own reader otherwise.
+        ``"direct"``: the direct decoder or an error saying why not.
+        ``"backend"``: always the backend's reader. ``slide.decoder`` tells
+        which one a slide uses.
+
+    Returns
+    -------
+    Slide
+        The opened slide; only metadata and one pixel were read.
 
     Raises
     ------
+    ValueError
+        ``mpp`` is not a positive, finite number or ``backend`` is unknown.
+    wsimito.errors.UnsupportedImageError
+        The image opens but holds pixels wsimito does not read (e.g. five
+        channels, 32-bit integers); one line says what is supported.
     SlideOpenError
-        No backend could open the file; the message lists what each said.
+        No backend could open the file; the message lists what each said, or,
+        for DICOM, which attribute is missing and how to repair it (with
+        ``decoder="direct"``, why the direct decoder cannot read it).
+
+    Warns
+    -----
+    UserWarning
+        When pixels are converted (greyscale to RGB, 16 to 8 bits).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    backend = choice(backend, "backend", BACKENDS)
+    decoder = choice(decoder, "decoder", DECODERS)
+    if mpp is not None:
+        mpp = positive_float(mpp, "mpp", "µm per pixel (the slide's level-0 resolution)")
     if isinstance(source, Slide):
         return source if mpp is None else source.reopen(mpp=mpp)
     if not isinstance(source, (str, Path)):
         if backend not in ("auto", "array"):
             raise ValueError(f"in-memory images use backend='array', not {backend!r}")
+        if decoder == "direct":
+            raise ValueError("in-memory images have no file tiles; use decoder='auto' or 'backend'")
         if (
             isinstance(source, np.ndarray)
             or hasattr(source, "__array__")
             or hasattr(source, "mode")
         ):
-            return Slide(ArrayBackend(source), mpp=mpp, force_mpp=force_mpp)
+            return _opened(ArrayBackend(source), mpp, force_mpp)
         raise TypeError(
             f"cannot open a {type(source).__name__}; pass a path or an (h, w, 3) uint8 array"
         )
@@ -127,16 +169,48 @@ def open_slide(
         raise SlideOpenError(f"{path}: no such file or directory")
     names = _auto_candidates(path) if backend == "auto" else [backend]
     errors: list[str] = []
+    unsupported: UnsupportedImageError | None = None
     for name in names:
+        reader: Backend | None = None
         try:
             reader = _backend_class(name)(path)
             _probe(reader)
-            return Slide(reader, mpp=mpp, force_mpp=force_mpp)
+            return _opened(reader, mpp, force_mpp, decoder)
         except Exception as exc:  # each backend raises its own types
+            if reader is not None:
+                with contextlib.suppress(Exception):
+                    reader.close()
+            if isinstance(exc, UnsupportedImageError) and unsupported is None:
+                unsupported = exc
             errors.append(f"{name}: {type(exc).__name__}: {exc}")
+    if unsupported is not None:  # the pixels, not the readers, are the problem: say that alone
+        raise UnsupportedImageError(str(unsupported)) from None
+    said = "; ".join(errors)
+    if _looks_like_dicom(path):
+        from .dicom import dicom_problems, explain
+
+        problems = dicom_problems(path)
+        if problems:
+            raise SlideOpenError(explain(path, problems, said))
     raise SlideOpenError(
         f"cannot open {path}: "
-        + "; ".join(errors)
+        + said
         + ". Check that the file is complete and a supported format (SVS, NDPI, MRXS, SCN, "
         "DICOM, TIFF, OME-Zarr, PNG/JPEG), or choose another backend=."
     )
+
+
+def _opened(
+    reader: Backend, mpp: float | None, force_mpp: bool, decoder: Decoder = "backend"
+) -> Slide:
+    """The slide over ``reader``, warning once about pixel conversions."""
+    slide = Slide(reader, mpp=mpp, force_mpp=force_mpp, decoder=decoder)
+    if reader.conversion:
+        warnings.warn(f"{slide.name}: {reader.conversion}.", stacklevel=3)
+    return slide
+
+
+def _looks_like_dicom(path: str) -> bool:
+    from .dicom import is_dicom
+
+    return Path(path).suffix.lower() == ".dcm" or ("://" not in path and is_dicom(path))

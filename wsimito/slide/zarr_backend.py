@@ -10,24 +10,35 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UnsupportedImageError
 from .backend import Backend
 from .mpp import _UNIT_TO_UM
+from .pixels import conversion_note, to_rgb8
 
 
 class ZarrBackend(Backend):
+    """Reads OME-Zarr multiscales and plain zarr arrays through zarr-python.
+
+    Parameters
+    ----------
+    source : str
+        Path or URL of the store (a group with OME multiscales, or an array).
+    """
+
     name = "zarr"
 
     def __init__(self, source: str) -> None:
         import zarr
 
         self.source = str(source)
-        node = zarr.open(self.source, mode="r")
-        attrs = dict(node.attrs)
-        ome = attrs.get("ome", attrs)  # v0.5 nests under "ome"
+        node: Any = zarr.open(self.source, mode="r")
+        attrs: dict[str, Any] = dict(node.attrs)
+        ome: dict[str, Any] = attrs.get("ome", attrs)  # v0.5 nests under "ome"
         self.properties = {"zarr.format": str(getattr(node.metadata, "zarr_format", ""))}
         self._mpp: tuple[float | None, float | None] = (None, None)
+        self._arrays: list[Any]
         if "multiscales" in ome:
-            ms = ome["multiscales"][0]
+            ms: dict[str, Any] = ome["multiscales"][0]
             axes = [
                 a["name"] if isinstance(a, dict) else a for a in ms.get("axes", ["c", "y", "x"])
             ]
@@ -54,6 +65,11 @@ class ZarrBackend(Backend):
         self.level_dimensions = tuple(dims)
         w0 = dims[0][0]
         self.level_downsamples = tuple(w0 / w for w, _ in dims)
+        channels = dict(zip(axes, self._arrays[0].shape, strict=True)).get("c", 1)
+        try:
+            self.conversion = conversion_note(self._arrays[0].dtype, int(channels))
+        except ValueError as exc:
+            raise UnsupportedImageError(f"{self.source}: {exc}") from None
 
     def _index(self, x: int, y: int, width: int, height: int) -> tuple[Any, ...]:
         idx: list[Any] = []
@@ -63,29 +79,21 @@ class ZarrBackend(Backend):
             )
         return tuple(idx)
 
-    def read_level(self, x, y, level, width, height):
+    def read_level(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
         arr = np.asarray(self._arrays[level][self._index(x, y, width, height)])
         kept = [a for a in self._axes if a in ("x", "y", "c")]
         arr = np.transpose(arr, [kept.index(a) for a in ("y", "x", "c") if a in kept])
-        if arr.ndim == 2:
-            arr = np.repeat(arr[:, :, None], 3, axis=2)
-        if arr.shape[2] == 1:
-            arr = np.repeat(arr, 3, axis=2)
-        if arr.dtype != np.uint8:
-            raise TypeError(
-                f"{self.source}: {arr.dtype} pixels are not supported; wsimito reads 8-bit RGB"
-            )
-        return np.ascontiguousarray(arr)
+        return to_rgb8(arr)
 
-    def tile_size(self, level):
+    def tile_size(self, level: int) -> tuple[int, int]:
         chunks = dict(zip(self._axes, self._arrays[level].chunks, strict=True))
         return (int(chunks["x"]), int(chunks["y"]))
 
-    def mpp(self):
+    def mpp(self) -> tuple[float | None, float | None]:
         return self._mpp
 
 
-def _scale(dataset: dict, axes: list[str]) -> tuple[float | None, float | None]:
+def _scale(dataset: dict[str, Any], axes: list[str]) -> tuple[float | None, float | None]:
     for t in dataset.get("coordinateTransformations", []):
         if t.get("type") == "scale":
             s = dict(zip(axes, t["scale"], strict=True))
