@@ -268,7 +268,7 @@ class PatchSet:
             finally:
                 if slide is not source:
                     slide.close()
-            images[torch.from_numpy(rows.index.to_numpy())] = patches
+            images[torch.from_numpy(rows.index.to_numpy(dtype=np.int64, copy=True))] = patches
         labels = torch.from_numpy((cells["kind"] == "hit").to_numpy().astype(np.int64))
         table = cells.copy()
         if slide_info is not None:
