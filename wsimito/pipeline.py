@@ -72,13 +72,19 @@ def _load(detector: Any, device: str | torch.device) -> Detector:
 
 
 def _as_tissue(tissue: Any, slide: Slide, on_error: OnError) -> Tissue:
-    if isinstance(tissue, str):
-        if tissue != "auto":
-            raise ValueError(
-                f"tissue={tissue!r}: use 'auto', None (whole image), a Tissue or polygons "
-                "(level-0 px)"
-            )
+    if isinstance(tissue, str) and tissue == "auto":
         return detect_tissue(slide, on_error=on_error)
+    if isinstance(tissue, (str, Path)):
+        path = Path(tissue)
+        if path.suffix.lower() not in (".geojson", ".json") or not path.is_file():
+            raise ValueError(
+                f"tissue={str(tissue)!r}: use 'auto', None (whole image), a Tissue, polygons "
+                "(level-0 px), or the path of an existing GeoJSON file (e.g. annotations "
+                "exported from QuPath)"
+            )
+        from .io.qupath import tissue_from_geojson
+
+        return tissue_from_geojson(path, slide)
     if tissue is None:
         return Tissue.full(slide)
     if isinstance(tissue, Tissue):
@@ -166,10 +172,11 @@ def count_mitoses(
     detector : Detector, str or Path
         A registry name (``"demo"``), a weights path or URL, or any object that
         follows the :class:`wsimito.Detector` protocol.
-    tissue : {"auto"}, Tissue, polygons or None
+    tissue : {"auto"}, Tissue, polygons, GeoJSON path or None
         ``"auto"`` runs :func:`wsimito.detect_tissue`; ``None`` analyses the
-        whole image; a :class:`~wsimito.tissue.Tissue` or polygons in level-0 px
-        (e.g. a QuPath annotation).
+        whole image; a :class:`~wsimito.tissue.Tissue`; polygons in level-0 px;
+        or the path of a GeoJSON file whose polygons are the region (e.g.
+        annotations exported from QuPath, see :func:`wsimito.io.qupath.tissue_from_geojson`).
     threshold : float, optional
         Score threshold in [0, 1] for the count; the detector's own by default.
     batch_size : int, optional

@@ -26,6 +26,7 @@ from .classes import (
     CANDIDATE_COLOR,
     HOTSPOT_CLASS,
     HOTSPOT_COLOR,
+    MITOSIS_CLASS,
     MITOSIS_COLOR,
     TISSUE_CLASS,
     TISSUE_COLOR,
@@ -199,6 +200,93 @@ class MitosisResult:
             ("skipped_cores", [tuple(float(v) for v in b) for b in self.skipped_cores]),
         ):
             object.__setattr__(self, name, value)
+
+    # -- reloading -------------------------------------------------------------------
+    @classmethod
+    def from_geojson(
+        cls,
+        path: str | os.PathLike,
+        slide: Slide | str | os.PathLike,
+        *,
+        threshold: float | None = None,
+    ) -> MitosisResult:
+        """Reload a result from GeoJSON that :meth:`to_geojson` (or QuPath) wrote.
+
+        The "Tissue" annotation of the file (else all its polygons, see
+        :func:`wsimito.io.qupath.tissue_from_geojson`) becomes the analysed
+        tissue, so a tissue outline edited in QuPath and exported again is
+        counted as edited. Every point of class "Mitotic figure" (and, when the file has
+        them, "Candidate (not counted)") is a candidate with its ``score``
+        measurement; the count follows the usual rule. Files that QuPath
+        exported no longer carry wsimito's ``"wsimito"`` member: their
+        coordinates are taken relative to the slide's bounds (as QuPath shows
+        them) and every point with a score at or above ``threshold`` counts.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The GeoJSON file.
+        slide : Slide, str or os.PathLike
+            The slide the file belongs to (for its size, resolution and bounds).
+        threshold : float, optional
+            Decision threshold in [0, 1]; by default the one the file records
+            (0 for files without wsimito's metadata: every figure in the file counts).
+
+        Returns
+        -------
+        MitosisResult
+            Without a thumbnail or timing; ``detector_name`` and metadata as recorded.
+
+        Raises
+        ------
+        ValueError
+            When the file belongs to a slide of another size, or holds no polygon.
+        """
+        from .io.qupath import load_json, read_qupath, recorded_offset, tissue_from_geojson
+        from .slide import Slide, open_slide
+
+        own = not isinstance(slide, Slide)
+        handle = open_slide(slide) if own else slide
+        try:
+            raw = load_json(path)
+            meta = raw.get("wsimito") if isinstance(raw, dict) else None
+            meta = meta if isinstance(meta, dict) else {}
+            dims = tuple(int(v) for v in meta.get("slide_dimensions", handle.dimensions))
+            if dims != tuple(handle.dimensions):
+                raise ValueError(
+                    f"{path} was written for a {dims[0]}x{dims[1]} px slide, but "
+                    f"{handle.name} is {handle.dimensions[0]}x{handle.dimensions[1]} px; pass "
+                    "the slide it was counted on"
+                )
+            cells = read_qupath(path, bounds_offset=recorded_offset(path, handle)).to_frame()
+            cells = cells[cells["label"].isin([MITOSIS_CLASS, CANDIDATE_CLASS])]
+            scores = (
+                cells["score"].to_numpy(dtype=np.float64)
+                if "score" in cells
+                else np.ones(len(cells))
+            )
+            scores = np.where(np.isfinite(scores), scores, 1.0)
+            tissue = tissue_from_geojson(path, handle)
+            detector_meta = meta.get("detector_metadata")
+            return cls(
+                points=cells[["x", "y"]].to_numpy(dtype=np.float64),
+                scores=scores,
+                threshold=float(threshold if threshold is not None else meta.get("threshold", 0.0)),
+                slide_name=handle.name,
+                slide_path=handle.path,
+                slide_dimensions=handle.dimensions,
+                slide_mpp=handle.mpp,
+                mpp_file=meta.get("mpp_file"),
+                mpp_given=meta.get("mpp_given"),
+                bounds_offset=(float(handle.bounds[0]), float(handle.bounds[1])),
+                tissue=tissue,
+                detector_name=str(meta.get("detector", "unknown (QuPath export)")),
+                detector_metadata=detector_meta if isinstance(detector_meta, dict) else {},
+                detector_mpp=float(meta.get("detector_mpp") or handle.mpp),
+            )
+        finally:
+            if own:
+                handle.close()
 
     # -- what is counted -------------------------------------------------------------
     @cached_property

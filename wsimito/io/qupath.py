@@ -23,12 +23,17 @@ import json
 import os
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from ..classes import TISSUE_CLASS
 from .annotation_set import AnnotationError, Annotations
+
+if TYPE_CHECKING:
+    from ..slide import Slide
+    from ..tissue import Tissue
 
 _POINT_TYPES = ("Point", "MultiPoint")
 _REGION_TYPES = ("Polygon", "MultiPolygon", "LineString", "MultiLineString")
@@ -242,3 +247,50 @@ def _shifted(geometry: dict, offset: tuple[float, float]) -> Any:
     if offset == (0.0, 0.0):
         return shape
     return shapely.transform(shape, lambda c: c + np.asarray(offset))
+
+
+def tissue_from_geojson(path: str | os.PathLike, slide: Slide) -> Tissue:
+    """The analysis region drawn in a GeoJSON file (e.g. annotations exported from QuPath).
+
+    Polygons classified "Tissue" are used when the file has any (a wsimito
+    result's outline, edited or not); otherwise every polygon of the file.
+    Coordinates are read as QuPath writes them: level-0 px minus the slide's
+    bounds offset (a wsimito file's own recorded offset wins).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The GeoJSON file.
+    slide : Slide
+        The slide the polygons were drawn on.
+
+    Returns
+    -------
+    Tissue
+        Exact polygons, level-0 px; the mask marks every 8 µm pixel they touch.
+
+    Raises
+    ------
+    ValueError
+        When the file holds no polygon.
+    """
+    from ..tissue import Tissue
+
+    regions = read_qupath(path, bounds_offset=recorded_offset(path, slide)).regions
+    if not len(regions):
+        raise ValueError(
+            f"{path} holds no polygon to count in; in QuPath draw the region as an annotation "
+            "and export it with File > Export objects as GeoJSON"
+        )
+    chosen = regions[regions["label"] == TISSUE_CLASS]
+    geometry = (chosen if len(chosen) else regions).geometry
+    return Tissue.from_polygons(list(geometry), slide)
+
+
+def recorded_offset(path: str | os.PathLike, slide: Slide) -> tuple[float, float] | None:
+    """The offset to add to a file's coordinates: ``None`` when the file records wsimito's
+    own (a ``"wsimito"`` member), else the slide's OpenSlide bounds (QuPath's crop), level-0 px."""
+    raw = load_json(path)
+    if isinstance(raw, dict) and isinstance(raw.get("wsimito"), dict):
+        return None
+    return (float(slide.bounds[0]), float(slide.bounds[1]))

@@ -13,10 +13,15 @@ mitotic figures 8-15 µm overall (the phase shapes below), look-alikes 5-14 µm.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.special import ndtri
+
+if TYPE_CHECKING:
+    from .artefacts import Artefacts
 
 # -- hashing -----------------------------------------------------------------
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -348,7 +353,14 @@ class Objects:
 
 @dataclass(frozen=True)
 class Layout:
-    """Scene knobs that decide where things are (all densities per mm² of tissue)."""
+    """Scene knobs that decide where things are (all densities per mm² of tissue).
+
+    ``imposters_per_mm2_tumour``: look-alike density per mm² of tumour, or None
+    for ``mitoses_per_mm2_tumour * imposters_per_mitosis``.
+    ``min_imposters_per_mitosis``: look-alikes placed next to each figure.
+    ``extent_um``: slide width and height in µm (companions stay inside it).
+    ``artefacts``: the slide artefacts, or None for none.
+    """
 
     seed: int
     tissue_scale_um: float
@@ -356,6 +368,17 @@ class Layout:
     tumour_threshold: float
     mitoses_per_mm2_tumour: float
     imposters_per_mitosis: float
+    imposters_per_mm2_tumour: float | None = None
+    min_imposters_per_mitosis: int = 0
+    extent_um: tuple[float, float] | None = None
+    artefacts: Artefacts | None = None
+
+    @property
+    def imposter_rate(self) -> float:
+        """Look-alikes per mm² of tumour placed independently of the figures."""
+        if self.imposters_per_mm2_tumour is not None:
+            return self.imposters_per_mm2_tumour
+        return self.mitoses_per_mm2_tumour * self.imposters_per_mitosis
 
 
 def max_rare_rate() -> float:
@@ -437,25 +460,30 @@ def cell_nuclei(layout: Layout, box: tuple[float, float, float, float]) -> Objec
     return Objects.concat([cells, lymph])
 
 
-def rare_objects(layout: Layout, box: tuple[float, float, float, float]) -> Objects:
+def rare_objects(
+    layout: Layout,
+    box: tuple[float, float, float, float],
+    *,
+    figures: bool = True,
+    imposters: bool = True,
+) -> Objects:
     """Mitotic figures and look-alikes with centres inside ``box`` (x0, y0, x1, y1 µm).
 
     Candidates are drawn at the highest possible rate per cell and thinned by
     the local rate (tissue, tumour nests, hotspot field), so that enumerating a
-    whole slide costs a few vectorised hashes per 64 µm cell.
+    whole slide costs a few vectorised hashes per 64 µm cell. ``figures`` and
+    ``imposters`` choose the groups (the look-alikes placed at the background
+    rate; companions of figures come from :func:`companions`).
     """
     cx, cy = _cells(_RARE_GRID_UM, box)
     cell_mm2 = (_RARE_GRID_UM / 1000.0) ** 2
     parts = []
-    for group, rate, kinds, shares in (
-        (201, layout.mitoses_per_mm2_tumour, MITOTIC_KINDS, PHASE_SHARES),
-        (
-            202,
-            layout.mitoses_per_mm2_tumour * layout.imposters_per_mitosis,
-            IMPOSTER_KINDS,
-            IMPOSTER_SHARES,
-        ),
-    ):
+    groups = []
+    if figures:
+        groups.append((201, layout.mitoses_per_mm2_tumour, MITOTIC_KINDS, PHASE_SHARES))
+    if imposters:
+        groups.append((202, layout.imposter_rate, IMPOSTER_KINDS, IMPOSTER_SHARES))
+    for group, rate, kinds, shares in groups:
         p_slot = rate * _HOTSPOT_MAX * cell_mm2 / _RARE_SLOTS
         if p_slot <= 0:
             continue
@@ -487,6 +515,68 @@ def rare_objects(layout: Layout, box: tuple[float, float, float, float]) -> Obje
         ]
         parts.append(Objects(kind, x, y, u[:, 4:], gain))
     return Objects.concat(parts)
+
+
+_COMPANION_RING_UM = (18.0, 90.0)  # distance of a figure's companions from its centre
+#: Farthest a figure's companion look-alike lies from the figure, µm.
+COMPANION_REACH_UM = _COMPANION_RING_UM[1]
+_COMPANION_TRIES = 5  # candidate places per wanted companion
+_COMPANION_GAP_UM = 16.0  # companions of one figure keep this far apart
+
+
+def companions(
+    layout: Layout,
+    figs: Objects,
+    usable: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+) -> tuple[Objects, np.ndarray, np.ndarray]:
+    """``layout.min_imposters_per_mitosis`` look-alikes around each figure in ``figs``.
+
+    Each figure draws candidate places 18-90 µm from its centre from a hash of
+    its own parameters, so its companions do not depend on the box enumerated.
+    A place is usable in tumour tissue, inside ``layout.extent_um`` and where
+    ``usable(x, y)`` (µm) allows. Returns the companions, the index of each
+    one's figure in ``figs``, and per figure whether it found all it needs
+    (figures that did not are meant to be dropped with their companions).
+    """
+    n = layout.min_imposters_per_mitosis
+    if n <= 0 or len(figs) == 0:
+        return Objects.empty(), np.zeros(0, np.int64), np.ones(len(figs), bool)
+    m = n * _COMPANION_TRIES
+    key = (figs.params[:, :2] * float(1 << 52)).astype(np.int64)
+    u = uniform(
+        layout.seed,
+        203,
+        key[:, 0, None, None],
+        key[:, 1, None, None],
+        np.arange(m)[None, :, None],
+        np.arange(N_PARAMS + 4)[None, None, :],
+    )  # (F, m, 20)
+    lo, hi = _COMPANION_RING_UM
+    r = np.sqrt(lo * lo + (hi * hi - lo * lo) * u[..., 0])
+    phi = 2 * np.pi * u[..., 1]
+    x = figs.x[:, None] + r * np.cos(phi)
+    y = figs.y[:, None] + r * np.sin(phi)
+    f = site_fields(layout, x.ravel(), y.ravel())
+    ok = ((f["tissue"] > 0.5) & (f["tumour"] > 0.5)).reshape(x.shape)
+    if layout.extent_um is not None:
+        w, h = layout.extent_um
+        ok &= (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    if usable is not None:
+        ok &= usable(x.ravel(), y.ravel()).reshape(x.shape)
+    d2 = (x[:, :, None] - x[:, None, :]) ** 2 + (y[:, :, None] - y[:, None, :]) ** 2
+    crowded = ((d2 < _COMPANION_GAP_UM**2) & np.tri(m, k=-1, dtype=bool)[None]).any(axis=2)
+    ok &= ~crowded
+    chosen = ok & (np.cumsum(ok, axis=1) <= n)
+    complete = chosen.sum(axis=1) == n
+    chosen &= complete[:, None]
+    fi, ki = np.nonzero(chosen)
+    uu = u[fi, ki]
+    edges = np.cumsum(IMPOSTER_SHARES)
+    kind = np.asarray(IMPOSTER_KINDS)[
+        np.minimum(np.searchsorted(edges, uu[:, 3] * edges[-1]), len(IMPOSTER_KINDS) - 1)
+    ]
+    gain = f["gain"].reshape(x.shape)[fi, ki]
+    return Objects(kind, x[fi, ki], y[fi, ki], uu[:, 4:], gain), fi, complete
 
 
 # -- object shapes -------------------------------------------------------------

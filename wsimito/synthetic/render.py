@@ -15,7 +15,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import shapely
 
+from . import artefacts as art
 from . import content as c
 from .stains import StainModel, beer_lambert, resolve_stain
 from .stats import IMPOSTERS_PER_MITOSIS, MITOTIC_DENSITY_MEAN
@@ -29,6 +31,7 @@ _FIBRE_PERIOD_UM = 5.0
 _GRAIN_TABLE = 256
 _BLOCK = 1024  # px per side rendered at once by render_image
 _BLOCK_UM = 256.0  # objects are enumerated and cached per block of this side
+_MAX_COMPANIONS = 20  # most look-alikes placed around each mitotic figure
 # Mean nuclear haematoxylin OD per area, for levels drawn without objects
 # (tumour nests, stroma): measured by area-averaging level-0 renders.
 _MEAN_NUCLEAR_OD = (0.12, 0.02)
@@ -60,8 +63,17 @@ class Scene:
         tumour_fraction: float = 0.55,
         mitoses_per_mm2: float = MITOTIC_DENSITY_MEAN,
         imposters_per_mitosis: float = IMPOSTERS_PER_MITOSIS,
+        imposters_per_mm2: float | None = None,
+        min_imposters_per_mitosis: int = 0,
+        artefacts: art.ArtefactSpec = "none",
     ) -> Scene:
-        """Check the knobs and build a scene (see :func:`wsimito.synthetic.make_slide`)."""
+        """Check the knobs and build a scene (see :func:`wsimito.synthetic.make_slide`).
+
+        Raises
+        ------
+        ValueError
+            If a knob is out of its range; the message names it and the range.
+        """
         if int(width) <= 0 or int(height) <= 0:
             raise ValueError(f"width and height must be positive px, got {width} x {height}")
         if not (math.isfinite(mpp) and mpp > 0):
@@ -78,11 +90,38 @@ class Scene:
             )
         if mitoses_per_mm2 < 0 or imposters_per_mitosis < 0:
             raise ValueError("mitoses_per_mm2 and imposters_per_mitosis must be >= 0")
+        if imposters_per_mm2 is not None:
+            if not (math.isfinite(imposters_per_mm2) and imposters_per_mm2 >= 0):
+                raise ValueError(
+                    f"imposters_per_mm2 must be None or a number >= 0 per mm² of tissue, "
+                    f"got {imposters_per_mm2!r}"
+                )
+            if tumour_fraction == 0 and imposters_per_mm2 > 0:
+                raise ValueError(
+                    "look-alikes sit in tumour nests: use tumour_fraction > 0 or "
+                    "imposters_per_mm2=0"
+                )
+            imposter_limit = c.max_rare_rate() * tumour_fraction
+            if imposters_per_mm2 > imposter_limit:
+                raise ValueError(
+                    f"imposters_per_mm2={imposters_per_mm2:g} is more than this layout holds; "
+                    f"use at most {imposter_limit:.0f} (or raise tumour_fraction)"
+                )
+        if int(min_imposters_per_mitosis) != min_imposters_per_mitosis or not (
+            0 <= min_imposters_per_mitosis <= _MAX_COMPANIONS
+        ):
+            raise ValueError(
+                f"min_imposters_per_mitosis must be a whole number from 0 to {_MAX_COMPANIONS}, "
+                f"got {min_imposters_per_mitosis!r}"
+            )
+        min_imposters_per_mitosis = int(min_imposters_per_mitosis)
+        artefact_set = art.resolve_artefacts(artefacts)
         if tissue_scale_um <= 0:
             raise ValueError(f"tissue_scale_um must be positive µm, got {tissue_scale_um!r}")
         seed = int(seed)
         rate = mitoses_per_mm2 / tumour_fraction if tumour_fraction > 0 else 0.0
-        limit = c.max_rare_rate() * tumour_fraction / max(1.0, imposters_per_mitosis)
+        ratio = imposters_per_mitosis if imposters_per_mm2 is None else 1.0
+        limit = c.max_rare_rate() * tumour_fraction / max(1.0, ratio)
         if mitoses_per_mm2 > limit:
             raise ValueError(
                 f"mitoses_per_mm2={mitoses_per_mm2:g} is more than this layout holds; "
@@ -95,6 +134,16 @@ class Scene:
             c.threshold_for_fraction(tumour_fraction),
             rate,
             float(imposters_per_mitosis),
+            None
+            if imposters_per_mm2 is None
+            else float(imposters_per_mm2) / tumour_fraction
+            if tumour_fraction > 0
+            else 0.0,
+            min_imposters_per_mitosis,
+            (int(width) * float(mpp), int(height) * float(mpp))
+            if min_imposters_per_mitosis
+            else None,
+            artefact_set,
         )
         return cls(
             int(width),
@@ -120,19 +169,30 @@ class Scene:
         return objs.take((objs.x >= x0) & (objs.x < x1) & (objs.y >= y0) & (objs.y < y1))
 
     def truth(self, box: tuple[float, float, float, float] | None = None) -> GroundTruth:
-        """Mitotic figures and look-alikes whose centres lie in the level-0 box (px).
+        """Mitotic figures and look-alikes whose centres lie in the level-0 box (px), and the
+        artefacts whose polygons reach into it.
 
         ``box`` ``(x, y, w, h)`` defaults to the whole slide. Cost grows with the
         box area (about a second per 100 mm² of slide on one core).
         """
         x, y, w, h = box if box is not None else (0, 0, self.width, self.height)
         m = self.mpp
-        objs = c.rare_objects(self.layout, (x * m, y * m, (x + w) * m, (y + h) * m))
+        box_um = (x * m, y * m, (x + w) * m, (y + h) * m)
+        objs = rare_objects(self.layout, box_um)
         order = np.lexsort((objs.x, objs.y))
         objs = objs.take(order)
         pts = np.stack([objs.x / m, objs.y / m], axis=1).reshape(-1, 2)
         mit = np.isin(objs.kind, c.MITOTIC_KINDS)
         names = np.array([c.KIND_NAMES.get(int(k), "") for k in objs.kind], dtype=object)
+        found: tuple[art.Artefact, ...] = ()
+        if self.layout.artefacts is not None:
+            placed = art.place(self.layout, box_um, functools.partial(rare_objects, self.layout))
+            frame = shapely.box(x, y, x + w, y + h)
+            found = tuple(
+                art.Artefact(kind, poly / m, detail)
+                for kind, poly, detail in art.outlines(self.layout, placed)
+                if shapely.intersects(frame, shapely.Polygon(poly / m))
+            )
         return GroundTruth(
             pts[mit],
             names[mit].astype(str),
@@ -140,6 +200,8 @@ class Scene:
             names[~mit].astype(str),
             m,
             (float(x), float(y), float(w), float(h)),
+            artefacts=found,
+            mitosis_free=self.layout.mitoses_per_mm2_tumour == 0,
         )
 
     # -- pixels ---------------------------------------------------------------
@@ -151,6 +213,36 @@ class Scene:
         if w <= 0 or h <= 0:
             raise ValueError(f"render box must have positive size, got {w} x {h} px")
         ds = float(downsample)
+        if self.layout.artefacts is not None:
+            return self._render_with_artefacts(x, y, w, h, ds)
+        hem, eos = self._stain_maps(x, y, w, h, ds)
+        grain = self._grain(x, y, w, h)
+        return beer_lambert(hem, eos, self.stain, grain)
+
+    def _render_with_artefacts(self, x: int, y: int, w: int, h: int, ds: float) -> np.ndarray:
+        mpp_r = self.mpp * ds
+        rare = functools.partial(rare_objects, self.layout)
+        placed = art.place(
+            self.layout, (x * mpp_r, y * mpp_r, (x + w) * mpp_r, (y + h) * mpp_r), rare
+        )
+        m = art.defocus_margin(placed, mpp_r)
+        if m:
+            x0, y0, x1, y1 = x - m, y - m, x + w + m, y + h + m
+            placed = art.place(self.layout, (x0 * mpp_r, y0 * mpp_r, x1 * mpp_r, y1 * mpp_r), rare)
+        frame = art.Frame(x - m, y - m, w + 2 * m, h + 2 * m, mpp_r)
+        hem, eos = self._stain_maps(frame.x, frame.y, frame.w, frame.h, ds)
+        rgb = art.paint(self.layout, placed, frame, hem, eos, self.stain, mpp_r, blur=m > 0)
+        if m:
+            rgb = rgb[m : m + h, m : m + w]
+        rgb += self._grain(x, y, w, h)[..., None]
+        rgb += 0.5
+        np.clip(rgb, 0, 255, out=rgb)
+        return rgb.astype(np.uint8)
+
+    def _stain_maps(
+        self, x: int, y: int, w: int, h: int, ds: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Haematoxylin and eosin amounts ``(h, w)`` float32 of a box of the level at ``ds``."""
         mpp_r = self.mpp * ds
         detail = mpp_r <= DETAIL_MPP
         eos_base, hem_cyto, *more = self._smooth_fields(x, y, w, h, ds, detail)
@@ -189,8 +281,7 @@ class Scene:
             cover, tumour_cover = more
             t_nuc, s_nuc = _MEAN_NUCLEAR_OD
             hem += tumour_cover * (t_nuc - s_nuc) + cover * s_nuc
-        grain = self._grain(x, y, w, h)
-        return beer_lambert(hem, eos, self.stain, grain)
+        return hem, eos
 
     def _smooth_fields(
         self, x: int, y: int, w: int, h: int, ds: float, detail: bool
@@ -317,13 +408,47 @@ def _block_objects(layout: c.Layout, bx: int, by: int) -> c.Objects:
     b = _BLOCK_UM
     x0, y0, x1, y1 = bx * b, by * b, (bx + 1) * b, (by + 1) * b
     gap = 8.0  # µm: a normal nucleus this close to a figure gives way to it
-    rare = c.rare_objects(layout, (x0 - gap, y0 - gap, x1 + gap, y1 + gap))
+    rare = rare_objects(layout, (x0 - gap, y0 - gap, x1 + gap, y1 + gap))
     nuclei = c.cell_nuclei(layout, (x0, y0, x1, y1))
     if len(rare) and len(nuclei):
         d2 = (nuclei.x[:, None] - rare.x[None, :]) ** 2 + (nuclei.y[:, None] - rare.y[None, :]) ** 2
         nuclei = nuclei.take(~(d2 < gap * gap).any(axis=1))
     rare = rare.take((rare.x >= x0) & (rare.x < x1) & (rare.y >= y0) & (rare.y < y1))
     return c.Objects.concat([nuclei, rare])
+
+
+def rare_objects(layout: c.Layout, box: tuple[float, float, float, float]) -> c.Objects:
+    """Mitotic figures and look-alikes centred in ``box`` (x0, y0, x1, y1 µm), all rules applied.
+
+    On top of :func:`.content.rare_objects`: each figure's companions
+    (``min_imposters_per_mitosis``; a figure that cannot place them all is
+    dropped with them), and nothing where a torn edge took the tissue away.
+    """
+    n = layout.min_imposters_per_mitosis
+    if layout.artefacts is None and n == 0:
+        return c.rare_objects(layout, box)
+    x0, y0, x1, y1 = box
+    reach = c.COMPANION_REACH_UM if n else 0.0
+    usable = None
+    if layout.artefacts is not None:
+        r = 2 * reach
+        tears = art.tear_sites(layout, (x0 - r, y0 - r, x1 + r, y1 + r))
+        if len(tears):
+
+            def usable(px: np.ndarray, py: np.ndarray) -> np.ndarray:
+                return art.tear_keep_points(layout, tears, px, py) >= 0.5
+
+    figs = c.rare_objects(layout, (x0 - reach, y0 - reach, x1 + reach, y1 + reach), imposters=False)
+    if usable is not None:
+        figs = figs.take(usable(figs.x, figs.y))
+    comps, _, complete = c.companions(layout, figs, usable)
+    figs = figs.take(complete)
+    imps = c.rare_objects(layout, box, figures=False)
+    if usable is not None:
+        imps = imps.take(usable(imps.x, imps.y))
+    figs = figs.take(c._in_box(figs.x, figs.y, box))
+    comps = comps.take(c._in_box(comps.x, comps.y, box))
+    return c.Objects.concat([figs, imps, comps])
 
 
 @functools.lru_cache(maxsize=8)

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..slide.backend import Backend
 from ..slide.slide import Slide
+from .artefacts import ArtefactSpec
 from .render import Scene
 from .truth import GroundTruth
 
@@ -47,6 +48,8 @@ class VirtualSlideBackend(Backend):
             "wsimito.synthetic.seed": str(scene.seed),
             "wsimito.synthetic.stain": scene.stain.name,
         }
+        if scene.layout.artefacts is not None:
+            self.properties["wsimito.synthetic.artefacts"] = repr(scene.layout.artefacts)
 
     def read_level(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
         return self.scene.render(x, y, width, height, self.level_downsamples[level])
@@ -90,18 +93,22 @@ def virtual_slide(
     seed: int = 0,
     stain: str = "random",
     tile_size: int = 512,
+    artefacts: ArtefactSpec = "none",
     **scene_kwargs,
 ) -> VirtualSlide:
     """A synthetic slide of ``width`` x ``height`` level-0 px at ``mpp`` µm/px, rendered on demand.
 
     ``scene_kwargs`` are the knobs of :func:`wsimito.synthetic.make_slide`
-    (``tissue_fraction``, ``mitoses_per_mm2``, ...). Level 0 shows exactly
-    the pixels of ``make_slide`` with the same arguments; ``slide.truth``
-    holds the ground truth.
+    (``tissue_fraction``, ``mitoses_per_mm2``, ...). ``artefacts``: "none",
+    "realistic", "heavy" or an :class:`~wsimito.synthetic.Artefacts`. Level 0
+    shows exactly the pixels of ``make_slide`` with the same arguments;
+    ``slide.truth`` holds the ground truth, artefacts included.
 
     >>> slide = virtual_slide(100_000, 80_000, seed=1)   # instant, nothing rendered yet
     >>> slide.read((50_000, 40_000, 512, 512)).shape
     (512, 512, 3)
     """
-    scene = Scene.build(width, height, mpp=mpp, seed=seed, stain=stain, **scene_kwargs)
+    scene = Scene.build(
+        width, height, mpp=mpp, seed=seed, stain=stain, artefacts=artefacts, **scene_kwargs
+    )
     return VirtualSlide(VirtualSlideBackend(scene, tile_size=tile_size))

@@ -18,6 +18,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from .artefacts import ArtefactSpec
 from .render import Scene
 from .truth import GroundTruth
 
@@ -110,6 +111,7 @@ def write_slide(
     quality: int = 90,
     tile_size: int = 256,
     downsample: int = 2,
+    artefacts: ArtefactSpec = "none",
     **scene_kwargs,
 ) -> GroundTruth:
     """Render a synthetic slide to ``path`` and return its ground truth (level-0 px).
@@ -119,8 +121,10 @@ def write_slide(
     resolution tags in pixels per centimetre). ``compression``: "jpeg"
     (``quality`` 1-100) or "deflate" (lossless). ``tile_size``: 256 or 512 px.
     ``downsample``: 2 or 4, the factor between pyramid levels, each made by
-    area averaging. Level 0 equals :func:`~wsimito.synthetic.make_slide` with
-    the same arguments (exactly with deflate).
+    area averaging. ``artefacts``: "none", "realistic", "heavy" or an
+    :class:`~wsimito.synthetic.Artefacts`. Level 0 equals
+    :func:`~wsimito.synthetic.make_slide` with the same arguments (exactly
+    with deflate).
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
@@ -132,7 +136,9 @@ def write_slide(
         raise ValueError(f"downsample must be 2 or 4, got {downsample!r}")
     if not 1 <= quality <= 100:
         raise ValueError(f"quality must lie in 1..100, got {quality!r}")
-    scene = Scene.build(width, height, mpp=mpp, seed=seed, stain=stain, **scene_kwargs)
+    scene = Scene.build(
+        width, height, mpp=mpp, seed=seed, stain=stain, artefacts=artefacts, **scene_kwargs
+    )
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"folder {path.parent} does not exist; create it first")

@@ -1,0 +1,144 @@
+"""count_mitoses as a stream: reading against the decode limit, and reading against the model.
+
+On a JPEG-tiled pyramid of real H&E (the mosaic of ``bench_read_stream.py``,
+0.25 µm/px, 256 px file tiles), in one run with interleaved rounds, each
+figure the median of ``--repeat`` passes with min and max:
+
+1. the decode limit: every level-0 file tile decoded once with imagecodecs on
+   2 threads;
+2. tiffslide's ``read_region`` of every 512 px grid tile (stride 448) from 2
+   threads, the raw backend a user would call;
+3. the read-only stream: ``count_mitoses`` with a detector that returns nothing
+   at once (``tissue=None``), 512 px tiles with 64 px overlap at 0.25 µm/px,
+   with 1 and 2 reader threads;
+4. the same at 0.5 µm/px (the demo detector's resolution: read from the
+   0.25 µm/px level and reduced 2x on the device);
+5. the demo detector alone on the same number of 512 px tiles already in
+   memory, and ``count_mitoses`` with it end to end.
+
+Ratios (issue 15's targets): coverage = decode-limit time / stream time
+(>= 0.6 at 0.25 µm/px, >= 0.5 at 0.5 µm/px); 2 / 1 reader threads (>= 1.6);
+stream / tiffslide (>= 0.8, as speeds); end to end / (stream + detector
+alone) in time (<= 1.15 on a CPU, where both share the cores).
+
+Run: .venv/bin/python benchmarks/bench_stream.py [--size 16384] [--repeat 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import warnings
+
+import torch
+from _common import machine
+from bench_read_stream import (
+    decode_limit,
+    grid,
+    load_average,
+    run_threads,
+    slide_path,
+    tiffslide_reader,
+    timed_rounds,
+)
+
+import wsimito
+
+
+class NoDetections:
+    """Follows the Detector protocol and returns nothing at once."""
+
+    def __init__(self, mpp: float, tile_size: int = 512, overlap: int = 64) -> None:
+        self.mpp, self.tile_size, self.overlap = mpp, tile_size, overlap
+        self.threshold, self.device = 0.5, torch.device("cpu")
+        self.name, self.metadata, self.min_distance_um = "none", {}, None
+
+    def detect(self, tiles: torch.Tensor) -> list[torch.Tensor]:
+        return [torch.zeros((0, 3)) for _ in range(len(tiles))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", type=int, default=16384, help="slide side, px at 0.25 µm/px")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="4,096 px slide, one pass")
+    args = ap.parse_args()
+    size, repeat = (4096, 1) if args.quick else (args.size, args.repeat)
+    warnings.simplefilter("ignore", UserWarning)
+    path = slide_path(size)
+    slide = wsimito.open_slide(path)
+    demo = wsimito.load_detector("demo", device="cpu")
+    print(
+        f"{machine()}; slide {path.name} ({size}² px, decoder {slide.decoder}); "
+        f"load average at start {load_average()}"
+    )
+
+    def stream(mpp: float, workers: int):
+        det = NoDetections(mpp)
+        return lambda: wsimito.count_mitoses(
+            slide, det, tissue=None, num_workers=workers, batch_size=8, progress=False
+        )
+
+    n_half = len(wsimito.TileGrid(slide, tile_size=512, overlap=64, mpp=0.5))
+    n_full = len(wsimito.TileGrid(slide, tile_size=512, overlap=64, mpp=0.25))
+    tiles = torch.randint(0, 256, (8, 3, 512, 512), dtype=torch.uint8)
+
+    def detector_alone():
+        for _ in range(math.ceil(n_half / 8)):
+            demo.detect(tiles)
+
+    boxes = grid(size, 512, 448)
+    fns = {
+        "decode limit (2 threads)": decode_limit(path, 2),
+        "tiffslide read_region (2 threads)": lambda: run_threads(
+            2, boxes, tiffslide_reader(path, 512)
+        ),
+        "stream 0.25 µm/px (1 thread)": stream(0.25, 1),
+        "stream 0.25 µm/px (2 threads)": stream(0.25, 2),
+        "stream 0.5 µm/px (2 threads)": stream(0.5, 2),
+        "demo detector alone": detector_alone,
+        "count_mitoses demo end to end": lambda: wsimito.count_mitoses(
+            slide, demo, tissue=None, num_workers=2, batch_size=8, progress=False
+        ),
+    }
+    wall, cpu = timed_rounds(fns, repeat)
+    med = {key: statistics.median(v) for key, v in wall.items()}
+    print(
+        f"\nload average at end {load_average()}; {n_full} tiles at 0.25 µm/px, "
+        f"{n_half} at 0.5 µm/px; {len(boxes)} grid boxes for tiffslide"
+    )
+    print("| path | wall s, median (min-max) | CPU s | tiles/s |")
+    print("|---|---|---|---|")
+    for key, times in wall.items():
+        n = n_half if ("0.5" in key or "demo" in key) else n_full
+        rate = "" if key.startswith("decode") else f"{n / med[key]:.1f}"
+        print(
+            f"| {key} | {med[key]:.2f} ({min(times):.2f}-{max(times):.2f}) "
+            f"| {statistics.median(cpu[key]):.2f} | {rate} |"
+        )
+    limit = med["decode limit (2 threads)"]
+    ratios = {
+        "coverage at 0.25 µm/px (>= 0.6)": limit / med["stream 0.25 µm/px (2 threads)"],
+        "coverage at 0.5 µm/px (>= 0.5)": limit / med["stream 0.5 µm/px (2 threads)"],
+        "2 / 1 reader threads (>= 1.6)": med["stream 0.25 µm/px (1 thread)"]
+        / med["stream 0.25 µm/px (2 threads)"],
+        "stream / tiffslide read_region, speed (>= 0.8)": (
+            med["tiffslide read_region (2 threads)"] / med["stream 0.25 µm/px (2 threads)"]
+        ),
+        "end to end / (stream 0.5 + detector alone), time (<= 1.15)": med[
+            "count_mitoses demo end to end"
+        ]
+        / (med["stream 0.5 µm/px (2 threads)"] + med["demo detector alone"]),
+    }
+    for key, value in ratios.items():
+        print(f"{key}: {value:.2f}")
+    print(
+        f"cpu count {os.cpu_count()}; the decode limit covers the whole level 0 once, and so "
+        "does each stream (at 0.5 µm/px it reads level 0 and reduces it 2x)"
+    )
+
+
+if __name__ == "__main__":
+    main()

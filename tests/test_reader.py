@@ -1,0 +1,70 @@
+"""The public tile reader: boxes of a slide at a target mpp, as ordered device batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _marks import write_pyramid
+
+import wsimito
+from wsimito.reader import ReadPlan, TileReader
+
+
+@pytest.fixture(scope="module")
+def pyramid(tmp_path_factory):
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (1100, 1300, 3), dtype=np.uint8)
+    path = write_pyramid(tmp_path_factory.mktemp("reader") / "noise.tif", image, 0.25, levels=3)
+    return path, image
+
+
+def test_batches_hold_each_box_exactly_and_survive_later_batches(pyramid):
+    path, image = pyramid
+    slide = wsimito.open_slide(path)
+    assert slide.decoder == "direct"
+    grid = wsimito.TileGrid(slide, tile_size=256, overlap=32, mpp=0.25)
+    reader = TileReader(slide, grid.boxes(), mpp=0.25, tile_size=256, batch_size=3, num_workers=2)
+    assert not reader.plan.resample
+    batches = list(reader)  # keep every batch: later reads must not overwrite earlier ones
+    assert sum(len(b) for b in batches) == len(grid) and len(batches) == len(reader)
+    white = np.full((1400, 1600, 3), 255, np.uint8)
+    white[:1100, :1300] = image
+    for batch in batches:
+        for k, i in enumerate(batch.index):
+            x, y = (int(v) for v in grid.boxes()[i, :2])
+            tile = batch.pixels[k].permute(1, 2, 0).numpy()
+            np.testing.assert_array_equal(tile, white[y : y + 256, x : x + 256])
+            np.testing.assert_array_equal(batch.corners[k], (x, y))
+    assert batches[0].scale == 1.0
+
+
+def test_an_exact_twofold_reduction_is_area_pooling(pyramid):
+    _, image = pyramid
+    slide = wsimito.open_slide(image, mpp=0.25)  # one level: 0.5 µm/px needs a reduction
+    boxes = np.array([[0.0, 0.0, 512.0, 512.0], [512.0, 256.0, 512.0, 512.0]])
+    # tile_size 256 at 0.5 µm/px from level 0 (0.25): the plan pools 2x2 exactly.
+    plan = ReadPlan.for_slide(slide, 0.5, 256, 0)
+    assert plan.level == 0 and plan.exact and plan.pool == 2
+    batch = next(iter(TileReader(slide, boxes, mpp=0.5, tile_size=256, batch_size=2)))
+    for k, (x, y, w, h) in enumerate(boxes.astype(int)):
+        block = image[y : y + h, x : x + w].astype(np.float64)
+        expected = block.reshape(256, 2, 256, 2, 3).mean(axis=(1, 3))
+        got = batch.pixels[k].permute(1, 2, 0).numpy().astype(np.float64)
+        assert np.abs(got - expected).max() <= 0.5 + 1e-9  # rounding only
+    np.testing.assert_array_equal(batch.corners, boxes[:, :2])
+    assert batch.scale == 2.0
+
+
+def test_the_stream_is_bounded_and_boxes_are_checked(pyramid):
+    path, _ = pyramid
+    slide = wsimito.open_slide(path)
+    boxes = np.zeros((10, 4)) + [0, 0, 256, 256]
+    reader = TileReader(
+        slide, boxes, mpp=0.25, tile_size=256, batch_size=2, num_workers=2, prefetch_bytes=1
+    )
+    assert reader.window == 2 + 2  # at least a batch plus one read per thread
+    with pytest.raises(ValueError, match="box 0 is 100 x 100 level-0 px"):
+        TileReader(slide, np.array([[0, 0, 100, 100]]), mpp=0.25, tile_size=256)
+    with pytest.raises(ValueError, match="batch_size"):
+        TileReader(slide, boxes, mpp=0.25, tile_size=256, batch_size=2.5)  # type: ignore[arg-type]
+    assert len(list(TileReader(slide, np.empty((0, 4)), mpp=0.25, tile_size=256))) == 0
