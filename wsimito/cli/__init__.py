@@ -13,7 +13,7 @@ import sys
 from rich.console import Console
 
 #: Sub-command modules, in the order ``wsimito --help`` lists them.
-COMMANDS = ("info", "count", "demo", "evaluate")
+COMMANDS = ("info", "count", "demo", "evaluate", "review")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -388,7 +388,7 @@ def mine_hard_negatives(
                 )
             )
             looks = mine[mine["kind"] == "lookalike"]
-            if len(looks) and name not in free:
+            if len(looks):
                 lxy = looks[["x", "y"]].to_numpy(np.float64)
                 rows.append(
                     pd.DataFrame(

@@ -84,7 +84,9 @@ class ClassifierConfig:
     proportions : mapping
         Class shares of the sampler (``"mitosis"``, ``"lookalike"``).
     domains : sequence of str
-        Slide columns that define the sampler's domains.
+        Columns of the patch table that define the sampler's domains.
+    domain_weights : mapping, optional
+        How often each domain is drawn (default: uniformly).
     augment : bool
         Flips and rotations, small zoom, HED and stain-matrix jitter, blur.
     dmu : bool
@@ -133,6 +135,7 @@ class ClassifierConfig:
         default_factory=lambda: {"mitosis": 0.5, "lookalike": 0.5}
     )
     domains: Sequence[str] = ()
+    domain_weights: Mapping[str, float] | None = None
     augment: bool = True
     dmu: bool = True
     dmu_warmup: int = 3
@@ -547,7 +550,6 @@ def _sampler(train: PatchSet, active: np.ndarray, config: ClassifierConfig, seed
     cells = train.cells.iloc[active].reset_index(drop=True).copy()
     labels = train.labels.numpy()[active]
     cells["kind"] = np.where(labels == 1, "mitosis", "lookalike")
-    # each row is its own "slide" of size 1 for the sampler's bookkeeping
     slide_cols = [c for c in config.domains if c in cells]
     slides = cells.drop_duplicates("slide")[["slide", *slide_cols]].copy()
     slides["width"], slides["height"] = 1, 1
@@ -558,6 +560,7 @@ def _sampler(train: PatchSet, active: np.ndarray, config: ClassifierConfig, seed
         epoch_size=int(size),
         proportions=dict(config.proportions),
         domains=list(config.domains),
+        domain_weights=dict(config.domain_weights or {}) or "uniform",
         max_shift=config.max_shift_px / (config.patch_size / 2),
         seed=seed,
     )
@@ -757,6 +760,7 @@ def config_summary(config: ClassifierConfig) -> dict[str, Any]:
     out = asdict(config)
     out["proportions"] = dict(config.proportions)
     out["domains"] = list(config.domains)
+    out["domain_weights"] = dict(config.domain_weights or {})
     return out
 
 
