@@ -130,6 +130,19 @@ def test_count_mitoses_runs_a_cascade_unchanged(sample, tmp_path, tiles):
     assert cascade.report.tiles == direct.timing["tiles"]
 
 
+def test_the_score_combines_both_stages(tiles):
+    cascade = _cascade(tiles=tiles)
+    probs = cascade.rescore(tiles, cascade.candidates.detect(tiles))
+    first = cascade.candidates.detect(tiles)
+    for weight in (1.0, 0.5, 0.0):
+        cascade.classifier_weight = weight
+        out = cascade.detect(tiles)
+        for points, p, q in zip(out, first, probs, strict=True):
+            keep = p[:, 2] >= cascade.candidate_threshold
+            expected = p[keep, 2] ** (1 - weight) * q[keep] ** weight
+            assert torch.allclose(points[:, 2], expected, atol=1e-6), weight
+
+
 def test_a_cascade_over_another_detector_runs_but_is_not_saved(tmp_path, tiles):
     blobs = DarkBlobDetector(mpp=0.5, tile_size=256, overlap=32, device="cpu")
     cascade = CascadeDetector(blobs, PatchClassifier(PatchClassifierNet(width=4), device="cpu"))
@@ -140,9 +153,9 @@ def test_a_cascade_over_another_detector_runs_but_is_not_saved(tmp_path, tiles):
 
 
 def test_bad_thresholds_and_patches_are_refused():
-    with pytest.raises(ValueError, match="candidate_threshold is a score"):
+    with pytest.raises(ValueError, match=r"candidate_threshold must lie in \[0, 1\]"):
         CascadeDetector(_cascade().candidates, _cascade().classifier, candidate_threshold=2.0)
-    with pytest.raises(ValueError, match="threshold is a score"):
+    with pytest.raises(ValueError, match=r"threshold must lie in \[0, 1\]"):
         CascadeDetector(_cascade().candidates, _cascade().classifier, threshold=-0.1)
     with pytest.raises(ValueError, match=r"patches must be \(N, 3, 32, 32\)"):
         _cascade().classifier.predict(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))

@@ -4,9 +4,12 @@ Stage 1 (:class:`~wsimito.models.PointDetector`) proposes points on whole
 tiles; every point scoring at least ``candidate_threshold`` (a low,
 recall-oriented threshold) becomes a candidate. Stage 2
 (:class:`~wsimito.models.classifier.PatchClassifier`) sees a patch centred
-on each candidate, cut from the tile already on the device, and its
-probability becomes the candidate's score. The classifier therefore runs only
-on candidates: its cost grows with their number, not with the tissue area.
+on each candidate, cut from the tile already on the device, and rescores it:
+the candidate's score is ``p1 ** (1 - w) * p2 ** w`` for the first stage's
+score ``p1``, the classifier's probability ``p2`` and ``w =
+classifier_weight`` (1: the classifier alone; 0.5: the geometric mean, so
+that both stages must agree). The classifier runs only on candidates: its
+cost grows with their number, not with the tissue area.
 
 The cascade follows the :class:`wsimito.Detector` protocol, so
 :func:`wsimito.count_mitoses` runs it unchanged, and it is saved and loaded as
@@ -133,7 +136,9 @@ class CascadeDetector:
         low (recall-oriented). Default: the first stage's ``min_score`` (0 if
         it has none).
     threshold : float
-        Default decision threshold on the classifier's score, in [0, 1].
+        Default decision threshold on the cascade's score, in [0, 1].
+    classifier_weight : float
+        ``w`` in the score ``p1 ** (1 - w) * p2 ** w``, in [0, 1].
     name : str
         Short name, copied into results.
     metadata : Mapping, optional
@@ -162,6 +167,7 @@ class CascadeDetector:
         *,
         candidate_threshold: float | None = None,
         threshold: float = 0.5,
+        classifier_weight: float = 1.0,
         name: str = "cascade",
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
@@ -170,13 +176,15 @@ class CascadeDetector:
         for label, value in (
             ("candidate_threshold", candidate_threshold),
             ("threshold", threshold),
+            ("classifier_weight", classifier_weight),
         ):
             if not 0.0 <= float(value) <= 1.0:
-                raise ValueError(f"{label} is a score in [0, 1], got {value}")
+                raise ValueError(f"{label} must lie in [0, 1], got {value}")
         self.candidates = candidates
         self.classifier = classifier.to(torch.device(candidates.device))
         self.candidate_threshold = float(candidate_threshold)
         self.threshold = float(threshold)
+        self.classifier_weight = float(classifier_weight)
         self.name = name
         self.metadata = dict(candidates.metadata if metadata is None else metadata)
         self.report = CascadeReport()
@@ -235,6 +243,7 @@ class CascadeDetector:
             "threshold": self.threshold,
             "first_threshold": self.candidates.threshold,
             "candidate_threshold": self.candidate_threshold,
+            "classifier_weight": self.classifier_weight,
             **{_SECOND + k: v for k, v in self.classifier.settings.items()},
         }
 
@@ -248,6 +257,7 @@ class CascadeDetector:
         metadata: Mapping[str, Any] | None = None,
         threshold: float = 0.5,
         candidate_threshold: float | None = None,
+        classifier_weight: float = 1.0,
         first_threshold: float = 0.5,
         **settings: Any,
     ) -> CascadeDetector:
@@ -264,9 +274,11 @@ class CascadeDetector:
         metadata : Mapping, optional
             Facts copied into results.
         threshold : float
-            Decision threshold on the classifier's score.
+            Decision threshold on the cascade's score.
         candidate_threshold : float, optional
             First-stage score a point needs to be classified.
+        classifier_weight : float
+            ``w`` in the score ``p1 ** (1 - w) * p2 ** w``.
         first_threshold : float
             The first stage's own decision threshold (used when it runs alone).
         **settings : Any
@@ -294,6 +306,7 @@ class CascadeDetector:
             classifier,
             candidate_threshold=candidate_threshold,
             threshold=threshold,
+            classifier_weight=classifier_weight,
             name=name,
             metadata=metadata,
         )
@@ -327,18 +340,20 @@ class CascadeDetector:
         """See :meth:`wsimito.Detector.detect`: candidates rescored by the classifier.
 
         Returns one float32 ``(K, 3)`` tensor per tile: x, y in tile px and the
-        classifier's probability, for every first-stage point at or above
-        ``candidate_threshold``. Updates :attr:`report`.
+        score ``p1 ** (1 - w) * p2 ** w`` (see the module), for every first-stage
+        point at or above ``candidate_threshold``. Updates :attr:`report`.
         """
         tiles = check_tiles(tiles, self.tile_size).to(self.device, non_blocking=True)
         with torch.inference_mode():
             first = self.candidates.detect(tiles)
             kept = [p[p[:, 2] >= self.candidate_threshold] for p in first]
-            scores = self.rescore(tiles, kept)
-        out = [
-            torch.cat([p[:, :2], s[:, None].to(p.dtype)], dim=1)
-            for p, s in zip(kept, scores, strict=True)
+            probs = self.rescore(tiles, kept)
+        w = self.classifier_weight
+        scores = [
+            p[:, 2].clamp(0, 1) ** (1 - w) * q.to(p.dtype) ** w
+            for p, q in zip(kept, probs, strict=True)
         ]
+        out = [torch.cat([p[:, :2], s[:, None]], dim=1) for p, s in zip(kept, scores, strict=True)]
         n_first = sum(int(p.shape[0]) for p in first)
         n_kept = sum(int(p.shape[0]) for p in kept)
         n_pass = sum(int((s >= self.threshold).sum()) for s in scores)
@@ -355,6 +370,7 @@ class CascadeDetector:
         return (
             f"CascadeDetector(name={self.name!r}, mpp={self.mpp}, tile_size={self.tile_size}, "
             f"candidate_threshold={self.candidate_threshold}, threshold={self.threshold}, "
+            f"classifier_weight={self.classifier_weight}, "
             f"classifier={self.classifier!r})"
         )
 

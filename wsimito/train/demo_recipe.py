@@ -462,7 +462,7 @@ DEMO_CLASSIFIER = ClassifierConfig(
     margin=8,
     max_shift_px=3.0,
     width=16,
-    epochs=8,
+    epochs=10,
     epoch_size=4096,
     batch_size=64,
     lr=2e-3,
@@ -480,7 +480,9 @@ class CascadeRecipe:
     the first stage at ``real_threshold`` and the dark-blob detector
     (``real_blob_um`` µm blobs, threshold ``real_blob_threshold``).
     ``candidate_threshold``: first-stage score a point needs to reach the
-    classifier. ``classifier``: its training settings.
+    classifier; ``classifier_weight``: ``w`` in the cascade's score
+    ``p1 ** (1 - w) * p2 ** w`` (0.5: both stages must agree). ``classifier``:
+    its training settings.
     """
 
     mining_slides: int = 64
@@ -490,6 +492,7 @@ class CascadeRecipe:
     real_blob_um: float = 6.0
     real_blob_threshold: float = 0.3
     candidate_threshold: float = 0.15
+    classifier_weight: float = 0.5
     classifier: ClassifierConfig = DEMO_CLASSIFIER
 
 
@@ -554,7 +557,8 @@ def _known_synthetic_detector() -> Iterator[None]:
 def mine_synthetic(
     first: Any, recipe: CascadeRecipe, log: Log = print, specs: Sequence[MiningSlide] | None = None
 ) -> PatchSet:
-    """Patches around the first stage's candidates and the look-alikes of every mining slide.
+    """Patches around the first stage's candidates, the figures and the look-alikes of
+    every mining slide.
 
     Each slide is rendered in memory, mined with
     :func:`~wsimito.train.mining.mine_hard_negatives` (tissue "auto", truth as
@@ -601,7 +605,9 @@ def mine_synthetic(
                 mitosis_free=[name] if truth.mitosis_free else (),
             )
         info = pd.DataFrame({"slide": [name], "origin": ["synthetic"]})
-        parts.append(PatchSet.from_mined(mined, {name: slide}, config, slide_info=info))
+        parts.append(
+            PatchSet.from_mined(mined, {name: slide}, config, slide_info=info, figures=True)
+        )
         if (k + 1) % 16 == 0:
             log(
                 f"  mined {k + 1} synthetic slides: {sum(len(p) for p in parts)} patches "
@@ -679,6 +685,7 @@ def new_cascade(
         trained.classifier.to("cpu"),
         candidate_threshold=recipe.candidate_threshold,
         threshold=threshold,
+        classifier_weight=recipe.classifier_weight,
         name="demo",
         metadata={**DEMO_METADATA, **(metadata or {})},
     )

@@ -238,6 +238,7 @@ class PatchSet:
         config: ClassifierConfig,
         *,
         slide_info: pd.DataFrame | None = None,
+        figures: bool = False,
     ) -> PatchSet:
         """Patches around every row of a :class:`~wsimito.train.mining.MinedCandidates`.
 
@@ -251,6 +252,9 @@ class PatchSet:
             Sets the patch resolution and size.
         slide_info : pandas.DataFrame, optional
             Per-slide columns (``slide`` plus e.g. domain columns) joined to the cells.
+        figures : bool
+            Also add a positive patch centred on every annotated mitotic figure
+            (``kind`` ``"figure"``), not only on the candidates near one.
 
         Returns
         -------
@@ -259,7 +263,24 @@ class PatchSet:
         from ..slide import Slide, open_slide
         from .mining import candidate_patches
 
-        cells = mined.cells.reset_index(drop=True)
+        cells = mined.cells
+        if figures:
+            rows = [
+                pd.DataFrame(
+                    {
+                        "slide": name,
+                        "x": xy[:, 0],
+                        "y": xy[:, 1],
+                        "kind": "figure",
+                        "source": "annotation",
+                        "distance_um": 0.0,
+                    }
+                )
+                for name, xy in mined.figures.items()
+                if len(xy)
+            ]
+            cells = pd.concat([cells, *rows], ignore_index=True)
+        cells = cells.reset_index(drop=True)
         images = torch.empty((len(cells), 3, config.read_size, config.read_size), dtype=torch.uint8)
         for name, rows in cells.groupby("slide", sort=False):
             source = slides[name]
@@ -272,7 +293,8 @@ class PatchSet:
                 if slide is not source:
                     slide.close()
             images[torch.from_numpy(rows.index.to_numpy(dtype=np.int64, copy=True))] = patches
-        labels = torch.from_numpy((cells["kind"] == "hit").to_numpy().astype(np.int64))
+        positive = cells["kind"].isin(["hit", "figure"]).to_numpy()
+        labels = torch.from_numpy(positive.astype(np.int64))
         table = cells.copy()
         if slide_info is not None:
             table = table.merge(slide_info, on="slide", how="left", suffixes=("", "_slide"))
