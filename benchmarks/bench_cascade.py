@@ -78,6 +78,7 @@ def specs(count: int, seed0: int, size: int, stains: str) -> list[demo.MiningSli
                 size=size,
                 render_mpp=MPP,
                 tissue_fraction=1.0,
+                tissue_scale_um=1500.0,
                 mitoses_per_mm2=float(rng.uniform(80, 160)),
                 imposters_per_mitosis=float(rng.uniform(1.2, 2.5)),
                 imposters_per_mm2=None,

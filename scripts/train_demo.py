@@ -120,9 +120,10 @@ def main() -> None:
                     **{k: v for k, v in dataclasses.asdict(second).items() if k != "classifier"},
                     "classifier": config_summary(second.classifier),
                 },
-                "real_negatives": {
-                    k: f"{v} µm/px, assumed mitosis-free" for k, v in demo.REAL_NEGATIVES.items()
-                },
+                "real_negatives": [
+                    f"{key} at {mpp} µm/px, assumed mitosis-free"
+                    for key, mpp in demo.REAL_NEGATIVES
+                ],
                 "held_out_stain_presets": list(demo.HELD_OUT_PRESETS),
                 "validation_f1": round(score.f1, 4),
                 "first_stage_threshold": round(first.threshold, 4),

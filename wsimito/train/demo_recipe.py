@@ -443,14 +443,15 @@ def temporary_folder() -> tempfile.TemporaryDirectory:
 
 # -- version 2: the second stage -------------------------------------------------------
 
-#: Real H&E mined as mitosis-free, with the resolution (µm/px) each is opened at. This is
-#: an assumption, not a fact: the two images hold few mitotic figures, if any. The
-#: tiatoolbox patch has no resolution in its file (0.25 µm/px, as the benchmarks open it);
-#: the TCGA file has none either and is opened at 0.25 µm/px as the issue asks.
-REAL_NEGATIVES: dict[str, float] = {
-    "images/he-target-tiatoolbox.png": 0.25,
-    "slides/tcga-cr-7395-01a-01-ts1.svs": 0.25,
-}
+#: Real H&E mined as mitosis-free: (sample file, resolution in µm/px it is opened at).
+#: That they hold no mitotic figures is an assumption, not a fact: they hold few, if any.
+#: Neither file states its resolution. The tiatoolbox patch (high magnification) is
+#: opened at 0.25 and at 0.5 µm/px, two plausible scans; the TCGA slide at 0.25 µm/px.
+REAL_NEGATIVES: tuple[tuple[str, float], ...] = (
+    ("images/he-target-tiatoolbox.png", 0.25),
+    ("images/he-target-tiatoolbox.png", 0.5),
+    ("slides/tcga-cr-7395-01a-01-ts1.svs", 0.25),
+)
 MINING_SEED0 = 12_000
 
 #: The demo's patch classifier: 64 px at 0.5 µm/px (32 µm: a figure of 8-15 µm, its
@@ -505,6 +506,7 @@ class MiningSlide:
     size: int
     render_mpp: float
     tissue_fraction: float
+    tissue_scale_um: float
     mitoses_per_mm2: float
     imposters_per_mitosis: float
     imposters_per_mm2: float | None
@@ -515,9 +517,12 @@ class MiningSlide:
 def mining_specs(recipe: CascadeRecipe) -> list[MiningSlide]:
     """The synthetic mining slides: training stains, four kinds in turn.
 
-    Kind 0: heavy artefacts, 60 % tissue, 3 look-alikes around each figure;
-    kind 1: realistic artefacts, 80 % tissue, 1.2-2.5 look-alikes per figure;
-    kind 2: heavy artefacts and no mitotic figures at all (100 look-alikes per mm²);
+    Kind 0: heavy artefacts, 60 % tissue in islands of about 400 µm (so the slide has
+    tissue edges, and torn ones), 3 look-alikes around each figure;
+    kind 1: realistic artefacts, 80 % tissue (400 µm islands), 1.2-2.5 look-alikes
+    per figure;
+    kind 2: heavy artefacts, 60 % tissue (300 µm islands) and no mitotic figures at all
+    (100 look-alikes per mm²);
     kind 3: no artefacts, tissue everywhere, 3 look-alikes around each figure.
     Every third slide is rendered at 0.25 µm/px (the reader area-averages it,
     like a pyramid level), the others at 0.5 µm/px.
@@ -533,7 +538,8 @@ def mining_specs(recipe: CascadeRecipe) -> list[MiningSlide]:
                 stain=stain,
                 size=recipe.mining_size * (2 if fine else 1),
                 render_mpp=DEMO_MPP / 2 if fine else DEMO_MPP,
-                tissue_fraction=(0.6, 0.8, 0.7, 1.0)[kind],
+                tissue_fraction=(0.6, 0.8, 0.6, 1.0)[kind],
+                tissue_scale_um=(400.0, 400.0, 300.0, 1500.0)[kind],
                 mitoses_per_mm2=0.0 if kind == 2 else float(rng.uniform(100, 220)),
                 imposters_per_mitosis=float(rng.uniform(1.2, 2.5)),
                 imposters_per_mm2=100.0 if kind == 2 else None,
@@ -581,6 +587,7 @@ def mine_synthetic(
             seed=spec.seed,
             stain=spec.stain,
             tissue_fraction=spec.tissue_fraction,
+            tissue_scale_um=spec.tissue_scale_um,
             tumour_fraction=0.8,
             mitoses_per_mm2=spec.mitoses_per_mm2,
             imposters_per_mitosis=spec.imposters_per_mitosis,
@@ -643,9 +650,9 @@ def mine_real(first: Any, recipe: CascadeRecipe, log: Log = print) -> PatchSet:
         device="cpu",
     )
     parts = []
-    for key, mpp in REAL_NEGATIVES.items():
+    for key, mpp in REAL_NEGATIVES:
         slide = open_slide(fetch(key), mpp=mpp)
-        name = Path(key).name
+        name = f"{Path(key).name}@{mpp:g}"
         try:
             for detector, threshold in (
                 (low, recipe.real_threshold),
