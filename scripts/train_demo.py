@@ -55,6 +55,12 @@ def main() -> None:
     parser.add_argument("--mining-slides", type=int, default=demo.CascadeRecipe.mining_slides)
     parser.add_argument("--epochs", type=int, default=demo.DEMO_CLASSIFIER.epochs)
     parser.add_argument(
+        "--finetune-steps",
+        type=int,
+        default=demo.CascadeRecipe.finetune_steps,
+        help="fine-tune the first stage with hard negatives for this many steps (0: no)",
+    )
+    parser.add_argument(
         "--test-size", type=int, default=4000, help="side of the held-out slides, px at 0.25 µm/px"
     )
     parser.add_argument(
@@ -75,6 +81,7 @@ def main() -> None:
     second = dataclasses.replace(
         demo.CascadeRecipe(),
         mining_slides=args.mining_slides,
+        finetune_steps=args.finetune_steps,
         classifier=dataclasses.replace(demo.DEMO_CLASSIFIER, epochs=args.epochs),
     )
     start = time.perf_counter()
@@ -83,6 +90,13 @@ def main() -> None:
         folder = Path(scratch)
         validation = demo.rendered(demo.validation_specs(recipe), folder)
         first = first_stage(args, recipe, validation)
+        if second.finetune_steps > 0:
+            first = demo.finetune_first_stage(first, second)
+            threshold, score = demo.select_threshold(demo.run_slides(first, validation).values())
+            first.threshold = threshold
+            print(
+                f"fine-tuned first stage: threshold {threshold:.2f}, validation F1 {score.f1:.3f}"
+            )
 
         t = time.perf_counter()
         synthetic = demo.mine_synthetic(first, second)

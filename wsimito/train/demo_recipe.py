@@ -456,7 +456,7 @@ MINING_SEED0 = 12_000
 
 #: The demo's patch classifier: 64 px at 0.5 µm/px (32 µm: a figure of 8-15 µm, its
 #: cytoplasm and a ring of neighbours), WS-DAL on, synthetic and real domains balanced
-#: 70 / 30.
+#: 65 / 35.
 DEMO_CLASSIFIER = ClassifierConfig(
     mpp=DEMO_MPP,
     patch_size=64,
@@ -468,7 +468,7 @@ DEMO_CLASSIFIER = ClassifierConfig(
     batch_size=64,
     lr=2e-3,
     domains=("origin",),
-    domain_weights={"synthetic": 0.7, "real": 0.3},
+    domain_weights={"synthetic": 0.65, "real": 0.35},
 )
 
 
@@ -479,11 +479,19 @@ class CascadeRecipe:
     ``mining_slides`` synthetic slides of ``mining_size`` px at 0.5 µm/px are
     mined with the first stage at ``mining_threshold``; the real images with
     the first stage at ``real_threshold`` and the dark-blob detector
-    (``real_blob_um`` µm blobs, threshold ``real_blob_threshold``).
+    (``real_blob_um`` µm blobs, threshold ``real_blob_threshold``), plus
+    ``real_random`` random points in their tissue and as many on its outline.
     ``candidate_threshold``: first-stage score a point needs to reach the
     classifier; ``classifier_weight``: ``w`` in the cascade's score
     ``p1 ** (1 - w) * p2 ** w`` (0.5: both stages must agree). ``classifier``:
     its training settings.
+
+    With ``finetune_steps`` > 0 the first stage is first fine-tuned
+    (:func:`finetune_first_stage`) for that many steps at ``finetune_lr`` on crops
+    of ``finetune_synthetic_slides`` version-1 training slides, of the first
+    ``finetune_artefact_slides`` mining slides (artefacts, edges, look-alikes:
+    everything but the figures is a negative) and of the real images
+    (no figures at all, each crop ``finetune_real_repeats`` times).
     """
 
     mining_slides: int = 64
@@ -492,9 +500,15 @@ class CascadeRecipe:
     real_threshold: float = 0.02
     real_blob_um: float = 6.0
     real_blob_threshold: float = 0.3
+    real_random: int = 400
     candidate_threshold: float = 0.15
     classifier_weight: float = 0.5
     classifier: ClassifierConfig = DEMO_CLASSIFIER
+    finetune_steps: int = 800
+    finetune_lr: float = 1e-3
+    finetune_synthetic_slides: int = 120
+    finetune_artefact_slides: int = 64
+    finetune_real_repeats: int = 3
 
 
 @dataclass(frozen=True)
@@ -628,6 +642,9 @@ def mine_real(first: Any, recipe: CascadeRecipe, log: Log = print) -> PatchSet:
 
     Two detectors propose them: the first stage at ``recipe.real_threshold``
     (what it nearly counts) and the dark-blob detector (every dark nucleus).
+    With ``recipe.real_random`` > 0, that many points drawn uniformly in the
+    detected tissue and as many on its outline (tissue edges against glass)
+    join them.
     """
     from ..data import fetch
     from ..models.detectors import DarkBlobDetector
@@ -667,9 +684,50 @@ def mine_real(first: Any, recipe: CascadeRecipe, log: Log = print) -> PatchSet:
                 part.cells["miner"] = detector.name
                 parts.append(part)
                 log(f"  {name}: {len(part)} negatives from {detector.name}")
+            if recipe.real_random > 0:
+                part = _random_negatives(slide, name, recipe)
+                parts.append(part)
+                log(f"  {name}: {len(part)} negatives in tissue and on its edge")
         finally:
             slide.close()
     return PatchSet.concat(parts)
+
+
+def _random_negatives(slide: Any, name: str, recipe: CascadeRecipe) -> PatchSet:
+    """Negatives at random places in the tissue of ``slide`` and on the tissue's outline."""
+    import shapely
+
+    from ..tissue import detect_tissue
+    from .mining import MinedCandidates
+
+    rng = np.random.default_rng(sum(map(ord, name)))
+    tissue = detect_tissue(slide)
+    w, h = slide.dimensions
+    inside = rng.uniform((0, 0), (w, h), size=(20 * recipe.real_random, 2))
+    inside = inside[tissue.contains(inside)][: recipe.real_random]
+    outline = shapely.union_all(tissue.polygons.geometry.to_numpy()).boundary
+    edge = np.zeros((0, 2))
+    if not outline.is_empty:
+        along = shapely.line_interpolate_point(
+            outline, rng.uniform(0, 1, recipe.real_random), normalized=True
+        )
+        edge = shapely.get_coordinates(along) + rng.normal(0, 4.0 / slide.mpp, (len(along), 2))
+    xy = np.concatenate([inside, edge])
+    cells = pd.DataFrame(
+        {
+            "slide": name,
+            "x": xy[:, 0],
+            "y": xy[:, 1],
+            "score": np.nan,
+            "kind": "hard negative",
+            "source": ["tissue"] * len(inside) + ["edge"] * len(edge),
+        }
+    )
+    mined = MinedCandidates(cells, pd.DataFrame({"slide": [name]}), 0.0, 7.5, "random")
+    info = pd.DataFrame({"slide": [name], "origin": ["real"]})
+    part = PatchSet.from_mined(mined, {name: slide}, recipe.classifier, slide_info=info)
+    part.cells["miner"] = "random"
+    return part
 
 
 def train_second_stage(
@@ -696,3 +754,105 @@ def new_cascade(
         name="demo",
         metadata={**DEMO_METADATA, **(metadata or {})},
     )
+
+
+def _crops_of(image: np.ndarray, points: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``CROP`` px crops tiling ``image`` (at ``DEMO_MPP``) with the points inside each."""
+    crops = []
+    h, w = image.shape[:2]
+    margin = 8.0
+    for y in range(0, h - CROP + 1, CROP):
+        for x in range(0, w - CROP + 1, CROP):
+            crop = image[y : y + CROP, x : x + CROP]
+            if (crop.mean(axis=2) < 220).mean() < 0.2:  # mostly glass
+                continue
+            pts = np.asarray(points, dtype=np.float64).reshape(-1, 2) - (x, y)
+            keep = np.all((pts > -margin) & (pts < CROP + margin), axis=1)
+            tensor = torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))
+            crops.append((tensor, torch.from_numpy(pts[keep]).float()))
+    return crops
+
+
+def artefact_crops(recipe: CascadeRecipe) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Crops (at ``DEMO_MPP``) of the first ``finetune_artefact_slides`` mining slides."""
+    from ..synthetic import make_slide
+
+    crops = []
+    for spec in mining_specs(recipe)[: recipe.finetune_artefact_slides]:
+        image, truth = make_slide(
+            spec.size,
+            spec.size,
+            mpp=spec.render_mpp,
+            seed=spec.seed,
+            stain=spec.stain,
+            tissue_fraction=spec.tissue_fraction,
+            tissue_scale_um=spec.tissue_scale_um,
+            tumour_fraction=0.8,
+            mitoses_per_mm2=spec.mitoses_per_mm2,
+            imposters_per_mitosis=spec.imposters_per_mitosis,
+            imposters_per_mm2=spec.imposters_per_mm2,
+            min_imposters_per_mitosis=spec.min_imposters_per_mitosis,
+            artefacts=spec.artefacts,
+        )
+        points = truth.mitoses
+        if spec.render_mpp != DEMO_MPP:
+            f = round(DEMO_MPP / spec.render_mpp)
+            side = image.shape[0] // f
+            image = image[: side * f, : side * f].reshape(side, f, side, f, 3).mean(axis=(1, 3))
+            image = image.round().astype(np.uint8)
+            points = points / f
+        crops += _crops_of(image, points)
+    return crops
+
+
+def real_crops() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Crops (at ``DEMO_MPP``) of the real images of :data:`REAL_NEGATIVES`, no figures."""
+    from ..data import fetch
+    from ..slide import open_slide
+
+    crops = []
+    for key, mpp in REAL_NEGATIVES:
+        with open_slide(fetch(key), mpp=mpp) as slide:
+            w, h = slide.dimensions
+            image = slide.read((0, 0, w, h), mpp=DEMO_MPP)
+        crops += _crops_of(image, np.zeros((0, 2)))
+    return crops
+
+
+def finetune_first_stage(
+    first: PointDetector, recipe: CascadeRecipe, log: Log = print
+) -> PointDetector:
+    """The first stage fine-tuned with hard negatives: artefact-rich synthetic crops and real
+    crops without figures, next to version-1 training crops that keep it on the figures."""
+    import copy
+
+    start = time.perf_counter()
+    base = build_dataset(Recipe(train_slides=recipe.finetune_synthetic_slides), log)
+    hard = artefact_crops(recipe)
+    real = real_crops()
+    log(
+        f"fine-tuning data: {len(base)} version-1 crops, {len(hard)} artefact-rich crops, "
+        f"{len(real)} real crops x {recipe.finetune_real_repeats} "
+        f"({time.perf_counter() - start:.0f} s)"
+    )
+    crops = base + hard + real * recipe.finetune_real_repeats
+    model = copy.deepcopy(first.model)
+
+    def report(step: int, loss: float) -> None:
+        if (step + 1) % 100 == 0:
+            log(
+                f"  step {step + 1}/{recipe.finetune_steps}: loss {loss:.3f} "
+                f"({time.perf_counter() - start:.0f} s)"
+            )
+
+    train_point_detector(
+        model,
+        stain_views(crops, seed=1),
+        steps=recipe.finetune_steps,
+        batch_size=8,
+        lr=recipe.finetune_lr,
+        device="cpu",
+        seed=1,
+        callback=report,
+    )
+    return new_detector(model, first.threshold)
