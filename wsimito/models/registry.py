@@ -137,8 +137,9 @@ class Weights:
 _DETECTOR_WEIGHTS: dict[str, Weights] = {
     "demo": Weights(
         path=WEIGHTS_DIR / "demo.pt",
-        architecture="point-heatmap-net",
-        description="small point detector trained on synthetic images; demonstration only",
+        architecture="cascade",
+        description="small two-stage detector (point detector and patch classifier) trained on "
+        "synthetic images, real tissue only as negatives; demonstration only",
         metadata=DEMO_METADATA,
     ),
     # The publishers give no SHA-256, and this machine cannot download the file
