@@ -153,9 +153,10 @@ def write_review(
     sections = review_sections(
         result, slide, negatives=negatives, n=n, near_misses=near_misses, size_um=size_um
     )
+    # "mm^2": the gallery's PNG font has no superscript two
     title = (
         f"{result.slide_name}: {result.detector_name} counts {result.count} in "
-        f"{result.tissue_area_mm2:.2f} mm² of tissue ({result.density_per_mm2:.1f} per mm²) "
+        f"{result.tissue_area_mm2:.2f} mm^2 of tissue ({result.density_per_mm2:.1f} per mm^2) "
         f"at threshold {result.threshold:.2f}"
     )
     return write_gallery(path, sections, title=title, columns=columns)

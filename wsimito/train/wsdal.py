@@ -88,7 +88,9 @@ class ClassifierConfig:
     domain_weights : mapping, optional
         How often each domain is drawn (default: uniformly).
     augment : bool
-        Flips and rotations, small zoom, HED and stain-matrix jitter, blur.
+        Flips and rotations, small zoom, HED jitter, blur (:func:`default_augmenter`).
+    stain_sigma, stain_p : float
+        Strength of the HED concentration jitter and the share of patches it touches.
     dmu : bool
         Act on the memory: drop or down-weight probably mislabelled samples.
     dmu_warmup : int
@@ -137,6 +139,8 @@ class ClassifierConfig:
     domains: Sequence[str] = ()
     domain_weights: Mapping[str, float] | None = None
     augment: bool = True
+    stain_sigma: float = 0.1
+    stain_p: float = 0.5
     dmu: bool = True
     dmu_warmup: int = 3
     dmu_action: Literal["drop", "downweight"] = "drop"
@@ -551,9 +555,11 @@ class TrainedClassifier:
         return self.states == MISLABELLED
 
 
-def default_augmenter(seed: int) -> Augmenter:
+def default_augmenter(seed: int, stain_sigma: float = 0.1, stain_p: float = 0.5) -> Augmenter:
     """The patch augmentation: flips and 90° rotations, zoom ±10 %, HED jitter, blur.
 
+    ``stain_sigma`` and ``stain_p``: the HED concentration jitter (scale up to
+    ±``stain_sigma``, shift up to ±0.02 OD) and the share of patches it touches.
     Macenko stain-matrix jitter is left out: it estimates a stain matrix per
     patch, which costs more than the classifier's own step on the CPU.
     """
@@ -561,7 +567,7 @@ def default_augmenter(seed: int) -> Augmenter:
         [
             Dihedral(),
             Zoom(max_change=0.1, p=0.2),
-            HEDStainJitter(sigma=0.1, bias=0.02, p=0.5),
+            HEDStainJitter(sigma=stain_sigma, bias=0.02, p=stain_p),
             GaussianBlur(sigma=(0.3, 1.0), p=0.1),
         ],
         seed=seed,
@@ -667,7 +673,11 @@ def train_patch_classifier(
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=steps_per_epoch * config.epochs, pct_start=0.2
     )
-    augmenter = default_augmenter(config.seed) if config.augment else None
+    augmenter = (
+        default_augmenter(config.seed, config.stain_sigma, config.stain_p)
+        if config.augment
+        else None
+    )
     memory = DynamicMemory(len(train))
     use_memory = config.dmu or config.dle
     states = np.full(len(train), HARD)
