@@ -104,18 +104,20 @@ def main() -> None:
         patches = PatchSet.concat([synthetic, real])
         labels = patches.labels.numpy()
         origin = patches.cells["origin"].to_numpy()
+        synthetic_labels = labels[origin == "synthetic"]
         print(
             f"mined {len(patches)} patches in {time.perf_counter() - t:.0f} s: synthetic "
-            f"{int(labels[origin == 'synthetic'].sum())} figures (hits) and "
-            f"{int((labels[origin == 'synthetic'] == 0).sum())} negatives, real "
+            f"{int(synthetic_labels.sum())} positives (hits and annotated figures) and "
+            f"{int((synthetic_labels == 0).sum())} negatives, real "
             f"{int((origin == 'real').sum())} negatives"
         )
         t = time.perf_counter()
         trained = demo.train_second_stage(patches, second)
         flagged = trained.flagged
         print(
-            f"classifier trained in {time.perf_counter() - t:.0f} s; DMU flags {int(flagged.sum())} "
-            f"samples as probably mislabelled ({int(flagged[labels == 1].sum())} figures, "
+            f"classifier trained in {time.perf_counter() - t:.0f} s; DMU flags "
+            f"{int(flagged.sum())} samples as probably mislabelled "
+            f"({int(flagged[labels == 1].sum())} positives, "
             f"{int(flagged[origin == 'real'].sum())} real negatives)"
         )
 
