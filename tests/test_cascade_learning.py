@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy.spatial import cKDTree
 
 import wsimito
@@ -23,6 +24,16 @@ from wsimito.train.wsdal import ClassifierConfig, PatchSet, train_patch_classifi
 MPP = 0.5
 RADIUS_PX = 7.5 / MPP
 FIRST_THRESHOLD = 0.5
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Small networks train as fast on one thread, and do not stall in thread barriers
+    when the CPU is shared with other work."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _slides(seeds: range) -> tuple[dict, dict]:

@@ -21,6 +21,16 @@ from wsimito.train.wsdal import (
 )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Small networks train as fast on one thread, and do not stall in thread barriers
+    when the CPU is shared with other work."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _supcon_reference(z: np.ndarray, groups: np.ndarray, t: float) -> float:
     """Khosla et al. (2020), eq. 2, written out with loops."""
     z = z / np.linalg.norm(z, axis=1, keepdims=True)
