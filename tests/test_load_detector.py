@@ -232,7 +232,7 @@ def test_tampered_weights_served_by_url_are_refused(http_folder):
     pinned = _sha256(demo)
     tampered = load_detector("demo", device="cpu")
     with torch.no_grad():
-        tampered.model.head[-1].bias.fill_(4.0)
+        tampered.candidates.model.head[-1].bias.fill_(4.0)  # the demo is a cascade
     save_detector(tampered, served / "demo.pt")
     with pytest.raises(WeightsError, match=f"does not have the expected SHA-256 {pinned}"):
         load_detector(f"{base}/demo.pt", device="cpu", sha256=pinned)

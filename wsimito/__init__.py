@@ -39,6 +39,7 @@ _LAZY = {
     "Hotspot": ("wsimito.hotspot", "Hotspot"),
     "find_hotspot": ("wsimito.hotspot", "find_hotspot"),
     "DarkBlobDetector": ("wsimito.models.detectors", "DarkBlobDetector"),
+    "CascadeDetector": ("wsimito.models.cascade", "CascadeDetector"),
     "Annotations": ("wsimito.io.annotations", "Annotations"),
     "AnnotationError": ("wsimito.io.annotations", "AnnotationError"),
     "read_annotations": ("wsimito.io.annotations", "read_annotations"),
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from .hotspot import Hotspot, find_hotspot
     from .io.annotations import AnnotationError, Annotations, read_annotations
     from .models import Weights, list_detectors, load_detector, register_detector, save_detector
+    from .models.cascade import CascadeDetector
     from .models.detectors import DarkBlobDetector
     from .pipeline import count_mitoses
     from .result import MitosisResult
@@ -72,6 +74,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AnnotationError",
     "Annotations",
+    "CascadeDetector",
     "DarkBlobDetector",
     "Detector",
     "EmptyTissueError",

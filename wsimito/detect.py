@@ -52,14 +52,49 @@ class Detector(Protocol):
         across tiles uses it as its radius (``None``: 3 µm).
     """
 
-    mpp: float
-    tile_size: int
-    overlap: int
-    threshold: float
-    device: torch.device
-    name: str
-    metadata: Mapping[str, Any]
-    min_distance_um: float | None
+    # Read-only in the protocol: a plain attribute satisfies it, and so does a property
+    # (a cascade takes its resolution and tile size from its first stage).
+
+    @property
+    def mpp(self) -> float:
+        """Resolution the model expects, µm/px."""
+        ...
+
+    @property
+    def tile_size(self) -> int:
+        """Input side length, px at ``mpp``."""
+        ...
+
+    @property
+    def overlap(self) -> int:
+        """Overlap between neighbouring tiles, px at ``mpp``."""
+        ...
+
+    @property
+    def threshold(self) -> float:
+        """Default decision threshold on the score, in [0, 1]."""
+        ...
+
+    @property
+    def device(self) -> torch.device:
+        """Where ``detect`` expects its input."""
+        ...
+
+    @property
+    def name(self) -> str:
+        """Short name, copied into results and exports."""
+        ...
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        """What the detector says about itself."""
+        ...
+
+    @property
+    def min_distance_um(self) -> float | None:
+        """The closest two objects may be, µm (``None``: 3 µm)."""
+        ...
+
 
     def detect(self, tiles: torch.Tensor) -> list[torch.Tensor]:
         """Detect objects in a batch of tiles.

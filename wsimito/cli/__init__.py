@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.text import Text
 
 #: Sub-command modules, in the order ``wsimito --help`` lists them.
-COMMANDS = ("info", "count", "demo", "evaluate", "train")
+COMMANDS = ("info", "count", "demo", "evaluate", "train", "review")
 
 _DEBUG_HELP = "show the full traceback of an error"
 

@@ -1,5 +1,7 @@
 """Detector networks, their protocol wrappers, and the registry of named weights."""
 
+from .cascade import CascadeDetector, CascadeNet
+from .classifier import PatchClassifier, PatchClassifierNet
 from .detectors import PointDetector, RetinaNetDetector
 from .pointnet import PointHeatmapNet
 from .registry import (
@@ -14,6 +16,10 @@ from .registry import (
 from .retinanet import RetinaNetDA
 
 __all__ = [
+    "CascadeDetector",
+    "CascadeNet",
+    "PatchClassifier",
+    "PatchClassifierNet",
     "PointDetector",
     "PointHeatmapNet",
     "RetinaNetDA",

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 DEMO_METADATA = {
-    "training_data": "synthetic H&E from wsimito.synthetic (no real slides)",
+    "training_data": "synthetic H&E from wsimito.synthetic (every mitotic figure synthetic); "
+    "real H&E only as negatives: two sample images assumed to hold no mitotic figures",
     "intended_use": "demonstration only; trained on synthetic data; not for diagnostic use",
 }
 

@@ -41,6 +41,7 @@ from torch import nn
 from ..detect import TorchDetector
 from ..errors import WeightsError
 from ..io.atomic import atomic_path
+from .cascade import CascadeDetector, CascadeNet
 from .detectors import PointDetector, RetinaNetDetector
 from .metadata import DEMO_METADATA, MIDOG21_METADATA
 from .pointnet import PointHeatmapNet
@@ -50,10 +51,12 @@ FORMAT = "wsimito-detector"
 VERSION = 1
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
-# architecture name -> (network class, detector class)
-ARCHITECTURES: dict[str, tuple[type[nn.Module], type[TorchDetector]]] = {
+# architecture name -> (network class, detector class); a detector class with a
+# ``from_network`` classmethod is built through it.
+ARCHITECTURES: dict[str, tuple[type[nn.Module], type[TorchDetector] | type[CascadeDetector]]] = {
     "point-heatmap-net": (PointHeatmapNet, PointDetector),
     "retinanet-da": (RetinaNetDA, RetinaNetDetector),
+    "cascade": (CascadeNet, CascadeDetector),
 }
 
 MAX_PARAMETERS = 1_000_000_000
@@ -84,7 +87,7 @@ class Weights:
         The file's SHA-256 as 64 hex digits; loading refuses a file that
         differs. ``None`` leaves the weights unpinned: loading then warns.
     architecture : str or None
-        ``"point-heatmap-net"`` or ``"retinanet-da"``; ``None`` means what the
+        ``"point-heatmap-net"``, ``"retinanet-da"`` or ``"cascade"``; ``None`` means what the
         checkpoint says (our format) or the MIDOG reference RetinaNet (a plain
         state dict).
     description : str
@@ -134,8 +137,9 @@ class Weights:
 _DETECTOR_WEIGHTS: dict[str, Weights] = {
     "demo": Weights(
         path=WEIGHTS_DIR / "demo.pt",
-        architecture="point-heatmap-net",
-        description="small point detector trained on synthetic images; demonstration only",
+        architecture="cascade",
+        description="small two-stage detector (point detector and patch classifier) trained on "
+        "synthetic images, real tissue only as negatives; demonstration only",
         metadata=DEMO_METADATA,
     ),
     # The publishers give no SHA-256, and this machine cannot download the file
@@ -265,7 +269,9 @@ def get_weights(name: str) -> Weights:
         ) from None
 
 
-def save_detector(detector: PointDetector | RetinaNetDetector, path: str | Path) -> Path:
+def save_detector(
+    detector: PointDetector | RetinaNetDetector | CascadeDetector, path: str | Path
+) -> Path:
     """Write ``detector`` (network, settings, name, metadata) to ``path`` in our format.
 
     The file is written under a temporary name and renamed, so a failed write
@@ -274,7 +280,7 @@ def save_detector(detector: PointDetector | RetinaNetDetector, path: str | Path)
 
     Parameters
     ----------
-    detector : PointDetector or RetinaNetDetector
+    detector : PointDetector, RetinaNetDetector or CascadeDetector
         The detector to save.
     path : str or pathlib.Path
         The checkpoint file to write.
@@ -322,7 +328,7 @@ def load_detector(
     *,
     sha256: str | None = None,
     **settings: Any,
-) -> PointDetector | RetinaNetDetector:
+) -> PointDetector | RetinaNetDetector | CascadeDetector:
     """A ready detector from a registry name, a local checkpoint path or a URL.
 
     Parameters
@@ -344,7 +350,7 @@ def load_detector(
 
     Returns
     -------
-    PointDetector or RetinaNetDetector
+    PointDetector, RetinaNetDetector or CascadeDetector
         The detector; ``metadata["weights_sha256"]`` holds the SHA-256 of the
         file loaded and ``metadata["weights"]`` its path or URL.
 
@@ -614,7 +620,7 @@ def _from_ours(
     overrides: Mapping[str, Any],
     expected_architecture: str | None,
     metadata: Mapping[str, Any],
-) -> PointDetector | RetinaNetDetector:
+) -> PointDetector | RetinaNetDetector | CascadeDetector:
     version = checkpoint.get("version")
     if version != VERSION:
         raise WeightsError(
@@ -646,12 +652,12 @@ def _from_ours(
         raise WeightsError(f"{path}: 'settings' and 'metadata' must be dicts")
     network_cls, detector_cls = ARCHITECTURES[architecture]
     model = _build(network_cls, checkpoint.get("config", {}), state_dict, architecture, path)
-    detector = detector_cls(
+    detector = getattr(detector_cls, "from_network", detector_cls)(
         model,
         device=device,
         name=checkpoint.get("name", path.stem),
         metadata={**saved_metadata, **metadata},
         **{**settings, **overrides},
     )
-    assert isinstance(detector, (PointDetector, RetinaNetDetector))
+    assert isinstance(detector, (PointDetector, RetinaNetDetector, CascadeDetector))
     return detector

@@ -12,7 +12,10 @@
   configuration and the loop behind ``wsimito train`` (:func:`train`,
   :class:`Trainer`);
 - :mod:`~wsimito.train.heatmap`: the small in-memory loop of the demo detector
-  (:func:`train_point_detector`).
+  (:func:`train_point_detector`);
+- :mod:`~wsimito.train.mining`: hard-negative mining (:func:`mine_hard_negatives`);
+- :mod:`~wsimito.train.wsdal`: the cascade's patch classifier, trained with
+  DMU, DLE and CSDGL (:func:`train_patch_classifier`).
 """
 
 from .augment import (
@@ -31,21 +34,26 @@ from .datasets import PatchBatch, PatchDataset, TrainingDataError
 from .heatmap import train_point_detector
 from .loop import Trainer, TrainingResult, train
 from .losses import focal_heatmap_loss, heatmap_targets, lookalike_weights, retinanet_loss
+from .mining import MinedCandidates, mine_hard_negatives
 from .sampler import CLASSES, BalancedSampler, Samples
+from .wsdal import ClassifierConfig, PatchSet, train_patch_classifier
 
 __all__ = [
     "CLASSES",
     "AmplitudeBank",
     "Augmenter",
     "BalancedSampler",
+    "ClassifierConfig",
     "ConfigError",
     "Dihedral",
     "DomainFDA",
     "GaussianBlur",
     "HEDStainJitter",
     "JPEGArtefacts",
+    "MinedCandidates",
     "PatchBatch",
     "PatchDataset",
+    "PatchSet",
     "Samples",
     "StainMatrixJitter",
     "Trainer",
@@ -57,7 +65,9 @@ __all__ = [
     "heatmap_targets",
     "load_config",
     "lookalike_weights",
+    "mine_hard_negatives",
     "retinanet_loss",
     "train",
+    "train_patch_classifier",
     "train_point_detector",
 ]

@@ -1,6 +1,13 @@
 """The reproducible recipe behind the bundled ``"demo"`` detector.
 
-Everything is synthetic (:mod:`wsimito.synthetic`): no real slide is used.
+The demo (version 2) is a :class:`~wsimito.models.cascade.CascadeDetector`:
+a point detector proposes candidates and a patch classifier rescores them.
+Its mitotic figures are all synthetic (:mod:`wsimito.synthetic`); real H&E
+enters only as negatives, mined from two sample images that are assumed to
+hold no mitotic figures (:data:`REAL_NEGATIVES`). The CMU sample is never
+used: it is the test for false alarms on real tissue.
+
+First stage (version 1 of the demo, unchanged):
 
 1. :func:`build_dataset`: training crops (``CROP`` px at ``DEMO_MPP`` µm/px)
    from many slide seeds, each with its own random stain variation; two
@@ -21,32 +28,52 @@ Everything is synthetic (:mod:`wsimito.synthetic`): no real slide is used.
 5. :func:`evaluate`: F1 per stain variation on held-out slides (seeds and
    stains never used in training), for any detector.
 
-Seed ranges: training slides from 10,000, validation from 20,000, test from
-30,000; the demo's default seed (2026) lies in none of them.
+Second stage (:class:`CascadeRecipe`):
+
+6. :func:`mine_synthetic`: the first stage runs over artefact-rich and
+   look-alike-rich synthetic slides (:func:`mining_specs`, some of them
+   mitosis-free) at a low threshold; :func:`wsimito.train.mining.mine_hard_negatives`
+   sorts its candidates into hits and hard negatives, and the annotated
+   look-alikes join the negatives;
+7. :func:`mine_real`: the first stage at a still lower threshold and the
+   dark-blob detector (every dark nucleus) run over the real images of
+   :data:`REAL_NEGATIVES`, declared mitosis-free: every candidate is a negative;
+8. :func:`train_second_stage`: the patch classifier, trained with WS-DAL
+   (:mod:`wsimito.train.wsdal`) on patches around all of them;
+9. the cascade's threshold: best pooled F1 on the validation slides (step 4).
+
+Seed ranges: training slides from 10,000 (mining slides from 12,000),
+validation from 20,000, test from 30,000; the demo's default seed (2026)
+lies in none of them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 
 from ..evaluate import DetectionScore, score_points
 from ..models import PointDetector, PointHeatmapNet
+from ..models.cascade import CascadeDetector
 from ..models.metadata import DEMO_METADATA
 from ..stain import HEDJitter, RandomFDA
 from ..synthetic import PRESETS, StainModel, make_slide, random_stain, write_slide
 from ..synthetic.truth import GroundTruth
 from .heatmap import train_point_detector
+from .wsdal import ClassifierConfig, PatchSet, TrainedClassifier, train_patch_classifier
 
 #: Resolution the demo detector works at, µm/px: figures of 8-15 µm are 16-30 px.
 DEMO_MPP = 0.5
@@ -412,3 +439,422 @@ def format_table(rows: dict[str, dict[str, DetectionScore]]) -> str:
 def temporary_folder() -> tempfile.TemporaryDirectory:
     """A scratch folder for rendered evaluation slides."""
     return tempfile.TemporaryDirectory(prefix="wsimito-demo-train-")
+
+
+# -- version 2: the second stage -------------------------------------------------------
+
+#: Real H&E mined as mitosis-free: (sample file, resolution in µm/px it is opened at).
+#: That they hold no mitotic figures is an assumption, not a fact: they hold few, if any.
+#: Neither file states its resolution. The tiatoolbox patch (high magnification) is
+#: opened at 0.25 and at 0.5 µm/px, two plausible scans; the TCGA slide at 0.25 µm/px.
+REAL_NEGATIVES: tuple[tuple[str, float], ...] = (
+    ("images/he-target-tiatoolbox.png", 0.25),
+    ("images/he-target-tiatoolbox.png", 0.5),
+    ("slides/tcga-cr-7395-01a-01-ts1.svs", 0.25),
+)
+MINING_SEED0 = 12_000
+
+#: The demo's patch classifier: 64 px at 0.5 µm/px (32 µm: a figure of 8-15 µm, its
+#: cytoplasm and a ring of neighbours), WS-DAL on, synthetic and real domains balanced
+#: 65 / 35, HED jitter as strong as the first stage's (±20 % on 80 % of the patches).
+DEMO_CLASSIFIER = ClassifierConfig(
+    mpp=DEMO_MPP,
+    patch_size=64,
+    margin=8,
+    max_shift_px=3.0,
+    width=16,
+    epochs=10,
+    epoch_size=4096,
+    batch_size=64,
+    lr=2e-3,
+    domains=("origin",),
+    domain_weights={"synthetic": 0.65, "real": 0.35},
+    stain_sigma=0.2,
+    stain_p=0.8,
+)
+
+
+@dataclass(frozen=True)
+class CascadeRecipe:
+    """Knobs of the second stage (defaults: the shipped demo).
+
+    ``mining_slides`` synthetic slides of ``mining_size`` px at 0.5 µm/px are
+    mined with the first stage at ``mining_threshold``; the real images with
+    the first stage at ``real_threshold`` and the dark-blob detector
+    (``real_blob_um`` µm blobs, threshold ``real_blob_threshold``), plus
+    ``real_random`` random points in their tissue and as many on its outline.
+    ``candidate_threshold``: first-stage score a point needs to reach the
+    classifier; ``classifier_weight``: ``w`` in the cascade's score
+    ``p1 ** (1 - w) * p2 ** w`` (0.5: both stages must agree). ``classifier``:
+    its training settings.
+
+    With ``finetune_steps`` > 0 the first stage is first fine-tuned
+    (:func:`finetune_first_stage`) for that many steps at ``finetune_lr`` on crops
+    of ``finetune_synthetic_slides`` version-1 training slides, of the first
+    ``finetune_artefact_slides`` mining slides (artefacts, edges, look-alikes:
+    everything but the figures is a negative) and of the real images
+    (no figures at all, each crop ``finetune_real_repeats`` times).
+    """
+
+    mining_slides: int = 64
+    mining_size: int = 1024
+    mining_threshold: float = 0.1
+    real_threshold: float = 0.02
+    real_blob_um: float = 6.0
+    real_blob_threshold: float = 0.3
+    real_random: int = 400
+    candidate_threshold: float = 0.15
+    classifier_weight: float = 0.5
+    classifier: ClassifierConfig = DEMO_CLASSIFIER
+    finetune_steps: int = 800
+    finetune_lr: float = 1e-3
+    finetune_synthetic_slides: int = 120
+    finetune_artefact_slides: int = 64
+    finetune_real_repeats: int = 3
+
+
+@dataclass(frozen=True)
+class MiningSlide:
+    """One synthetic slide mined for the second stage (sizes px at ``render_mpp``)."""
+
+    seed: int
+    stain: StainModel
+    size: int
+    render_mpp: float
+    tissue_fraction: float
+    tissue_scale_um: float
+    mitoses_per_mm2: float
+    imposters_per_mitosis: float
+    imposters_per_mm2: float | None
+    min_imposters_per_mitosis: int
+    artefacts: str
+
+
+def mining_specs(recipe: CascadeRecipe) -> list[MiningSlide]:
+    """The synthetic mining slides: training stains, four kinds in turn.
+
+    Kind 0: heavy artefacts, 60 % tissue in islands of about 400 µm (so the slide has
+    tissue edges, and torn ones), 3 look-alikes around each figure;
+    kind 1: realistic artefacts, 80 % tissue (400 µm islands), 1.2-2.5 look-alikes
+    per figure;
+    kind 2: heavy artefacts, 60 % tissue (300 µm islands) and no mitotic figures at all
+    (100 look-alikes per mm²);
+    kind 3: no artefacts, tissue everywhere, 3 look-alikes around each figure.
+    Every third slide is rendered at 0.25 µm/px (the reader area-averages it,
+    like a pyramid level), the others at 0.5 µm/px.
+    """
+    specs = []
+    for index, (seed, stain) in enumerate(training_stains(recipe.mining_slides, MINING_SEED0)):
+        rng = np.random.default_rng([seed, 0xC45C])
+        kind = index % 4
+        fine = index % 3 == 0
+        specs.append(
+            MiningSlide(
+                seed=seed,
+                stain=stain,
+                size=recipe.mining_size * (2 if fine else 1),
+                render_mpp=DEMO_MPP / 2 if fine else DEMO_MPP,
+                tissue_fraction=(0.6, 0.8, 0.6, 1.0)[kind],
+                tissue_scale_um=(400.0, 400.0, 300.0, 1500.0)[kind],
+                mitoses_per_mm2=0.0 if kind == 2 else float(rng.uniform(100, 220)),
+                imposters_per_mitosis=float(rng.uniform(1.2, 2.5)),
+                imposters_per_mm2=100.0 if kind == 2 else None,
+                min_imposters_per_mitosis=3 if kind in (0, 3) else 0,
+                artefacts=("heavy", "realistic", "heavy", "none")[kind],
+            )
+        )
+    return specs
+
+
+@contextlib.contextmanager
+def _known_synthetic_detector() -> Iterator[None]:
+    """Silence the warning that a detector trained on synthetic data runs on an image
+    wsimito did not write: here that is the point (in-memory synthetic images, and real
+    images mined for negatives)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*trained on synthetic images only.*")
+        yield
+
+
+def mine_synthetic(
+    first: Any, recipe: CascadeRecipe, log: Log = print, specs: Sequence[MiningSlide] | None = None
+) -> PatchSet:
+    """Patches around the first stage's candidates, the figures and the look-alikes of
+    every mining slide.
+
+    Each slide is rendered in memory, mined with
+    :func:`~wsimito.train.mining.mine_hard_negatives` (tissue "auto", truth as
+    annotations; mitosis-free slides declared so) and dropped again.
+    """
+    from ..classes import LOOKALIKE_CLASS, MITOSIS_CLASS
+    from ..io.annotations import Annotations
+    from ..slide import open_slide
+    from ..synthetic import make_slide
+    from .mining import mine_hard_negatives
+
+    config = recipe.classifier
+    parts: list[PatchSet] = []
+    start = time.perf_counter()
+    for k, spec in enumerate(specs if specs is not None else mining_specs(recipe)):
+        image, truth = make_slide(
+            spec.size,
+            spec.size,
+            mpp=spec.render_mpp,
+            seed=spec.seed,
+            stain=spec.stain,
+            tissue_fraction=spec.tissue_fraction,
+            tissue_scale_um=spec.tissue_scale_um,
+            tumour_fraction=0.8,
+            mitoses_per_mm2=spec.mitoses_per_mm2,
+            imposters_per_mitosis=spec.imposters_per_mitosis,
+            imposters_per_mm2=spec.imposters_per_mm2,
+            min_imposters_per_mitosis=spec.min_imposters_per_mitosis,
+            artefacts=spec.artefacts,
+        )
+        name = f"synthetic-{spec.seed}"
+        cells = [(name, x, y, MITOSIS_CLASS) for x, y in truth.mitoses]
+        cells += [(name, x, y, LOOKALIKE_CLASS) for x, y in truth.imposters]
+        annotations = Annotations(  # the slide is annotated even when it holds no cell
+            pd.DataFrame(cells, columns=["slide", "x", "y", "label"]),
+            pd.DataFrame({"slide": [name]}),
+        )
+        slide = open_slide(image, mpp=spec.render_mpp)
+        with _known_synthetic_detector():
+            mined = mine_hard_negatives(
+                first,
+                {name: slide},
+                annotations,
+                threshold=recipe.mining_threshold,
+                mitosis_free=[name] if truth.mitosis_free else (),
+            )
+        info = pd.DataFrame({"slide": [name], "origin": ["synthetic"]})
+        parts.append(
+            PatchSet.from_mined(mined, {name: slide}, config, slide_info=info, figures=True)
+        )
+        if (k + 1) % 16 == 0:
+            log(
+                f"  mined {k + 1} synthetic slides: {sum(len(p) for p in parts)} patches "
+                f"({time.perf_counter() - start:.0f} s)"
+            )
+    return PatchSet.concat(parts)
+
+
+def mine_real(first: Any, recipe: CascadeRecipe, log: Log = print) -> PatchSet:
+    """Negatives from the real images of :data:`REAL_NEGATIVES`, declared mitosis-free.
+
+    Two detectors propose them: the first stage at ``recipe.real_threshold``
+    (what it nearly counts) and the dark-blob detector (every dark nucleus).
+    With ``recipe.real_random`` > 0, that many points drawn uniformly in the
+    detected tissue and as many on its outline (tissue edges against glass)
+    join them.
+    """
+    from ..data import fetch
+    from ..models.detectors import DarkBlobDetector
+    from ..slide import open_slide
+    from .mining import mine_hard_negatives
+
+    low = PointDetector(
+        first.model,
+        device="cpu",
+        name=f"{first.name}-low",
+        metadata=first.metadata,
+        **{**first.settings, "min_score": recipe.real_threshold},
+    )
+    blobs = DarkBlobDetector(
+        mpp=DEMO_MPP,
+        tile_size=TILE_SIZE,
+        overlap=OVERLAP,
+        blob_um=recipe.real_blob_um,
+        darkness=0.45,
+        device="cpu",
+    )
+    parts = []
+    for key, mpp in REAL_NEGATIVES:
+        slide = open_slide(fetch(key), mpp=mpp)
+        name = f"{Path(key).name}@{mpp:g}"
+        try:
+            for detector, threshold in (
+                (low, recipe.real_threshold),
+                (blobs, recipe.real_blob_threshold),
+            ):
+                with _known_synthetic_detector():
+                    mined = mine_hard_negatives(
+                        detector, {name: slide}, threshold=threshold, mitosis_free=[name]
+                    )
+                info = pd.DataFrame({"slide": [name], "origin": ["real"]})
+                part = PatchSet.from_mined(mined, {name: slide}, recipe.classifier, slide_info=info)
+                part.cells["miner"] = detector.name
+                parts.append(part)
+                log(f"  {name}: {len(part)} negatives from {detector.name}")
+            if recipe.real_random > 0:
+                part = _random_negatives(slide, name, recipe)
+                parts.append(part)
+                log(f"  {name}: {len(part)} negatives in tissue and on its edge")
+        finally:
+            slide.close()
+    return PatchSet.concat(parts)
+
+
+def _random_negatives(slide: Any, name: str, recipe: CascadeRecipe) -> PatchSet:
+    """Negatives at random places in the tissue of ``slide`` and on the tissue's outline."""
+    import shapely
+
+    from ..tissue import detect_tissue
+    from .mining import MinedCandidates
+
+    rng = np.random.default_rng(sum(map(ord, name)))
+    tissue = detect_tissue(slide)
+    w, h = slide.dimensions
+    inside = rng.uniform((0, 0), (w, h), size=(20 * recipe.real_random, 2))
+    inside = inside[tissue.contains(inside)][: recipe.real_random]
+    outline = shapely.union_all(tissue.polygons.geometry.to_numpy()).boundary
+    edge = np.zeros((0, 2))
+    if not outline.is_empty:
+        along = shapely.line_interpolate_point(
+            outline, rng.uniform(0, 1, recipe.real_random), normalized=True
+        )
+        edge = shapely.get_coordinates(along) + rng.normal(0, 4.0 / slide.mpp, (len(along), 2))
+    xy = np.concatenate([inside, edge])
+    cells = pd.DataFrame(
+        {
+            "slide": name,
+            "x": xy[:, 0],
+            "y": xy[:, 1],
+            "score": np.nan,
+            "kind": "hard negative",
+            "source": ["tissue"] * len(inside) + ["edge"] * len(edge),
+        }
+    )
+    mined = MinedCandidates(cells, pd.DataFrame({"slide": [name]}), 0.0, 7.5, "random")
+    info = pd.DataFrame({"slide": [name], "origin": ["real"]})
+    part = PatchSet.from_mined(mined, {name: slide}, recipe.classifier, slide_info=info)
+    part.cells["miner"] = "random"
+    return part
+
+
+def train_second_stage(
+    patches: PatchSet, recipe: CascadeRecipe, log: Log = print
+) -> TrainedClassifier:
+    """The patch classifier of the cascade, trained with WS-DAL on ``patches``."""
+    return train_patch_classifier(patches, recipe.classifier, device="cpu", log=log)
+
+
+def new_cascade(
+    first: PointDetector,
+    trained: TrainedClassifier,
+    recipe: CascadeRecipe,
+    threshold: float = 0.5,
+    metadata: dict[str, Any] | None = None,
+) -> CascadeDetector:
+    """The demo cascade: ``first`` proposes, the trained classifier rescores, on the CPU."""
+    return CascadeDetector(
+        first,
+        trained.classifier.to("cpu"),
+        candidate_threshold=recipe.candidate_threshold,
+        threshold=threshold,
+        classifier_weight=recipe.classifier_weight,
+        name="demo",
+        metadata={**DEMO_METADATA, **(metadata or {})},
+    )
+
+
+def _crops_of(image: np.ndarray, points: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``CROP`` px crops tiling ``image`` (at ``DEMO_MPP``) with the points inside each."""
+    crops = []
+    h, w = image.shape[:2]
+    margin = 8.0
+    for y in range(0, h - CROP + 1, CROP):
+        for x in range(0, w - CROP + 1, CROP):
+            crop = image[y : y + CROP, x : x + CROP]
+            if (crop.mean(axis=2) < 220).mean() < 0.2:  # mostly glass
+                continue
+            pts = np.asarray(points, dtype=np.float64).reshape(-1, 2) - (x, y)
+            keep = np.all((pts > -margin) & (pts < CROP + margin), axis=1)
+            tensor = torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))
+            crops.append((tensor, torch.from_numpy(pts[keep]).float()))
+    return crops
+
+
+def artefact_crops(recipe: CascadeRecipe) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Crops (at ``DEMO_MPP``) of the first ``finetune_artefact_slides`` mining slides."""
+    from ..synthetic import make_slide
+
+    crops = []
+    for spec in mining_specs(recipe)[: recipe.finetune_artefact_slides]:
+        image, truth = make_slide(
+            spec.size,
+            spec.size,
+            mpp=spec.render_mpp,
+            seed=spec.seed,
+            stain=spec.stain,
+            tissue_fraction=spec.tissue_fraction,
+            tissue_scale_um=spec.tissue_scale_um,
+            tumour_fraction=0.8,
+            mitoses_per_mm2=spec.mitoses_per_mm2,
+            imposters_per_mitosis=spec.imposters_per_mitosis,
+            imposters_per_mm2=spec.imposters_per_mm2,
+            min_imposters_per_mitosis=spec.min_imposters_per_mitosis,
+            artefacts=spec.artefacts,
+        )
+        points = truth.mitoses
+        if spec.render_mpp != DEMO_MPP:
+            f = round(DEMO_MPP / spec.render_mpp)
+            side = image.shape[0] // f
+            image = image[: side * f, : side * f].reshape(side, f, side, f, 3).mean(axis=(1, 3))
+            image = image.round().astype(np.uint8)
+            points = points / f
+        crops += _crops_of(image, points)
+    return crops
+
+
+def real_crops() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Crops (at ``DEMO_MPP``) of the real images of :data:`REAL_NEGATIVES`, no figures."""
+    from ..data import fetch
+    from ..slide import open_slide
+
+    crops = []
+    for key, mpp in REAL_NEGATIVES:
+        with open_slide(fetch(key), mpp=mpp) as slide:
+            w, h = slide.dimensions
+            image = slide.read((0, 0, w, h), mpp=DEMO_MPP)
+        crops += _crops_of(image, np.zeros((0, 2)))
+    return crops
+
+
+def finetune_first_stage(
+    first: PointDetector, recipe: CascadeRecipe, log: Log = print
+) -> PointDetector:
+    """The first stage fine-tuned with hard negatives: artefact-rich synthetic crops and real
+    crops without figures, next to version-1 training crops that keep it on the figures."""
+    import copy
+
+    start = time.perf_counter()
+    base = build_dataset(Recipe(train_slides=recipe.finetune_synthetic_slides), log)
+    hard = artefact_crops(recipe)
+    real = real_crops()
+    log(
+        f"fine-tuning data: {len(base)} version-1 crops, {len(hard)} artefact-rich crops, "
+        f"{len(real)} real crops x {recipe.finetune_real_repeats} "
+        f"({time.perf_counter() - start:.0f} s)"
+    )
+    crops = base + hard + real * recipe.finetune_real_repeats
+    model = copy.deepcopy(first.model)
+
+    def report(step: int, loss: float) -> None:
+        if (step + 1) % 100 == 0:
+            log(
+                f"  step {step + 1}/{recipe.finetune_steps}: loss {loss:.3f} "
+                f"({time.perf_counter() - start:.0f} s)"
+            )
+
+    train_point_detector(
+        model,
+        stain_views(crops, seed=1),
+        steps=recipe.finetune_steps,
+        batch_size=8,
+        lr=recipe.finetune_lr,
+        device="cpu",
+        seed=1,
+        callback=report,
+    )
+    return new_detector(model, first.threshold)

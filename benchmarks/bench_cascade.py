@@ -1,0 +1,346 @@
+"""Cascade ablation on look-alike-rich synthetic slides, label-noise test, and cost.
+
+    .venv/bin/python benchmarks/bench_cascade.py                 # about 40 min on 2 busy cores
+    .venv/bin/python benchmarks/bench_cascade.py --train-slides 8 --epochs 2   # smoke run
+
+First stage: the point detector of the bundled demo (its candidates at 0.15).
+Its candidates are mined on look-alike-rich synthetic training slides (training
+stains, 3 look-alikes 18-90 µm around each figure plus 1.2-2.5 per figure at
+random, seeds from 14,000); patch classifiers are trained on the same patches
+with the WS-DAL components switched on one by one. Every model's threshold is
+the F1-optimal one on validation slides (training stains, seeds from 24,000);
+the scores are on test slides in stains never used in training (the presets
+"pale" and "cool-scanner" and random variations of them, seeds from 34,000),
+MIDOG matching at 7.5 µm, TP/FP/FN pooled. "P at R of stage 1": the model's
+precision at the highest threshold at which its recall on the test slides reaches
+the first stage's.
+
+Label noise: a class-balanced subset of the mined patches (every figure, as
+many negatives drawn at random), 20 % of its labels flipped at random; DMU's
+flagged samples against the flipped ones; the cascades with and without DMU
+scored on the clean test slides.
+
+Cost: count_mitoses end to end (tissue detection included) on an 8000 x 8000 px
+synthetic SVS at 0.25 µm/px, first stage alone against the cascade, alternating
+for 5 rounds (medians); and the two detectors' ``detect`` alone over the same
+tiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import _common  # noqa: F401  (points WSIMITO_DATA_DIR at ../shared/data)
+import numpy as np
+import torch
+
+import wsimito
+from wsimito.evaluate import DetectionScore, score_points
+from wsimito.models import PointDetector, load_detector
+from wsimito.models.cascade import CascadeDetector
+from wsimito.synthetic import PRESETS, make_slide, random_stain, write_slide
+from wsimito.train import demo_recipe as demo
+from wsimito.train.wsdal import ClassifierConfig, PatchSet, train_patch_classifier
+
+MPP = 0.5
+CANDIDATE_THRESHOLD = 0.15
+
+
+def first_stage() -> PointDetector:
+    loaded = load_detector("demo", device="cpu")
+    return loaded.candidates if isinstance(loaded, CascadeDetector) else loaded
+
+
+def specs(count: int, seed0: int, size: int, stains: str) -> list[demo.MiningSlide]:
+    """Look-alike-rich slides at 0.5 µm/px. ``stains="training"``: random stains of the
+    training presets; ``"held-out"``: the two held-out presets, then random variations of
+    them."""
+    out: list[demo.MiningSlide] = []
+    seed = seed0
+    while len(out) < count:
+        seed += 1
+        if stains == "held-out" and len(out) < 2:
+            stain = PRESETS[demo.HELD_OUT_PRESETS[len(out)]]
+        else:
+            stain = random_stain(seed)
+            if demo.held_out(stain) != (stains == "held-out"):
+                continue
+        rng = np.random.default_rng([seed, 0xAB1])
+        out.append(
+            demo.MiningSlide(
+                seed=seed,
+                stain=stain,
+                size=size,
+                render_mpp=MPP,
+                tissue_fraction=1.0,
+                tissue_scale_um=1500.0,
+                mitoses_per_mm2=float(rng.uniform(80, 160)),
+                imposters_per_mitosis=float(rng.uniform(1.2, 2.5)),
+                imposters_per_mm2=None,
+                min_imposters_per_mitosis=3,
+                artefacts="none",
+            )
+        )
+    return out
+
+
+def render(spec: demo.MiningSlide):
+    image, truth = make_slide(
+        spec.size,
+        spec.size,
+        mpp=spec.render_mpp,
+        seed=spec.seed,
+        stain=spec.stain,
+        tissue_fraction=spec.tissue_fraction,
+        tumour_fraction=0.8,
+        mitoses_per_mm2=spec.mitoses_per_mm2,
+        imposters_per_mitosis=spec.imposters_per_mitosis,
+        min_imposters_per_mitosis=spec.min_imposters_per_mitosis,
+    )
+    return wsimito.open_slide(image, mpp=spec.render_mpp), truth
+
+
+def candidates(detector, slides) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(candidates x, y, score; truth) per slide, through count_mitoses."""
+    out = []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*trained on synthetic images only.*")
+        for slide, truth in slides:
+            result = wsimito.count_mitoses(slide, detector, progress=False)
+            keep = result.in_tissue
+            out.append((np.column_stack([result.points, result.scores])[keep], truth.mitoses))
+    return out
+
+
+def pooled(runs, threshold: float) -> DetectionScore:
+    return sum(
+        (score_points(c, t, mpp=MPP, threshold=threshold) for c, t in runs), DetectionScore()
+    )
+
+
+def best_threshold(runs) -> float:
+    scores = np.concatenate([c[:, 2] for c, _ in runs if len(c)] or [np.zeros(0)])
+    grid = np.unique(
+        np.concatenate([np.arange(0.05, 0.96, 0.01), np.quantile(scores, np.linspace(0, 1, 101))])
+    )
+    f1 = np.array([pooled(runs, t).f1 for t in grid])
+    best = np.flatnonzero(f1 >= np.nanmax(f1) - 1e-12)
+    return float(grid[best[len(best) // 2]])
+
+
+def precision_at_recall(runs, recall: float) -> float:
+    """Precision at the highest threshold whose recall reaches ``recall``."""
+    scores = np.unique(np.concatenate([c[:, 2] for c, _ in runs if len(c)]))[::-1]
+    for t in scores:
+        s = pooled(runs, float(t))
+        if s.recall >= recall - 1e-12:
+            return s.precision
+    return float("nan")
+
+
+def row(name: str, detector, validation, test, recall_1: float | None = None) -> dict:
+    threshold = best_threshold(candidates(detector, validation))
+    runs = candidates(detector, test)
+    s = pooled(runs, threshold)
+    return {
+        "model": name,
+        "threshold": threshold,
+        "precision": s.precision,
+        "recall": s.recall,
+        "f1": s.f1,
+        "p_at_r1": precision_at_recall(runs, recall_1) if recall_1 is not None else s.precision,
+        "figures": s.tp + s.fn,
+    }
+
+
+def cascade(first: PointDetector, trained) -> CascadeDetector:
+    return CascadeDetector(
+        first, trained.classifier.to("cpu"), candidate_threshold=CANDIDATE_THRESHOLD, name="cascade"
+    )
+
+
+def cost(first: PointDetector, detector: CascadeDetector, size: int, rounds: int) -> dict:
+    """End-to-end and detector-only times, first stage alone against the cascade.
+
+    The two alternate for ``rounds`` rounds (medians), so that a change of machine load
+    hits both alike. Detector-only: the sum over the slide's batches of ``detect``
+    alone, on the same tiles.
+    """
+    from wsimito.reader import TileReader
+
+    times: dict[str, list[float]] = {"first stage": [], "cascade": []}
+    alone: dict[str, list[float]] = {"first stage": [], "cascade": []}
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*trained on synthetic images only.*")
+        path = Path(folder) / "cost.svs"
+        write_slide(
+            path,
+            size,
+            size,
+            mpp=0.25,
+            seed=34_999,
+            stain="standard",
+            mitoses_per_mm2=30,
+            min_imposters_per_mitosis=3,
+        )
+        with wsimito.open_slide(path) as slide:
+            grid = wsimito.TileGrid(
+                slide,
+                tile_size=first.tile_size,
+                overlap=first.overlap,
+                mpp=first.mpp,
+                tissue=wsimito.detect_tissue(slide),
+            )
+            reader = TileReader(
+                slide,
+                grid.boxes(),
+                mpp=first.mpp,
+                tile_size=first.tile_size,
+                overlap=first.overlap,
+                batch_size=8,
+            )
+            batches = [b.pixels.contiguous() for b in reader]
+        for _ in range(rounds):
+            for name, det in (("first stage", first), ("cascade", detector)):
+                t0 = time.perf_counter()
+                wsimito.count_mitoses(str(path), det, progress=False)
+                times[name].append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                for pixels in batches:
+                    det.detect(pixels)
+                alone[name].append(time.perf_counter() - t0)
+    detector.reset_report()
+    for pixels in batches:
+        detector.detect(pixels)
+    out: dict = {name: statistics.median(v) for name, v in times.items()}
+    out.update({f"{name} detect": statistics.median(v) for name, v in alone.items()})
+    out["tiles"] = len(grid)
+    out["candidates per tile"] = detector.report.candidates / max(1, detector.report.tiles)
+    out["ratio"] = out["cascade"] / out["first stage"]
+    out["detect ratio"] = out["cascade detect"] / out["first stage detect"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-slides", type=int, default=32)
+    parser.add_argument("--validation-slides", type=int, default=4)
+    parser.add_argument("--test-slides", type=int, default=6)
+    parser.add_argument("--size", type=int, default=1024, help="slide side, px at 0.5 µm/px")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epoch-size", type=int, default=2048)
+    parser.add_argument("--cost-size", type=int, default=8000, help="px at 0.25 µm/px")
+    parser.add_argument("--cost-rounds", type=int, default=5)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's); on a shared, loaded machine 1 thread "
+        "avoids the barrier waits that make small operations slow",
+    )
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    first = first_stage()
+    base = ClassifierConfig(epochs=args.epochs, epoch_size=args.epoch_size)
+    recipe = dataclasses.replace(demo.CascadeRecipe(), classifier=base)
+
+    train_specs = specs(args.train_slides, 14_000, args.size, "training")
+    patches: PatchSet = demo.mine_synthetic(first, recipe, specs=train_specs)
+    labels = patches.labels.numpy()
+    print(
+        f"mined {len(patches)} patches ({int(labels.sum())} figures) in "
+        f"{time.perf_counter() - start:.0f} s"
+    )
+    validation = [render(s) for s in specs(args.validation_slides, 24_000, args.size, "training")]
+    test = [render(s) for s in specs(args.test_slides, 34_000, args.size, "held-out")]
+    n_look = sum(len(t.imposters) for _, t in test)
+    n_fig = sum(len(t.mitoses) for _, t in test)
+    print(f"test: {n_fig} figures, {n_look} look-alikes ({n_look / max(1, n_fig):.1f} per figure)")
+
+    rows = [row("first stage alone", first, validation, test)]
+    recall_1 = rows[0]["recall"]
+    rows[0]["p_at_r1"] = rows[0]["precision"]
+    variants = [
+        ("+ classifier (cross-entropy)", dict(dmu=False, dle=False, csdgl=False)),
+        ("+ DMU", dict(dmu=True, dle=False, csdgl=False)),
+        ("+ DMU + CSDGL (class subclasses)", dict(dmu=True, dle=False, csdgl=True)),
+        ("+ DMU + DLE + CSDGL (WS-DAL)", dict(dmu=True, dle=True, csdgl=True)),
+    ]
+    trained_full = None
+    for name, switches in variants:
+        t0 = time.perf_counter()
+        trained = train_patch_classifier(
+            patches, dataclasses.replace(base, **switches), device="cpu"
+        )
+        rows.append(row(name, cascade(first, trained), validation, test, recall_1))
+        rows[-1]["train_s"] = time.perf_counter() - t0
+        trained_full = trained
+        print(rows[-1])
+
+    # Label noise on a class-balanced set: flipping 20 % of an 80 / 20 set at random would
+    # make about half of the "mitosis" labels wrong, which no memory can sort out.
+    rng = np.random.default_rng(7)
+    positives = np.flatnonzero(labels == 1)
+    negatives = rng.choice(np.flatnonzero(labels == 0), size=len(positives), replace=False)
+    balanced = patches.subset(np.sort(np.concatenate([positives, negatives])))
+    noisy, flipped = balanced.with_flipped_labels(0.2, seed=7)
+    noise_rows = []
+    off = dict(dmu=False, dle=False, csdgl=False)
+    for name, data, switches in (
+        ("cross-entropy, balanced, clean labels", balanced, off),
+        ("cross-entropy, 20 % flipped", noisy, off),
+        ("+ DMU, 20 % flipped", noisy, dict(dmu=True, dle=False, csdgl=False)),
+        ("WS-DAL, 20 % flipped", noisy, dict(dmu=True, dle=True, csdgl=True)),
+    ):
+        trained = train_patch_classifier(data, dataclasses.replace(base, **switches), device="cpu")
+        r = row(name, cascade(first, trained), validation, test, recall_1)
+        if switches["dmu"]:
+            f = trained.flagged
+            r["flag_precision"] = (f & flipped).sum() / max(1, f.sum())
+            r["flag_recall"] = (f & flipped).sum() / flipped.sum()
+        noise_rows.append(r)
+        print(r)
+
+    assert trained_full is not None
+    costs = cost(first, cascade(first, trained_full), args.cost_size, args.cost_rounds)
+
+    print("\n| model | threshold | precision | recall | F1 | P at R of stage 1 |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in rows + noise_rows:
+        print(
+            f"| {r['model']} | {r['threshold']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} "
+            f"| {r['f1']:.3f} | {r['p_at_r1']:.3f} |"
+        )
+    print(f"flipped labels: {int(flipped.sum())} of {len(noisy)} (a class-balanced subset)")
+    for r in noise_rows:
+        if "flag_precision" in r:
+            print(
+                f"{r['model']}: DMU flags precision {r['flag_precision']:.2f}, "
+                f"recall {r['flag_recall']:.2f}"
+            )
+    print(
+        f"\ncost on a {args.cost_size} px slide ({costs['tiles']} tiles, "
+        f"{costs['candidates per tile']:.1f} candidates per tile), medians of "
+        f"{args.cost_rounds} alternating rounds: count_mitoses end to end, first stage "
+        f"{costs['first stage']:.2f} s, cascade {costs['cascade']:.2f} s, ratio "
+        f"{costs['ratio']:.2f}; detect alone {costs['first stage detect']:.2f} s against "
+        f"{costs['cascade detect']:.2f} s, ratio {costs['detect ratio']:.2f}"
+    )
+    print(
+        f"{rows[0]['figures']} test figures; total {time.perf_counter() - start:.0f} s; "
+        f"load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}; "
+        f"{torch.get_num_threads()} torch threads; {_common.machine()}"
+    )
+
+
+if __name__ == "__main__":
+    main()
