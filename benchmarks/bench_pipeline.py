@@ -150,13 +150,19 @@ def main() -> None:
     parser.add_argument("--memory-child", type=int, default=None)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-only", action="store_true")
+    parser.add_argument(
+        "--size", type=int, default=32768, help="mosaic side, px at 0.25 µm/px (default 32768)"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds (>= 3)")
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child)
         return
     print(f"machine: {machine()}\n")
     if not args.memory_only:
-        report_throughput(throughput(4096 if args.quick else 32768, 1 if args.quick else 3))
+        report_throughput(
+            throughput(4096 if args.quick else args.size, 1 if args.quick else args.repeat)
+        )
     if args.skip_memory:
         return
     rows = memory([8000, 80000] if not args.quick else [4000, 40000])

@@ -130,8 +130,11 @@ def protocol_members() -> tuple[str, ...]:
     ('detect', 'device', 'metadata', 'min_distance_um', 'mpp', 'name', 'overlap', 'threshold',
      'tile_size')
     """
-    names = set(Detector.__annotations__)
-    names.update(k for k, v in vars(Detector).items() if callable(v) and not k.startswith("_"))
+    names = {
+        k
+        for k, v in vars(Detector).items()
+        if (callable(v) or isinstance(v, property)) and not k.startswith("_")
+    }
     return tuple(sorted(names))
 
 
