@@ -95,7 +95,6 @@ class Detector(Protocol):
         """The closest two objects may be, µm (``None``: 3 µm)."""
         ...
 
-
     def detect(self, tiles: torch.Tensor) -> list[torch.Tensor]:
         """Detect objects in a batch of tiles.
 

@@ -1,5 +1,7 @@
-"""Review what a detector counts: one gallery of its top detections, its near misses and
-mined hard negatives, each crop with its score.
+"""Review what a detector counts: one gallery of detections, near misses and negatives.
+
+The gallery shows a detector's top detections, its near misses and mined hard
+negatives, each crop with its score.
 
 This is how a pathologist (and a developer) sees in one look what a number is
 made of. The crops and the page come from :mod:`wsimito.gallery`; this module
@@ -104,6 +106,8 @@ def review_sections(
     Returns
     -------
     list of GallerySection
+        The counted detections, then the near misses (if ``near_misses``), then the
+        negatives (if ``negatives`` is given), each at most ``n`` crops.
     """
     sections = [detection_section(result, slide, which="counted", n=n, size_um=size_um)]
     if near_misses:
@@ -143,7 +147,26 @@ def write_review(
     """Write a review gallery (PNG for ``.png``, HTML for ``.html``), atomically.
 
     The title names the slide, the detector, the count, the tissue area (mm²)
-    and the density (per mm²). See :func:`review_sections` for the parameters.
+    and the density (per mm²).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The gallery file: PNG for ``.png``, HTML for ``.html`` or ``.htm``.
+    result : MitosisResult
+        A counting result.
+    slide : Slide, optional
+        Its slide (default: the result's ``slide_path``, opened and closed again).
+    negatives : optional
+        Hard negatives of this slide (see :func:`negative_points`).
+    n : int
+        Crops per section, the top ``n`` by score.
+    near_misses : bool
+        Add the candidates in tissue scored below the threshold.
+    size_um : float
+        Side of each crop, µm.
+    columns : int
+        Crops per row (PNG only; HTML wraps to the window's width).
 
     Returns
     -------

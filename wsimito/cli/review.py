@@ -1,5 +1,8 @@
-"""``wsimito review``: a gallery of what a detector counts on a slide, its near misses and
-mined hard negatives, each crop with its score."""
+"""``wsimito review``: a gallery of what a detector counts on a slide, with scores.
+
+The gallery shows the top detections, the near misses and mined hard negatives,
+each crop with its score.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,14 @@ from rich.console import Console
 from ..models.metadata import detector_note
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``review`` command to the ``wsimito`` command line.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The subcommands of the ``wsimito`` parser.
+    """
     review = sub.add_parser(
         "review", help="gallery (PNG or HTML) of top detections, near misses and negatives"
     )

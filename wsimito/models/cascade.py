@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..detect import check_tiles, resolve_device
+from ..detect import Detector, check_tiles, resolve_device
 from .classifier import PatchClassifier, PatchClassifierNet, crop_patches
 from .detectors import PointDetector
 from .pointnet import PointHeatmapNet
@@ -62,7 +62,20 @@ class CascadeNet(nn.Module):
 
     @classmethod
     def of(cls, first: PointHeatmapNet, second: PatchClassifierNet) -> CascadeNet:
-        """A CascadeNet sharing the parameters of two existing networks."""
+        """Make a CascadeNet that shares the parameters of two existing networks.
+
+        Parameters
+        ----------
+        first : PointHeatmapNet
+            The first stage's network.
+        second : PatchClassifierNet
+            The second stage's network.
+
+        Returns
+        -------
+        CascadeNet
+            A module holding ``first`` and ``second`` themselves, not copies.
+        """
         net = cls.__new__(cls)
         nn.Module.__init__(net)
         net.first, net.second = first, second
@@ -108,7 +121,13 @@ class CascadeReport:
     kept: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        """The counts by name."""
+        """Return the counts by name.
+
+        Returns
+        -------
+        dict of str to int
+            The attributes above, by name.
+        """
         return asdict(self)
 
     def __str__(self) -> str:
@@ -162,7 +181,7 @@ class CascadeDetector:
 
     def __init__(
         self,
-        candidates: Any,
+        candidates: Detector,
         classifier: PatchClassifier,
         *,
         candidate_threshold: float | None = None,
@@ -224,24 +243,25 @@ class CascadeDetector:
         TypeError
             When the first stage is not a :class:`PointDetector`.
         """
-        self._check_saveable()
-        return CascadeNet.of(self.candidates.model, self.classifier.model)
+        first = self._saveable_first_stage()
+        return CascadeNet.of(first.model, self.classifier.model)
 
-    def _check_saveable(self) -> None:
+    def _saveable_first_stage(self) -> PointDetector:
         if not isinstance(self.candidates, PointDetector):
             raise TypeError(
                 f"only a cascade over a PointDetector is saved as one checkpoint; this one's "
                 f"first stage is a {type(self.candidates).__name__}"
             )
+        return self.candidates
 
     @property
     def settings(self) -> dict[str, Any]:
         """Everything besides the networks that a checkpoint must restore."""
-        self._check_saveable()
+        first = self._saveable_first_stage()
         return {
-            **self.candidates.settings,
+            **first.settings,
             "threshold": self.threshold,
-            "first_threshold": self.candidates.threshold,
+            "first_threshold": first.threshold,
             "candidate_threshold": self.candidate_threshold,
             "classifier_weight": self.classifier_weight,
             **{_SECOND + k: v for k, v in self.classifier.settings.items()},
@@ -261,26 +281,30 @@ class CascadeDetector:
         first_threshold: float = 0.5,
         **settings: Any,
     ) -> CascadeDetector:
-        """A cascade around a :class:`CascadeNet` from its :attr:`settings` (checkpoint loading).
+        """Build a cascade around a :class:`CascadeNet` from its :attr:`settings`.
+
+        This is how :func:`wsimito.load_detector` restores a checkpoint.
 
         Parameters
         ----------
         model : CascadeNet
             Both networks.
         device : str or torch.device
-            Where both stages run.
+            Where both stages run (``"auto"``: the best available).
         name : str
-            Short name.
+            Short name; the first stage is named ``"{name}-candidates"``.
         metadata : Mapping, optional
             Facts copied into results.
         threshold : float
-            Decision threshold on the cascade's score.
+            Decision threshold on the cascade's score, in [0, 1].
         candidate_threshold : float, optional
-            First-stage score a point needs to be classified.
+            First-stage score a point needs to be classified, in [0, 1]; default:
+            the first stage's ``min_score``.
         classifier_weight : float
             ``w`` in the score ``p1 ** (1 - w) * p2 ** w``.
         first_threshold : float
-            The first stage's own decision threshold (used when it runs alone).
+            The first stage's own decision threshold, in [0, 1] (used when it runs
+            alone).
         **settings : Any
             The first stage's :class:`PointDetector` settings, and the
             classifier's prefixed with ``second_``.
@@ -288,6 +312,7 @@ class CascadeDetector:
         Returns
         -------
         CascadeDetector
+            Both stages on ``device``.
         """
         second = {k[len(_SECOND) :]: v for k, v in settings.items() if k.startswith(_SECOND)}
         first = {k: v for k, v in settings.items() if not k.startswith(_SECOND)}
@@ -312,17 +337,23 @@ class CascadeDetector:
         )
 
     def reset_report(self) -> CascadeReport:
-        """Return the current :attr:`report` and start a new one."""
+        """Return the current :attr:`report` and start a new one.
+
+        Returns
+        -------
+        CascadeReport
+            The counts since the last reset.
+        """
         report, self.report = self.report, CascadeReport()
         return report
 
     def rescore(self, tiles: torch.Tensor, points: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Classifier scores of ``points`` (one ``(K, >=2)`` tensor per tile, tile px).
+        """Score ``points`` (one ``(K, >=2)`` tensor per tile, tile px) with the classifier.
 
         Parameters
         ----------
         tiles : torch.Tensor
-            uint8 ``(N, 3, tile_size, tile_size)`` on :attr:`device`.
+            The tiles, uint8 ``(N, 3, tile_size, tile_size)`` on :attr:`device`.
         points : sequence of torch.Tensor
             Per tile, x, y in tile px (continuous convention) first.
 
@@ -337,11 +368,22 @@ class CascadeDetector:
         return list(probs.to(self.device).split([int(p.shape[0]) for p in points]))
 
     def detect(self, tiles: torch.Tensor) -> list[torch.Tensor]:
-        """See :meth:`wsimito.Detector.detect`: candidates rescored by the classifier.
+        """Detect candidates with the first stage and rescore them with the classifier.
 
-        Returns one float32 ``(K, 3)`` tensor per tile: x, y in tile px and the
-        score ``p1 ** (1 - w) * p2 ** w`` (see the module), for every first-stage
-        point at or above ``candidate_threshold``. Updates :attr:`report`.
+        Updates :attr:`report`. See :meth:`wsimito.Detector.detect`.
+
+        Parameters
+        ----------
+        tiles : torch.Tensor
+            The tiles, uint8 RGB ``(N, 3, tile_size, tile_size)`` read at
+            :attr:`mpp`; moved to :attr:`device`.
+
+        Returns
+        -------
+        list of torch.Tensor
+            One float32 ``(K, 3)`` tensor per tile: x, y in tile px and the score
+            ``p1 ** (1 - w) * p2 ** w`` (see the module), for every first-stage
+            point at or above ``candidate_threshold``.
         """
         tiles = check_tiles(tiles, self.tile_size).to(self.device, non_blocking=True)
         with torch.inference_mode():

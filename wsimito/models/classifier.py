@@ -91,11 +91,35 @@ class PatchClassifierNet(nn.Module):
         return {"width": self.width, "dropout": self.dropout}
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled features ``(N, feature_dim)`` of normalised patches ``(N, 3, P, P)``."""
+        """Compute the pooled features the linear layer sees.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Normalised float patches ``(N, 3, P, P)``, P px a side.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, feature_dim)`` features after global average pooling.
+        """
         return F.adaptive_avg_pool2d(self.body(x), 1).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x)).squeeze(1)
+        """Score patches.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Normalised float patches ``(N, 3, P, P)``, P px a side.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N,)`` logits of "mitotic figure".
+        """
+        logits: torch.Tensor = self.head(self.features(x)).squeeze(1)
+        return logits
 
 
 class PatchClassifier:
@@ -117,7 +141,8 @@ class PatchClassifier:
     Raises
     ------
     ValueError
-        For a non-positive ``mpp`` or ``patch_size``, or ``std`` <= 0.
+        For a non-positive ``mpp``, a ``patch_size`` under 8 px, or ``mean`` and
+        ``std`` not 3 values each with ``std`` > 0.
     """
 
     def __init__(
@@ -154,13 +179,36 @@ class PatchClassifier:
         }
 
     def to(self, device: str | torch.device) -> PatchClassifier:
-        """Move the network to ``device``; returns ``self``."""
+        """Move the network to ``device``.
+
+        Parameters
+        ----------
+        device : str or torch.device
+            ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+
+        Returns
+        -------
+        PatchClassifier
+            ``self``, now on ``device``.
+        """
         self.device = resolve_device(device)
         self.model.to(self.device)
         return self
 
     def normalize(self, patches: torch.Tensor) -> torch.Tensor:
-        """uint8 (or float 0-255) ``(N, 3, P, P)`` -> float network input."""
+        """Turn RGB patches into the network's input.
+
+        Parameters
+        ----------
+        patches : torch.Tensor
+            The patches, uint8 (or float 0-255) RGB ``(N, 3, P, P)``.
+
+        Returns
+        -------
+        torch.Tensor
+            The input, float32 ``(N, 3, P, P)``: RGB / 255 minus ``mean``, divided by
+            ``std``, on the device of ``patches``.
+        """
         mean = torch.tensor(self.mean, device=patches.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=patches.device).view(1, 3, 1, 1)
         return (patches.float() / 255.0 - mean) / std
@@ -171,14 +219,14 @@ class PatchClassifier:
         Parameters
         ----------
         patches : torch.Tensor
-            uint8 ``(N, 3, patch_size, patch_size)`` RGB.
+            The patches, uint8 RGB ``(N, 3, patch_size, patch_size)`` at :attr:`mpp`.
         batch_size : int
             Patches per forward pass.
 
         Returns
         -------
         torch.Tensor
-            float32 ``(N,)`` in [0, 1], on :attr:`device`.
+            The probabilities, float32 ``(N,)`` in [0, 1], on :attr:`device`.
 
         Raises
         ------
@@ -219,7 +267,7 @@ def crop_patches(
     Parameters
     ----------
     tiles : torch.Tensor
-        uint8 (or float 0-255) ``(N, 3, H, W)`` RGB.
+        The tiles, uint8 (or float 0-255) RGB ``(N, 3, H, W)``.
     points : sequence of torch.Tensor
         One ``(K, >=2)`` tensor per tile: x, y in tile px (continuous
         convention: pixel ``j`` has its centre at ``j + 0.5``).
@@ -279,7 +327,22 @@ def crop_patches(
 def patch_classifier_from_settings(
     model: PatchClassifierNet, settings: Mapping[str, Any], device: str | torch.device
 ) -> PatchClassifier:
-    """A :class:`PatchClassifier` around ``model`` from its :attr:`PatchClassifier.settings`."""
+    """Build a :class:`PatchClassifier` around ``model`` from its saved settings.
+
+    Parameters
+    ----------
+    model : PatchClassifierNet
+        The network.
+    settings : Mapping
+        :attr:`PatchClassifier.settings` as a checkpoint stores it.
+    device : str or torch.device
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+
+    Returns
+    -------
+    PatchClassifier
+        ``model`` with those settings, on ``device``.
+    """
     return PatchClassifier(model, device=device, **dict(settings))
 
 

@@ -29,7 +29,7 @@ import math
 import pickle
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -652,7 +652,9 @@ def _from_ours(
         raise WeightsError(f"{path}: 'settings' and 'metadata' must be dicts")
     network_cls, detector_cls = ARCHITECTURES[architecture]
     model = _build(network_cls, checkpoint.get("config", {}), state_dict, architecture, path)
-    detector = getattr(detector_cls, "from_network", detector_cls)(
+    # The class's from_network, else the class; both take the network and these keywords.
+    build: Callable[..., object] = getattr(detector_cls, "from_network", detector_cls)
+    detector = build(
         model,
         device=device,
         name=checkpoint.get("name", path.stem),

@@ -50,6 +50,7 @@ lies in none of them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
 import tempfile
@@ -58,7 +59,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -70,10 +71,22 @@ from ..models import PointDetector, PointHeatmapNet
 from ..models.cascade import CascadeDetector
 from ..models.metadata import DEMO_METADATA
 from ..stain import HEDJitter, RandomFDA
-from ..synthetic import PRESETS, StainModel, make_slide, random_stain, write_slide
+from ..synthetic import (
+    PRESETS,
+    ArtefactPreset,
+    StainModel,
+    make_slide,
+    random_stain,
+    write_slide,
+)
 from ..synthetic.truth import GroundTruth
 from .heatmap import train_point_detector
 from .wsdal import ClassifierConfig, PatchSet, TrainedClassifier, train_patch_classifier
+
+if TYPE_CHECKING:
+    from ..detect import Detector
+    from ..models.detectors import DarkBlobDetector
+    from ..slide import Slide
 
 #: Resolution the demo detector works at, µm/px: figures of 8-15 µm are 16-30 px.
 DEMO_MPP = 0.5
@@ -99,10 +112,22 @@ Log = Callable[[str], None]
 class Recipe:
     """Knobs of the demo training run (defaults: the shipped weights).
 
-    ``train_slides``: synthetic slides, 4 crops each. ``steps``, ``batch_size``,
-    ``lr``: optimizer settings. ``validation_slides``: slides of
-    ``validation_size`` px (at 0.25 µm/px) for the threshold.
-    ``seed``: seeds sampling and augmentation.
+    Parameters
+    ----------
+    train_slides : int
+        Synthetic training slides, 4 crops each.
+    steps : int
+        Optimiser steps.
+    batch_size : int
+        Crops per step.
+    lr : float
+        Peak learning rate (AdamW, one-cycle schedule).
+    validation_slides : int
+        Validation slides the threshold is chosen on.
+    validation_size : int
+        Side of each validation slide, px at 0.25 µm/px.
+    seed : int
+        Seeds sampling and augmentation.
     """
 
     train_slides: int = 300
@@ -116,8 +141,21 @@ class Recipe:
 
 @dataclass(frozen=True)
 class SlideSpec:
-    """One evaluation slide: its variation label, seed, stain, side (px at 0.25 µm/px)
-    and mitotic density (figures per mm² of tissue)."""
+    """One evaluation slide.
+
+    Parameters
+    ----------
+    variation : str
+        The label its scores are grouped under.
+    seed : int
+        Seeds the slide.
+    stain : StainModel
+        Its stain.
+    size : int
+        Side, px at 0.25 µm/px.
+    mitoses_per_mm2 : float
+        Mean mitotic figures per mm² of tissue.
+    """
 
     variation: str
     seed: int
@@ -127,13 +165,38 @@ class SlideSpec:
 
 
 def held_out(stain: StainModel) -> bool:
-    """Whether ``stain`` is, or is a random variation of, a held-out preset."""
+    """Tell whether a stain is, or is a random variation of, a held-out preset.
+
+    Parameters
+    ----------
+    stain : StainModel
+        The stain.
+
+    Returns
+    -------
+    bool
+        True for a preset of :data:`HELD_OUT_PRESETS` or a variation of one.
+    """
     return any(stain.name == p or stain.name.endswith(f"({p})") for p in HELD_OUT_PRESETS)
 
 
 def training_stains(count: int, first_seed: int) -> list[tuple[int, StainModel]]:
-    """``count`` (seed, random stain) pairs from ``first_seed`` on, skipping held-out presets."""
-    pairs, seed = [], first_seed
+    """Draw random stains from consecutive seeds, skipping held-out presets.
+
+    Parameters
+    ----------
+    count : int
+        Stains wanted.
+    first_seed : int
+        The first seed tried.
+
+    Returns
+    -------
+    list of (int, StainModel)
+        ``count`` (seed, stain) pairs, seeds increasing from ``first_seed``.
+    """
+    pairs: list[tuple[int, StainModel]] = []
+    seed = first_seed
     while len(pairs) < count:
         stain = random_stain(seed)
         if not held_out(stain):
@@ -151,24 +214,43 @@ def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
 def render_training_slide(
     index: int, seed: int, stain: StainModel
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Four ``CROP`` x ``CROP`` px crops at ``DEMO_MPP`` of one training slide and their
-    mitotic-figure points (x, y in crop px). ``index`` picks the rendering path."""
+    """Render one training slide as four crops with their mitotic figures.
+
+    Parameters
+    ----------
+    index : int
+        The slide's position in the training set; it picks the rendering path:
+        even at 0.25 µm/px then area-averaged, odd at 0.5 µm/px directly, and
+        60 % tissue (else 100 %) when a multiple of 4.
+    seed : int
+        Seeds the slide (and its figure density and JPEG quality).
+    stain : StainModel
+        Its stain.
+
+    Returns
+    -------
+    list of (torch.Tensor, torch.Tensor)
+        Four pairs: a uint8 ``(3, CROP, CROP)`` crop at ``DEMO_MPP`` µm/px and
+        the float32 ``(K, 2)`` x, y of its mitotic figures, crop px (figures up
+        to 8 px outside the crop included).
+    """
     rng = np.random.default_rng([seed, 0xDE30])
     side = 2 * CROP
-    kwargs = {
-        "seed": seed,
-        "stain": stain,
-        "tissue_fraction": 1.0 if index % 4 else 0.6,
-        "tumour_fraction": 0.8,
-        "mitoses_per_mm2": float(rng.uniform(120, 300)),
-        "imposters_per_mitosis": float(rng.uniform(1.2, 2.5)),
-    }
+    render = functools.partial(
+        make_slide,
+        seed=seed,
+        stain=stain,
+        tissue_fraction=1.0 if index % 4 else 0.6,
+        tumour_fraction=0.8,
+        mitoses_per_mm2=float(rng.uniform(120, 300)),
+        imposters_per_mitosis=float(rng.uniform(1.2, 2.5)),
+    )
     if index % 2 == 0:
-        fine, truth = make_slide(2 * side, 2 * side, mpp=DEMO_MPP / 2, **kwargs)
+        fine, truth = render(2 * side, 2 * side, mpp=DEMO_MPP / 2)
         image = fine.reshape(side, 2, side, 2, 3).mean(axis=(1, 3)).round().astype(np.uint8)
         points = truth.mitoses / 2
     else:
-        image, truth = make_slide(side, side, mpp=DEMO_MPP, **kwargs)
+        image, truth = render(side, side, mpp=DEMO_MPP)
         points = truth.mitoses
     if rng.random() < 0.5:
         image = _jpeg(image, int(rng.integers(70, 96)))
@@ -184,7 +266,21 @@ def render_training_slide(
 
 
 def build_dataset(recipe: Recipe, log: Log = print) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """All training crops of ``recipe`` (uint8 ``(3, CROP, CROP)`` and ``(K, 2)`` px points)."""
+    """Render all training crops of a recipe.
+
+    Parameters
+    ----------
+    recipe : Recipe
+        Sets the number of training slides (``train_slides``).
+    log : callable
+        Receives a progress line every 40 slides.
+
+    Returns
+    -------
+    list of (torch.Tensor, torch.Tensor)
+        Per crop, uint8 ``(3, CROP, CROP)`` at ``DEMO_MPP`` µm/px and the
+        float32 ``(K, 2)`` x, y of its mitotic figures, crop px.
+    """
     crops: list[tuple[torch.Tensor, torch.Tensor]] = []
     start = time.perf_counter()
     for index, (seed, stain) in enumerate(training_stains(recipe.train_slides, TRAIN_SEED0)):
@@ -203,12 +299,29 @@ def stain_views(
     seed: int = 0,
     batch: int = 64,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Every crop as it is plus ``views - 1`` stain-augmented copies, computed batched once.
+    """Add stain-augmented copies of every crop, computed batched once.
 
     Each copy gets, with probability 0.3, a Fourier domain adaptation (β up to
     0.01) towards one of 32 crops of other training slides, then an HED jitter
     (concentrations scaled by up to ±15 %, shifted by up to 0.03 OD).
     Deterministic for ``seed``.
+
+    Parameters
+    ----------
+    crops : sequence of (torch.Tensor, torch.Tensor)
+        The crops, uint8 ``(3, H, W)``, and their points, as from :func:`build_dataset`.
+    views : int
+        Versions of each crop in the output, the original included.
+    seed : int
+        Seeds the augmentation.
+    batch : int
+        Crops augmented at once.
+
+    Returns
+    -------
+    list of (torch.Tensor, torch.Tensor)
+        The crops as given, then ``views - 1`` rounds of augmented copies with
+        the same points.
     """
     generator = torch.Generator().manual_seed(seed)
     jitter = HEDJitter(sigma=0.15, bias=0.03)
@@ -221,6 +334,7 @@ def stain_views(
             images = jitter(
                 fda(torch.stack([c[0] for c in part]), generator=generator), generator=generator
             )
+            assert isinstance(images, torch.Tensor)  # tensors in, tensors out
             out.extend(zip(images.unbind(0), (c[1] for c in part), strict=True))
     return out
 
@@ -228,7 +342,23 @@ def stain_views(
 def new_detector(
     model: torch.nn.Module, threshold: float = 0.5, metadata: dict[str, Any] | None = None
 ) -> PointDetector:
-    """The demo's :class:`PointDetector` settings around ``model``, on the CPU."""
+    """Wrap a network in the demo's :class:`PointDetector` settings, on the CPU.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A :class:`PointHeatmapNet` (or another network with a ``stride``).
+    threshold : float
+        Decision threshold, in [0, 1].
+    metadata : dict, optional
+        Facts added to (and overriding) :data:`DEMO_METADATA`.
+
+    Returns
+    -------
+    PointDetector
+        Named ``"demo"``, at ``DEMO_MPP`` µm/px with ``TILE_SIZE`` px tiles,
+        ``OVERLAP`` px overlap and ``min_score`` 0.1.
+    """
     return PointDetector(
         model,
         mpp=DEMO_MPP,
@@ -243,7 +373,21 @@ def new_detector(
 
 
 def train_demo_detector(recipe: Recipe, log: Log = print) -> PointDetector:
-    """Render the dataset and train the network; the threshold is not chosen yet (0.5)."""
+    """Render the dataset and train the first-stage network.
+
+    Parameters
+    ----------
+    recipe : Recipe
+        The training run's settings.
+    log : callable
+        Receives progress lines.
+
+    Returns
+    -------
+    PointDetector
+        The trained network in :func:`new_detector`'s settings; its threshold
+        is not chosen yet (0.5).
+    """
     torch.manual_seed(recipe.seed)
     start = time.perf_counter()
     crops = build_dataset(recipe, log)
@@ -278,13 +422,32 @@ def train_demo_detector(recipe: Recipe, log: Log = print) -> PointDetector:
 
 @dataclass
 class Scored:
-    """Candidates and truth of evaluated slides: pooled scores at any threshold."""
+    """Candidates and truth of evaluated slides: pooled scores at any threshold.
+
+    Parameters
+    ----------
+    candidates : list of numpy.ndarray
+        Per slide, ``(K, 3)`` x, y (level-0 px at 0.25 µm/px) and score.
+    truths : list of numpy.ndarray
+        Per slide, ``(M, 2)`` x, y of the mitotic figures, level-0 px.
+    """
 
     candidates: list[np.ndarray] = field(default_factory=list)  # (K, 3) x, y, score; level-0 px
     truths: list[np.ndarray] = field(default_factory=list)  # (M, 2) level-0 px
 
     def score(self, threshold: float) -> DetectionScore:
-        """TP, FP and FN pooled over the slides, at 7.5 µm (MIDOG)."""
+        """Pool TP, FP and FN over the slides, matching within 7.5 µm (MIDOG).
+
+        Parameters
+        ----------
+        threshold : float
+            Candidates scoring at least this count, in [0, 1].
+
+        Returns
+        -------
+        DetectionScore
+            The counts summed over the slides.
+        """
         return sum(
             (
                 score_points(c, t, mpp=SLIDE_MPP, threshold=threshold)
@@ -295,7 +458,22 @@ class Scored:
 
 
 def render_slide(spec: SlideSpec, folder: Path) -> tuple[Path, GroundTruth]:
-    """Write ``spec`` as a JPEG SVS at 0.25 µm/px into ``folder``; returns the path and truth."""
+    """Write one evaluation slide as a JPEG-compressed SVS at 0.25 µm/px.
+
+    Parameters
+    ----------
+    spec : SlideSpec
+        The slide.
+    folder : pathlib.Path
+        Where the file goes, named after the variation and the seed.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The SVS file.
+    truth : GroundTruth
+        Its mitotic figures and look-alikes, level-0 px.
+    """
     path = folder / f"{spec.variation.replace(' ', '_')}-{spec.seed}.svs"
     truth = write_slide(
         path,
@@ -310,10 +488,22 @@ def render_slide(spec: SlideSpec, folder: Path) -> tuple[Path, GroundTruth]:
 
 
 def run_slides(
-    detector: Any, slides: Iterable[tuple[SlideSpec, Path, GroundTruth]]
+    detector: Detector, slides: Iterable[tuple[SlideSpec, Path, GroundTruth]]
 ) -> dict[str, Scored]:
-    """Run ``detector`` through :func:`wsimito.count_mitoses` (tissue "auto") on each slide;
-    candidates and truth grouped by variation."""
+    """Run a detector through :func:`wsimito.count_mitoses` (tissue "auto") on each slide.
+
+    Parameters
+    ----------
+    detector : Detector
+        The detector.
+    slides : iterable of (SlideSpec, pathlib.Path, GroundTruth)
+        Rendered slides, as from :func:`rendered`.
+
+    Returns
+    -------
+    dict of str to Scored
+        The candidates (every score returned) and the truth, by variation.
+    """
     from ..pipeline import count_mitoses
 
     groups: dict[str, Scored] = {}
@@ -326,8 +516,23 @@ def run_slides(
 
 
 def select_threshold(scored: Iterable[Scored]) -> tuple[float, DetectionScore]:
-    """The threshold with the best pooled F1, among 0.10-0.95 in steps of 0.01 and 201
-    quantiles of the candidates' scores; ties take the middle of the best run."""
+    """Choose the threshold with the best pooled F1.
+
+    The thresholds tried are 0.10-0.95 in steps of 0.01 and 201 quantiles of
+    the candidates' scores; ties take the middle of the best run.
+
+    Parameters
+    ----------
+    scored : iterable of Scored
+        Candidates and truth, pooled.
+
+    Returns
+    -------
+    threshold : float
+        The chosen threshold, in [0, 1].
+    score : DetectionScore
+        The pooled counts at that threshold.
+    """
     pooled = Scored()
     for s in scored:
         pooled.candidates += s.candidates
@@ -342,7 +547,18 @@ def select_threshold(scored: Iterable[Scored]) -> tuple[float, DetectionScore]:
 
 
 def validation_specs(recipe: Recipe) -> list[SlideSpec]:
-    """Validation slides: unseen seeds, random stains of the training presets."""
+    """List the validation slides: unseen seeds, random stains of the training presets.
+
+    Parameters
+    ----------
+    recipe : Recipe
+        Sets the number (``validation_slides``) and side (``validation_size``).
+
+    Returns
+    -------
+    list of SlideSpec
+        Slides at 150 figures per mm² of tissue, seeds from 20,000.
+    """
     return [
         SlideSpec("validation", seed, stain, recipe.validation_size, 150.0)
         for seed, stain in training_stains(recipe.validation_slides, VALIDATION_SEED0)
@@ -352,10 +568,25 @@ def validation_specs(recipe: Recipe) -> list[SlideSpec]:
 def test_specs(
     size: int = 4000, per_variation: int = 2, mean_density_size: int = 6000
 ) -> list[SlideSpec]:
-    """Held-out slides: the two held-out presets, the exact "standard" preset, three random
-    stains of unseen seeds, ``per_variation`` each of ``size`` px (at 0.25 µm/px) at 100
-    figures per mm² of tissue; and two slides of ``mean_density_size`` px at the MIDOG++
-    mean density (10.3 per mm²), random stains. Seeds from 30,000."""
+    """List the held-out test slides (seeds from 30,000).
+
+    Parameters
+    ----------
+    size : int
+        Side of the slides of each stain variation, px at 0.25 µm/px.
+    per_variation : int
+        Slides per stain variation.
+    mean_density_size : int
+        Side of the two slides at the MIDOG++ mean density, px at 0.25 µm/px.
+
+    Returns
+    -------
+    list of SlideSpec
+        ``per_variation`` slides at 100 figures per mm² of tissue for each of
+        the two held-out presets, the exact "standard" preset and three random
+        stains of unseen seeds; then two slides at the MIDOG++ mean density
+        (10.3 per mm²), random stains.
+    """
     stains: list[tuple[str, StainModel]] = [(p, PRESETS[p]) for p in HELD_OUT_PRESETS]
     stains.append(("standard", PRESETS["standard"]))
     for k in range(3):
@@ -381,17 +612,44 @@ def test_specs(
 
 
 def rendered(specs: Sequence[SlideSpec], folder: Path) -> list[tuple[SlideSpec, Path, GroundTruth]]:
-    """Write every slide of ``specs`` into ``folder``."""
+    """Write every slide of ``specs`` into ``folder`` (see :func:`render_slide`).
+
+    Parameters
+    ----------
+    specs : sequence of SlideSpec
+        The slides.
+    folder : pathlib.Path
+        Where the files go.
+
+    Returns
+    -------
+    list of (SlideSpec, pathlib.Path, GroundTruth)
+        Each spec with its file and truth, in order.
+    """
     return [(spec, *render_slide(spec, folder)) for spec in specs]
 
 
 def evaluate(
-    detector: Any,
+    detector: Detector,
     slides: Sequence[tuple[SlideSpec, Path, GroundTruth]],
     threshold: float | None = None,
 ) -> dict[str, DetectionScore]:
-    """Pooled TP/FP/FN per variation (and ``"all"``) at ``threshold`` (default: the
-    detector's), MIDOG matching at 7.5 µm."""
+    """Score a detector on rendered slides, MIDOG matching within 7.5 µm.
+
+    Parameters
+    ----------
+    detector : Detector
+        The detector.
+    slides : sequence of (SlideSpec, pathlib.Path, GroundTruth)
+        Rendered slides, as from :func:`rendered`.
+    threshold : float, optional
+        Decision threshold, in [0, 1]; default: the detector's.
+
+    Returns
+    -------
+    dict of str to DetectionScore
+        Pooled TP, FP and FN per variation, and over all slides (``"all"``).
+    """
     threshold = float(detector.threshold if threshold is None else threshold)
     groups = run_slides(detector, slides)
     table = {name: group.score(threshold) for name, group in groups.items()}
@@ -399,12 +657,28 @@ def evaluate(
     return table
 
 
-def tune_dark_blobs(slides: Sequence[tuple[SlideSpec, Path, GroundTruth]], log: Log = print):
-    """The :class:`~wsimito.models.detectors.DarkBlobDetector` with the blob size (µm) and
-    threshold that give the best pooled F1 on ``slides``."""
+def tune_dark_blobs(
+    slides: Sequence[tuple[SlideSpec, Path, GroundTruth]], log: Log = print
+) -> DarkBlobDetector | None:
+    """Tune the dark-blob baseline's blob size and threshold for the best pooled F1.
+
+    Parameters
+    ----------
+    slides : sequence of (SlideSpec, pathlib.Path, GroundTruth)
+        Rendered slides, as from :func:`rendered`.
+    log : callable
+        Receives one line per blob size.
+
+    Returns
+    -------
+    DarkBlobDetector or None
+        The :class:`~wsimito.models.detectors.DarkBlobDetector` (blobs of 5, 7
+        or 9 µm) with the best F1, its threshold set; None when no blob size
+        gives a finite F1 (no figures and no detections).
+    """
     from ..models.detectors import DarkBlobDetector
 
-    best: tuple[float, Any] = (-math.inf, None)
+    best: tuple[float, DarkBlobDetector | None] = (-math.inf, None)
     for blob_um in (5.0, 7.0, 9.0):
         det = DarkBlobDetector(
             mpp=DEMO_MPP,
@@ -423,7 +697,20 @@ def tune_dark_blobs(slides: Sequence[tuple[SlideSpec, Path, GroundTruth]], log: 
 
 
 def format_table(rows: dict[str, dict[str, DetectionScore]]) -> str:
-    """A plain-text table: one line per variation, F1 / precision / recall per detector."""
+    """Format scores as a plain-text table.
+
+    Parameters
+    ----------
+    rows : dict of str to dict of str to DetectionScore
+        Per detector name, the scores by variation (as from :func:`evaluate`);
+        every detector has the variations of the first.
+
+    Returns
+    -------
+    str
+        One line per variation: F1 (precision / recall) and the number of
+        figures for each detector.
+    """
     names = list(rows)
     variations = list(next(iter(rows.values())))
     lines = ["variation".ljust(44) + "".join(f"{n + ' F1 (P/R)':>30}" for n in names)]
@@ -436,8 +723,14 @@ def format_table(rows: dict[str, dict[str, DetectionScore]]) -> str:
     return "\n".join(lines)
 
 
-def temporary_folder() -> tempfile.TemporaryDirectory:
-    """A scratch folder for rendered evaluation slides."""
+def temporary_folder() -> tempfile.TemporaryDirectory[str]:
+    """Make a scratch folder for rendered evaluation slides.
+
+    Returns
+    -------
+    tempfile.TemporaryDirectory
+        The folder, removed when the object is cleaned up or its context exits.
+    """
     return tempfile.TemporaryDirectory(prefix="wsimito-demo-train-")
 
 
@@ -478,22 +771,45 @@ DEMO_CLASSIFIER = ClassifierConfig(
 class CascadeRecipe:
     """Knobs of the second stage (defaults: the shipped demo).
 
-    ``mining_slides`` synthetic slides of ``mining_size`` px at 0.5 µm/px are
-    mined with the first stage at ``mining_threshold``; the real images with
-    the first stage at ``real_threshold`` and the dark-blob detector
-    (``real_blob_um`` µm blobs, threshold ``real_blob_threshold``), plus
-    ``real_random`` random points in their tissue and as many on its outline.
-    ``candidate_threshold``: first-stage score a point needs to reach the
-    classifier; ``classifier_weight``: ``w`` in the cascade's score
-    ``p1 ** (1 - w) * p2 ** w`` (0.5: both stages must agree). ``classifier``:
-    its training settings.
-
     With ``finetune_steps`` > 0 the first stage is first fine-tuned
-    (:func:`finetune_first_stage`) for that many steps at ``finetune_lr`` on crops
-    of ``finetune_synthetic_slides`` version-1 training slides, of the first
-    ``finetune_artefact_slides`` mining slides (artefacts, edges, look-alikes:
-    everything but the figures is a negative) and of the real images
-    (no figures at all, each crop ``finetune_real_repeats`` times).
+    (:func:`finetune_first_stage`) on crops of version-1 training slides, of
+    mining slides (artefacts, edges, look-alikes: everything but the figures is
+    a negative) and of the real images (no figures at all).
+
+    Parameters
+    ----------
+    mining_slides : int
+        Synthetic slides mined with the first stage (:func:`mining_specs`).
+    mining_size : int
+        Their side, px at 0.5 µm/px.
+    mining_threshold : float
+        Lowest first-stage score mined on them, in [0, 1].
+    real_threshold : float
+        Lowest first-stage score mined on the real images, in [0, 1].
+    real_blob_um : float
+        Blob size of the dark-blob detector run on the real images, µm.
+    real_blob_threshold : float
+        Lowest dark-blob score mined on the real images, in [0, 1].
+    real_random : int
+        Random points in the tissue of each real image, and as many on its
+        outline, taken as negatives too.
+    candidate_threshold : float
+        First-stage score a point needs to reach the classifier, in [0, 1].
+    classifier_weight : float
+        ``w`` in the cascade's score ``p1 ** (1 - w) * p2 ** w``, in [0, 1]
+        (0.5: both stages must agree).
+    classifier : ClassifierConfig
+        The patch classifier's training settings.
+    finetune_steps : int
+        Fine-tuning steps of the first stage (0: none).
+    finetune_lr : float
+        Peak learning rate of the fine-tuning.
+    finetune_synthetic_slides : int
+        Version-1 training slides among the fine-tuning crops.
+    finetune_artefact_slides : int
+        Mining slides, the first ones, among the fine-tuning crops.
+    finetune_real_repeats : int
+        Times each real crop appears among the fine-tuning crops.
     """
 
     mining_slides: int = 64
@@ -515,7 +831,33 @@ class CascadeRecipe:
 
 @dataclass(frozen=True)
 class MiningSlide:
-    """One synthetic slide mined for the second stage (sizes px at ``render_mpp``)."""
+    """One synthetic slide mined for the second stage (see :func:`mining_specs`).
+
+    Parameters
+    ----------
+    seed : int
+        Seeds the slide.
+    stain : StainModel
+        Its stain.
+    size : int
+        Side, px at ``render_mpp``.
+    render_mpp : float
+        Resolution it is rendered at, µm/px.
+    tissue_fraction : float
+        Share of the slide covered by tissue, 0 to 1.
+    tissue_scale_um : float
+        Size of the tissue islands, µm.
+    mitoses_per_mm2 : float
+        Mean mitotic figures per mm² of tissue (0: mitosis-free).
+    imposters_per_mitosis : float
+        Look-alikes per figure placed at random in the tumour nests.
+    imposters_per_mm2 : float or None
+        Look-alikes per mm² of tissue instead (None: per figure).
+    min_imposters_per_mitosis : int
+        Look-alikes placed around each figure.
+    artefacts : {"none", "realistic", "heavy"}
+        Artefact preset.
+    """
 
     seed: int
     stain: StainModel
@@ -527,11 +869,11 @@ class MiningSlide:
     imposters_per_mitosis: float
     imposters_per_mm2: float | None
     min_imposters_per_mitosis: int
-    artefacts: str
+    artefacts: ArtefactPreset
 
 
 def mining_specs(recipe: CascadeRecipe) -> list[MiningSlide]:
-    """The synthetic mining slides: training stains, four kinds in turn.
+    """List the synthetic mining slides: training stains, four kinds in turn.
 
     Kind 0: heavy artefacts, 60 % tissue in islands of about 400 µm (so the slide has
     tissue edges, and torn ones), 3 look-alikes around each figure;
@@ -542,7 +884,19 @@ def mining_specs(recipe: CascadeRecipe) -> list[MiningSlide]:
     kind 3: no artefacts, tissue everywhere, 3 look-alikes around each figure.
     Every third slide is rendered at 0.25 µm/px (the reader area-averages it,
     like a pyramid level), the others at 0.5 µm/px.
+
+    Parameters
+    ----------
+    recipe : CascadeRecipe
+        Sets the number (``mining_slides``) and side (``mining_size``, px at
+        0.5 µm/px) of the slides.
+
+    Returns
+    -------
+    list of MiningSlide
+        The slides, seeds from 12,000.
     """
+    artefacts: tuple[ArtefactPreset, ...] = ("heavy", "realistic", "heavy", "none")
     specs = []
     for index, (seed, stain) in enumerate(training_stains(recipe.mining_slides, MINING_SEED0)):
         rng = np.random.default_rng([seed, 0xC45C])
@@ -560,7 +914,7 @@ def mining_specs(recipe: CascadeRecipe) -> list[MiningSlide]:
                 imposters_per_mitosis=float(rng.uniform(1.2, 2.5)),
                 imposters_per_mm2=100.0 if kind == 2 else None,
                 min_imposters_per_mitosis=3 if kind in (0, 3) else 0,
-                artefacts=("heavy", "realistic", "heavy", "none")[kind],
+                artefacts=artefacts[kind],
             )
         )
     return specs
@@ -568,23 +922,44 @@ def mining_specs(recipe: CascadeRecipe) -> list[MiningSlide]:
 
 @contextlib.contextmanager
 def _known_synthetic_detector() -> Iterator[None]:
-    """Silence the warning that a detector trained on synthetic data runs on an image
-    wsimito did not write: here that is the point (in-memory synthetic images, and real
-    images mined for negatives)."""
+    """Silence the warning that a synthetic-data detector runs on a foreign image.
+
+    Here that is the point: in-memory synthetic images, and real images mined for
+    negatives.
+    """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*trained on synthetic images only.*")
         yield
 
 
 def mine_synthetic(
-    first: Any, recipe: CascadeRecipe, log: Log = print, specs: Sequence[MiningSlide] | None = None
+    first: Detector,
+    recipe: CascadeRecipe,
+    log: Log = print,
+    specs: Sequence[MiningSlide] | None = None,
 ) -> PatchSet:
-    """Patches around the first stage's candidates, the figures and the look-alikes of
-    every mining slide.
+    """Read patches around the candidates, figures and look-alikes of the mining slides.
 
     Each slide is rendered in memory, mined with
     :func:`~wsimito.train.mining.mine_hard_negatives` (tissue "auto", truth as
     annotations; mitosis-free slides declared so) and dropped again.
+
+    Parameters
+    ----------
+    first : Detector
+        The first stage.
+    recipe : CascadeRecipe
+        Sets the mining threshold and the classifier's patches.
+    log : callable
+        Receives a progress line every 16 slides.
+    specs : sequence of MiningSlide, optional
+        The slides (default: :func:`mining_specs` of ``recipe``).
+
+    Returns
+    -------
+    PatchSet
+        Positives on the hits and on every annotated figure, negatives on the
+        hard negatives and look-alikes; ``origin`` ``"synthetic"``.
     """
     from ..classes import LOOKALIKE_CLASS, MITOSIS_CLASS
     from ..io.annotations import Annotations
@@ -639,14 +1014,30 @@ def mine_synthetic(
     return PatchSet.concat(parts)
 
 
-def mine_real(first: Any, recipe: CascadeRecipe, log: Log = print) -> PatchSet:
-    """Negatives from the real images of :data:`REAL_NEGATIVES`, declared mitosis-free.
+def mine_real(first: PointDetector, recipe: CascadeRecipe, log: Log = print) -> PatchSet:
+    """Read negatives from the real images of :data:`REAL_NEGATIVES`, declared mitosis-free.
 
     Two detectors propose them: the first stage at ``recipe.real_threshold``
     (what it nearly counts) and the dark-blob detector (every dark nucleus).
     With ``recipe.real_random`` > 0, that many points drawn uniformly in the
     detected tissue and as many on its outline (tissue edges against glass)
     join them.
+
+    Parameters
+    ----------
+    first : PointDetector
+        The first stage; a copy with ``min_score`` lowered to
+        ``recipe.real_threshold`` mines.
+    recipe : CascadeRecipe
+        Sets the thresholds, the blob size, the random points and the patches.
+    log : callable
+        Receives one line per image and miner.
+
+    Returns
+    -------
+    PatchSet
+        Negatives only; ``origin`` ``"real"``, ``miner`` the detector's name or
+        ``"random"``.
     """
     from ..data import fetch
     from ..models.detectors import DarkBlobDetector
@@ -695,7 +1086,7 @@ def mine_real(first: Any, recipe: CascadeRecipe, log: Log = print) -> PatchSet:
     return PatchSet.concat(parts)
 
 
-def _random_negatives(slide: Any, name: str, recipe: CascadeRecipe) -> PatchSet:
+def _random_negatives(slide: Slide, name: str, recipe: CascadeRecipe) -> PatchSet:
     """Negatives at random places in the tissue of ``slide`` and on the tissue's outline."""
     import shapely
 
@@ -735,7 +1126,22 @@ def _random_negatives(slide: Any, name: str, recipe: CascadeRecipe) -> PatchSet:
 def train_second_stage(
     patches: PatchSet, recipe: CascadeRecipe, log: Log = print
 ) -> TrainedClassifier:
-    """The patch classifier of the cascade, trained with WS-DAL on ``patches``."""
+    """Train the cascade's patch classifier with WS-DAL, on the CPU.
+
+    Parameters
+    ----------
+    patches : PatchSet
+        Training patches, as from :func:`mine_synthetic` and :func:`mine_real`.
+    recipe : CascadeRecipe
+        Its ``classifier`` settings are used.
+    log : callable
+        Receives one line per epoch.
+
+    Returns
+    -------
+    TrainedClassifier
+        The classifier and its training record.
+    """
     return train_patch_classifier(patches, recipe.classifier, device="cpu", log=log)
 
 
@@ -746,7 +1152,26 @@ def new_cascade(
     threshold: float = 0.5,
     metadata: dict[str, Any] | None = None,
 ) -> CascadeDetector:
-    """The demo cascade: ``first`` proposes, the trained classifier rescores, on the CPU."""
+    """Assemble the demo cascade: ``first`` proposes, the trained classifier rescores.
+
+    Parameters
+    ----------
+    first : PointDetector
+        The first stage (on the CPU).
+    trained : TrainedClassifier
+        The second stage; its classifier is moved to the CPU.
+    recipe : CascadeRecipe
+        Sets ``candidate_threshold`` and ``classifier_weight``.
+    threshold : float
+        The cascade's decision threshold, in [0, 1].
+    metadata : dict, optional
+        Facts added to (and overriding) :data:`DEMO_METADATA`.
+
+    Returns
+    -------
+    CascadeDetector
+        Named ``"demo"``, on the CPU.
+    """
     return CascadeDetector(
         first,
         trained.classifier.to("cpu"),
@@ -776,7 +1201,20 @@ def _crops_of(image: np.ndarray, points: np.ndarray) -> list[tuple[torch.Tensor,
 
 
 def artefact_crops(recipe: CascadeRecipe) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Crops (at ``DEMO_MPP``) of the first ``finetune_artefact_slides`` mining slides."""
+    """Render crops of the first ``finetune_artefact_slides`` mining slides.
+
+    Parameters
+    ----------
+    recipe : CascadeRecipe
+        Sets the mining slides and how many are used.
+
+    Returns
+    -------
+    list of (torch.Tensor, torch.Tensor)
+        Crops tiling each slide: uint8 ``(3, CROP, CROP)`` at ``DEMO_MPP`` µm/px
+        (mostly-glass crops left out) and the float32 ``(K, 2)`` x, y of their
+        mitotic figures, crop px.
+    """
     from ..synthetic import make_slide
 
     crops = []
@@ -808,7 +1246,15 @@ def artefact_crops(recipe: CascadeRecipe) -> list[tuple[torch.Tensor, torch.Tens
 
 
 def real_crops() -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Crops (at ``DEMO_MPP``) of the real images of :data:`REAL_NEGATIVES`, no figures."""
+    """Read crops of the real images of :data:`REAL_NEGATIVES`.
+
+    Returns
+    -------
+    list of (torch.Tensor, torch.Tensor)
+        Crops tiling each image: uint8 ``(3, CROP, CROP)`` at ``DEMO_MPP`` µm/px
+        (mostly-glass crops left out), each with an empty ``(0, 2)`` set of
+        figures.
+    """
     from ..data import fetch
     from ..slide import open_slide
 
@@ -824,8 +1270,26 @@ def real_crops() -> list[tuple[torch.Tensor, torch.Tensor]]:
 def finetune_first_stage(
     first: PointDetector, recipe: CascadeRecipe, log: Log = print
 ) -> PointDetector:
-    """The first stage fine-tuned with hard negatives: artefact-rich synthetic crops and real
-    crops without figures, next to version-1 training crops that keep it on the figures."""
+    """Fine-tune the first stage with hard negatives.
+
+    The crops are artefact-rich synthetic crops and real crops without figures,
+    next to version-1 training crops that keep it on the figures.
+
+    Parameters
+    ----------
+    first : PointDetector
+        The first stage; its network is copied, not changed.
+    recipe : CascadeRecipe
+        Sets the crops, the steps and the learning rate.
+    log : callable
+        Receives progress lines.
+
+    Returns
+    -------
+    PointDetector
+        The fine-tuned copy in :func:`new_detector`'s settings, with
+        ``first``'s threshold.
+    """
     import copy
 
     start = time.perf_counter()

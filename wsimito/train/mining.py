@@ -27,7 +27,7 @@ import os
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -38,12 +38,16 @@ from ..classes import LOOKALIKE_COLOR, MITOSIS_CLASS, MITOSIS_COLOR
 from ..evaluate import MIDOG_RADIUS_UM
 from ..slide import Slide, open_slide
 
+if TYPE_CHECKING:
+    from ..detect import Detector
+    from ..io.annotation_set import Annotations
+
 #: Class name given to mined hard negatives (one of the look-alike names readers know).
 HARD_NEGATIVE_CLASS = "Hard negative"
 #: Values of the ``kind`` column of :attr:`MinedCandidates.cells`.
 MinedKind = Literal["hit", "hard negative", "lookalike"]
 
-SlideSource = str | os.PathLike | Slide
+SlideSource = str | os.PathLike[str] | Slide
 
 
 @dataclass
@@ -70,6 +74,9 @@ class MinedCandidates:
         Hit radius, µm.
     detector : str
         The detector's name.
+    figures : dict of str to numpy.ndarray
+        Per slide name, the annotated mitotic figures the candidates were judged
+        against: ``(F, 2)`` float64 level-0 px (none on a mitosis-free slide).
     """
 
     cells: pd.DataFrame
@@ -90,7 +97,15 @@ class MinedCandidates:
         return self.cells[self.cells["kind"] == "hit"].reset_index(drop=True)
 
     def summary(self) -> pd.DataFrame:
-        """Per slide: hits, hard negatives, annotated look-alikes and figures."""
+        """Count hits, hard negatives, annotated look-alikes and figures per slide.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per slide: ``slide``, ``mitosis_free``, ``figures``,
+            ``tissue_area_mm2`` (mm²) and the counts ``hit``, ``hard negative``
+            and ``lookalike``.
+        """
         counts = (
             self.cells.groupby(["slide", "kind"]).size().unstack(fill_value=0)
             if len(self.cells)
@@ -103,14 +118,20 @@ class MinedCandidates:
         return table
 
     def training_cells(self) -> pd.DataFrame:
-        """The rows as cells for :class:`~wsimito.train.BalancedSampler`: ``kind`` is
-        ``"mitosis"`` for hits and ``"lookalike"`` for everything else."""
+        """Return the rows as cells for :class:`~wsimito.train.BalancedSampler`.
+
+        Returns
+        -------
+        pandas.DataFrame
+            A copy of :attr:`cells` whose ``kind`` is ``"mitosis"`` for hits and
+            ``"lookalike"`` for everything else.
+        """
         cells = self.cells.copy()
         cells["kind"] = np.where(cells["kind"] == "hit", "mitosis", "lookalike")
         return cells
 
     def to_geojson(
-        self, path: str | os.PathLike, slide: str | None = None, *, include_hits: bool = False
+        self, path: str | os.PathLike[str], slide: str | None = None, *, include_hits: bool = False
     ) -> Path:
         """Write the negatives of one slide as QuPath point annotations.
 
@@ -159,8 +180,20 @@ class MinedCandidates:
         }
         return write_geojson(path, feature_collection(features, metadata))
 
-    def to_annotations(self, *, include_hits: bool = False) -> Any:
-        """The negatives (and optionally the hits) as :class:`wsimito.Annotations`."""
+    def to_annotations(self, *, include_hits: bool = False) -> Annotations:
+        """Return the negatives (and optionally the hits) as annotations.
+
+        Parameters
+        ----------
+        include_hits : bool
+            Also include the hits (class "Mitotic figure").
+
+        Returns
+        -------
+        Annotations
+            One cell per row (``slide``, ``x``, ``y`` in level-0 px, ``label``,
+            ``score``) on every mined slide.
+        """
         from ..io.annotations import Annotations
 
         rows = self.cells if include_hits else self.negatives
@@ -168,8 +201,15 @@ class MinedCandidates:
         slides = self.slides[["slide", "width", "height", "mpp"]].copy()
         return Annotations(cells, slides, source=f"hard negatives mined by {self.detector}")
 
-    def to_sliderunner(self, path: str | os.PathLike, *, include_hits: bool = False) -> Path:
+    def to_sliderunner(self, path: str | os.PathLike[str], *, include_hits: bool = False) -> Path:
         """Write the negatives of every slide to a SlideRunner database (atomically).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The SlideRunner database (SQLite) file.
+        include_hits : bool
+            Also write the hits (class "Mitotic figure").
 
         Returns
         -------
@@ -257,9 +297,9 @@ def _annotation_frame(annotations: Any) -> pd.DataFrame:
 
 
 def mine_hard_negatives(
-    detector: Any,
+    detector: Detector | str | Path,
     slides: Mapping[str, SlideSource] | Sequence[SlideSource] | SlideSource,
-    annotations: Any = None,
+    annotations: Annotations | pd.DataFrame | None = None,
     *,
     threshold: float = 0.1,
     radius_um: float = MIDOG_RADIUS_UM,
@@ -309,6 +349,8 @@ def mine_hard_negatives(
     Returns
     -------
     MinedCandidates
+        Every candidate at or above ``threshold`` (in tissue if ``inside_tissue``),
+        sorted into hits and hard negatives, plus the annotated look-alikes.
 
     Raises
     ------
@@ -434,7 +476,7 @@ def _distance_um(points: np.ndarray, figures: np.ndarray, mpp: float) -> np.ndar
         return np.zeros(0)
     if len(figures) == 0:
         return np.full(len(points), np.inf)
-    distance, _ = cKDTree(figures).query(points)
+    distance: np.ndarray = cKDTree(figures).query(points)[0]
     return distance * mpp
 
 
@@ -461,7 +503,7 @@ def candidate_patches(
     batch_size: int = 64,
     num_workers: int = 2,
 ) -> torch.Tensor:
-    """Square patches centred on points, read through :class:`wsimito.reader.TileReader`.
+    """Read square patches centred on points through :class:`wsimito.reader.TileReader`.
 
     Parameters
     ----------
@@ -481,7 +523,7 @@ def candidate_patches(
     Returns
     -------
     torch.Tensor
-        uint8 ``(N, 3, size, size)`` on the CPU; pixel ``(size / 2, size / 2)``
+        The patches, uint8 ``(N, 3, size, size)`` on the CPU; pixel ``(size / 2, size / 2)``
         (continuous) is each point. Pixels beyond the slide are white.
     """
     from ..reader import TileReader

@@ -31,10 +31,11 @@ the device by :class:`~wsimito.train.Augmenter`.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,10 @@ from ..detect import resolve_device
 from ..models.classifier import PatchClassifier, PatchClassifierNet, crop_patches
 from .augment import Augmenter, Dihedral, GaussianBlur, HEDStainJitter, Zoom
 from .sampler import BalancedSampler
+
+if TYPE_CHECKING:
+    from ..slide import Slide
+    from .mining import MinedCandidates
 
 Log = Callable[[str], None]
 
@@ -176,7 +181,17 @@ class ClassifierConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> ClassifierConfig:
-        """A config from a mapping (e.g. a TOML table); unknown keys are an error.
+        """Make a config from a mapping (e.g. a TOML table); unknown keys are an error.
+
+        Parameters
+        ----------
+        values : Mapping
+            Settings by field name; missing ones take their defaults.
+
+        Returns
+        -------
+        ClassifierConfig
+            The config, checked as by the constructor.
 
         Raises
         ------
@@ -237,14 +252,14 @@ class PatchSet:
     @classmethod
     def from_mined(
         cls,
-        mined: Any,
-        slides: Mapping[str, Any],
+        mined: MinedCandidates,
+        slides: Mapping[str, Slide | str | os.PathLike[str]],
         config: ClassifierConfig,
         *,
         slide_info: pd.DataFrame | None = None,
         figures: bool = False,
     ) -> PatchSet:
-        """Patches around every row of a :class:`~wsimito.train.mining.MinedCandidates`.
+        """Read patches around every row of a :class:`~wsimito.train.mining.MinedCandidates`.
 
         Parameters
         ----------
@@ -263,6 +278,14 @@ class PatchSet:
         Returns
         -------
         PatchSet
+            uint8 patches of ``config.read_size`` px at ``config.mpp``, labelled 1
+            for hits (and figures), 0 otherwise, in the order of ``mined.cells``
+            (figures last).
+
+        Raises
+        ------
+        KeyError
+            When a mined slide is not in ``slides``.
         """
         from ..slide import Slide, open_slide
         from .mining import candidate_patches
@@ -306,7 +329,18 @@ class PatchSet:
 
     @staticmethod
     def concat(sets: Sequence[PatchSet]) -> PatchSet:
-        """One set holding the patches of all ``sets`` (same patch size)."""
+        """Join patch sets into one.
+
+        Parameters
+        ----------
+        sets : sequence of PatchSet
+            Sets with the same patch size.
+
+        Returns
+        -------
+        PatchSet
+            The patches of all ``sets``, in order.
+        """
         return PatchSet(
             torch.cat([s.images for s in sets]),
             torch.cat([s.labels for s in sets]),
@@ -314,7 +348,18 @@ class PatchSet:
         )
 
     def subset(self, index: np.ndarray) -> PatchSet:
-        """The patches at ``index`` (int positions or a boolean mask)."""
+        """Select patches.
+
+        Parameters
+        ----------
+        index : numpy.ndarray
+            Int positions or a boolean mask of length ``len(self)``.
+
+        Returns
+        -------
+        PatchSet
+            The patches at ``index``, in its order.
+        """
         index = np.asarray(index)
         if index.dtype == bool:
             index = np.flatnonzero(index)
@@ -322,7 +367,27 @@ class PatchSet:
         return PatchSet(self.images[t], self.labels[t], self.cells.iloc[index])
 
     def with_flipped_labels(self, fraction: float, seed: int = 0) -> tuple[PatchSet, np.ndarray]:
-        """A copy with ``fraction`` of the labels flipped at random, and the flipped mask."""
+        """Flip a random share of the labels (to test robustness to label noise).
+
+        Parameters
+        ----------
+        fraction : float
+            Share of the labels flipped, in [0, 1] (rounded to a whole count).
+        seed : int
+            Seeds the choice.
+
+        Returns
+        -------
+        patches : PatchSet
+            A copy with the flipped labels (the images are shared, not copied).
+        flipped : numpy.ndarray
+            ``(n,)`` bool: which labels were flipped.
+
+        Raises
+        ------
+        ValueError
+            When ``fraction`` lies outside [0, 1].
+        """
         if not 0 <= fraction <= 1:
             raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
         rng = np.random.default_rng(seed)
@@ -355,7 +420,14 @@ class DynamicMemory:
         return len(self._loss)
 
     def record(self, loss: np.ndarray, prob_of_label: np.ndarray) -> None:
-        """Add one epoch: ``(n,)`` losses and ``(n,)`` probabilities of each given label.
+        """Add one epoch's losses and probabilities.
+
+        Parameters
+        ----------
+        loss : numpy.ndarray
+            ``(n,)`` loss of each sample.
+        prob_of_label : numpy.ndarray
+            ``(n,)`` predicted probability of each sample's given label.
 
         Raises
         ------
@@ -516,7 +588,8 @@ class _Projection(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        out: torch.Tensor = self.net(x)
+        return out
 
 
 # -- the loop -----------------------------------------------------------------------
@@ -540,6 +613,7 @@ class TrainedClassifier:
         One row per epoch: losses, training accuracy, flagged samples, seconds,
         and validation accuracy where a validation set was given.
     config : ClassifierConfig
+        The settings it was trained with.
     """
 
     classifier: PatchClassifier
@@ -552,16 +626,31 @@ class TrainedClassifier:
     @property
     def flagged(self) -> np.ndarray:
         """``(n,)`` bool: samples the memory calls probably mislabelled."""
-        return self.states == MISLABELLED
+        flagged: np.ndarray = self.states == MISLABELLED
+        return flagged
 
 
 def default_augmenter(seed: int, stain_sigma: float = 0.1, stain_p: float = 0.5) -> Augmenter:
-    """The patch augmentation: flips and 90° rotations, zoom ±10 %, HED jitter, blur.
+    """Make the patch augmentation: flips and 90° rotations, zoom ±10 %, HED jitter, blur.
 
-    ``stain_sigma`` and ``stain_p``: the HED concentration jitter (scale up to
-    ±``stain_sigma``, shift up to ±0.02 OD) and the share of patches it touches.
     Macenko stain-matrix jitter is left out: it estimates a stain matrix per
     patch, which costs more than the classifier's own step on the CPU.
+
+    Parameters
+    ----------
+    seed : int
+        Seeds the augmentation.
+    stain_sigma : float
+        Strength of the HED concentration jitter: scale up to ±``stain_sigma``
+        (a fraction), shift up to ±0.02 OD.
+    stain_p : float
+        Share of the patches the HED jitter touches, in [0, 1].
+
+    Returns
+    -------
+    Augmenter
+        Dihedral flips and rotations (every patch), zoom ±10 % (p 0.2), the
+        HED jitter (p ``stain_p``) and a Gaussian blur with sigma 0.3-1 px (p 0.1).
     """
     return Augmenter(
         [
@@ -574,7 +663,9 @@ def default_augmenter(seed: int, stain_sigma: float = 0.1, stain_p: float = 0.5)
     )
 
 
-def _sampler(train: PatchSet, active: np.ndarray, config: ClassifierConfig, seed: int):
+def _sampler(
+    train: PatchSet, active: np.ndarray, config: ClassifierConfig, seed: int
+) -> BalancedSampler:
     cells = train.cells.iloc[active].reset_index(drop=True).copy()
     labels = train.labels.numpy()[active]
     cells["kind"] = np.where(labels == 1, "mitosis", "lookalike")
@@ -602,12 +693,21 @@ def _centre_patches(images: torch.Tensor, config: ClassifierConfig) -> torch.Ten
 def evaluate_patches(
     classifier: PatchClassifier, patches: PatchSet, batch_size: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities of "mitotic figure" for the centred patches of ``patches``.
+    """Score the centred patches of a set with a classifier.
+
+    Parameters
+    ----------
+    classifier : PatchClassifier
+        The classifier; its ``patch_size`` is cut from the centre of each patch.
+    patches : PatchSet
+        The patches and their labels.
+    batch_size : int
+        Patches per forward pass.
 
     Returns
     -------
     probs : numpy.ndarray
-        ``(n,)`` float in [0, 1].
+        ``(n,)`` float64 probabilities of "mitotic figure", in [0, 1].
     loss : numpy.ndarray
         ``(n,)`` binary cross-entropy against the set's labels.
     """
@@ -646,6 +746,8 @@ def train_patch_classifier(
     Returns
     -------
     TrainedClassifier
+        The classifier (on ``device``, in eval mode), the memory, the final
+        states and levels, and the per-epoch history.
 
     Raises
     ------
@@ -788,7 +890,18 @@ def train_patch_classifier(
 
 
 def config_summary(config: ClassifierConfig) -> dict[str, Any]:
-    """The config as a plain dict (for checkpoint metadata)."""
+    """Turn a config into a plain dict (for checkpoint metadata).
+
+    Parameters
+    ----------
+    config : ClassifierConfig
+        The config.
+
+    Returns
+    -------
+    dict of str to Any
+        Its fields by name; mappings as dicts, sequences as lists.
+    """
     out = asdict(config)
     out["proportions"] = dict(config.proportions)
     out["domains"] = list(config.domains)
@@ -799,7 +912,20 @@ def config_summary(config: ClassifierConfig) -> dict[str, Any]:
 def with_components(
     config: ClassifierConfig, *, dmu: bool, dle: bool, csdgl: bool
 ) -> ClassifierConfig:
-    """``config`` with the three WS-DAL components switched as given (for ablations)."""
+    """Switch the three WS-DAL components of a config (for ablations).
+
+    Parameters
+    ----------
+    config : ClassifierConfig
+        The config.
+    dmu, dle, csdgl : bool
+        Whether DMU, DLE and CSDGL are on.
+
+    Returns
+    -------
+    ClassifierConfig
+        A copy of ``config`` with these three fields replaced.
+    """
     return replace(config, dmu=dmu, dle=dle, csdgl=csdgl)
 
 
