@@ -201,12 +201,15 @@ def test_init_demo_starts_from_the_demo_weights():
     )
     setup = build_model(config)
     demo = wsimito.load_detector("demo", device="cpu")
+    assert isinstance(demo, wsimito.CascadeDetector)  # training goes on from its first stage
+    demo = demo.candidates
     assert (setup.mpp, setup.tile_size, setup.overlap) == (demo.mpp, demo.tile_size, demo.overlap)
     assert setup.mean == tuple(demo.normalize.mean)
     mine, theirs = setup.model.state_dict(), demo.model.state_dict()
     assert mine.keys() == theirs.keys()
     assert all(torch.equal(mine[k], theirs[k]) for k in mine)
     assert "synthetic" in setup.init_metadata["init_training_data"]
+    assert "first stage" in setup.init_metadata["initialised_from"]
     with pytest.raises(ConfigError, match=r"patch_size = 100 must be a multiple of 16"):
         build_model(
             TrainingConfig.from_dict(

@@ -41,6 +41,7 @@ from ..detect import autocast_dtype, resolve_device
 from ..io.atomic import atomic_path, atomic_write
 from ..models import PointDetector, PointHeatmapNet, RetinaNetDA, RetinaNetDetector
 from ..models.anchors import create_anchors
+from ..models.cascade import CascadeDetector
 from ..models.detectors import MIDOG21_MEAN, MIDOG21_STD
 from ..progress import Progress
 from .augment import (
@@ -268,7 +269,8 @@ def build_model(config: TrainingConfig) -> ModelSetup:
 
     ``init`` may be ``"demo"``, any name or path :func:`wsimito.load_detector`
     reads (a wsimito checkpoint, or the MIDOG reference RetinaNet state dict,
-    plain or as ``{"model": ...}``).
+    plain or as ``{"model": ...}``). From a :class:`~wsimito.CascadeDetector`
+    (the demo since version 2) its first stage, the point detector, is used.
 
     Parameters
     ----------
@@ -305,7 +307,18 @@ def build_model(config: TrainingConfig) -> ModelSetup:
         return ModelSetup(model, m.architecture, mpp, tile, overlap, mean, std)
     from ..models import load_detector
 
-    det = load_detector(m.init, device="cpu")
+    loaded = load_detector(m.init, device="cpu")
+    # a cascade (the demo since version 2) trains on from its point detector, its first stage
+    det: PointDetector | RetinaNetDetector
+    if isinstance(loaded, CascadeDetector):
+        if not isinstance(loaded.candidates, PointDetector):
+            raise ConfigError(
+                f"[model] init = {m.init!r} is a cascade whose first stage is not a "
+                "point-heatmap-net; start from a point detector checkpoint instead"
+            )
+        det = loaded.candidates
+    else:
+        det = loaded
     found = "retinanet-da" if isinstance(det, RetinaNetDetector) else "point-heatmap-net"
     if found != m.architecture:
         raise ConfigError(
@@ -336,7 +349,8 @@ def build_model(config: TrainingConfig) -> ModelSetup:
         tuple(settings["mean"]),
         tuple(settings["std"]),
         {
-            "initialised_from": str(m.init),
+            "initialised_from": str(m.init)
+            + (" (the first stage of its cascade)" if det is not loaded else ""),
             "init_training_data": str(det.metadata.get("training_data", "")),
         },
     )
