@@ -213,12 +213,14 @@ def cost(first: PointDetector, detector: CascadeDetector, size: int, rounds: int
                 wsimito.count_mitoses(str(path), det, progress=False)
                 times[name].append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
-                for pixels in batches:
-                    det.detect(pixels)
+                with torch.inference_mode():  # as count_mitoses runs it
+                    for pixels in batches:
+                        det.detect(pixels)
                 alone[name].append(time.perf_counter() - t0)
     detector.reset_report()
-    for pixels in batches:
-        detector.detect(pixels)
+    with torch.inference_mode():
+        for pixels in batches:
+            detector.detect(pixels)
     out: dict = {name: statistics.median(v) for name, v in times.items()}
     out.update({f"{name} detect": statistics.median(v) for name, v in alone.items()})
     out["tiles"] = len(grid)
@@ -250,12 +252,27 @@ def main() -> None:
         help="torch CPU threads (default: torch's); on a shared, loaded machine 1 thread "
         "avoids the barrier waits that make small operations slow",
     )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="classifier training and label-flip seed"
+    )
+    parser.add_argument("--skip-cost", action="store_true", help="the ablation only")
+    parser.add_argument(
+        "--cost-only",
+        action="store_true",
+        help="the cost only, of the bundled demo cascade against its own first stage",
+    )
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
     first = first_stage()
-    base = ClassifierConfig(epochs=args.epochs, epoch_size=args.epoch_size)
+    if args.cost_only:
+        shipped = load_detector("demo", device="cpu")
+        assert isinstance(shipped, CascadeDetector)
+        print_cost(cost(first, shipped, args.cost_size, args.cost_rounds), args)
+        print_machine(start)
+        return
+    base = ClassifierConfig(epochs=args.epochs, epoch_size=args.epoch_size, seed=args.seed)
     recipe = dataclasses.replace(demo.CascadeRecipe(), classifier=base)
 
     train_specs = specs(args.train_slides, 14_000, args.size, "training")
@@ -297,7 +314,7 @@ def main() -> None:
     positives = np.flatnonzero(labels == 1)
     negatives = rng.choice(np.flatnonzero(labels == 0), size=len(positives), replace=False)
     balanced = patches.subset(np.sort(np.concatenate([positives, negatives])))
-    noisy, flipped = balanced.with_flipped_labels(0.2, seed=7)
+    noisy, flipped = balanced.with_flipped_labels(0.2, seed=7 + args.seed)
     noise_rows = []
     off = dict(dmu=False, dle=False, csdgl=False)
     for name, data, switches in (
@@ -315,9 +332,6 @@ def main() -> None:
         noise_rows.append(r)
         print(r)
 
-    assert trained_full is not None
-    costs = cost(first, cascade(first, trained_full), args.cost_size, args.cost_rounds)
-
     print("\n| model | threshold | precision | recall | F1 | P at R of stage 1 |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in rows + noise_rows:
@@ -332,6 +346,23 @@ def main() -> None:
                 f"{r['model']}: DMU flags precision {r['flag_precision']:.2f}, "
                 f"recall {r['flag_recall']:.2f}"
             )
+    if not args.skip_cost:
+        assert trained_full is not None
+        costs = cost(first, cascade(first, trained_full), args.cost_size, args.cost_rounds)
+        print_cost(costs, args)
+    print(f"{rows[0]['figures']} test figures; classifier seed {args.seed}")
+    print_machine(start)
+
+
+def print_machine(start: float) -> None:
+    print(
+        f"total {time.perf_counter() - start:.0f} s; "
+        f"load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}; "
+        f"{torch.get_num_threads()} torch threads; {_common.machine()}"
+    )
+
+
+def print_cost(costs: dict, args: argparse.Namespace) -> None:
     print(
         f"\ncost on a {args.cost_size} px slide ({costs['tiles']} tiles, "
         f"{costs['candidates per tile']:.1f} candidates per tile), medians of "
@@ -342,11 +373,6 @@ def main() -> None:
         f"{costs['ratio']:.2f} (per round {costs['ratio min']:.2f}-{costs['ratio max']:.2f}); "
         f"detect alone {costs['first stage detect']:.2f} s against "
         f"{costs['cascade detect']:.2f} s, ratio {costs['detect ratio']:.2f}"
-    )
-    print(
-        f"{rows[0]['figures']} test figures; total {time.perf_counter() - start:.0f} s; "
-        f"load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}; "
-        f"{torch.get_num_threads()} torch threads; {_common.machine()}"
     )
 
 
