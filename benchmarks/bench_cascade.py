@@ -111,7 +111,7 @@ def candidates(detector, slides) -> list[tuple[np.ndarray, np.ndarray]]:
     """(candidates x, y, score; truth) per slide, through count_mitoses."""
     out = []
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*trained on synthetic images only.*")
+        warnings.filterwarnings("ignore", message=".*trained on synthetic mitotic figures only.*")
         for slide, truth in slides:
             result = wsimito.count_mitoses(slide, detector, progress=False)
             keep = result.in_tissue
@@ -178,7 +178,7 @@ def cost(first: PointDetector, detector: CascadeDetector, size: int, rounds: int
     times: dict[str, list[float]] = {"first stage": [], "cascade": []}
     alone: dict[str, list[float]] = {"first stage": [], "cascade": []}
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*trained on synthetic images only.*")
+        warnings.filterwarnings("ignore", message=".*trained on synthetic mitotic figures only.*")
         path = Path(folder) / "cost.svs"
         write_slide(
             path,

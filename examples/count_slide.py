@@ -2,7 +2,7 @@
 
 Usage: python examples/count_slide.py SLIDE [--mpp 0.25] [--detector demo]
 
-The bundled "demo" detector was trained on synthetic images only: use it to
+The bundled "demo" detector was trained on synthetic mitotic figures only: use it to
 try the pipeline, not to count real mitoses.
 """
 

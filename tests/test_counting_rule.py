@@ -176,7 +176,7 @@ def test_an_analysis_without_tissue_is_not_a_measured_zero():
 
 def test_a_synthetic_trained_detector_warns_on_slides_wsimito_did_not_make(tmp_path):
     real = np.full((300, 300, 3), (200, 120, 180), np.uint8)
-    with pytest.warns(UserWarning, match="trained on synthetic images only.*detector="):
+    with pytest.warns(UserWarning, match="trained on synthetic mitotic figures only.*detector="):
         wsimito.count_mitoses(real, "demo", mpp=0.5, tissue=None, progress=False)
     path = tmp_path / "synthetic.svs"
     write_slide(path, 600, 600, seed=1)

@@ -91,7 +91,7 @@ def test_counting_shows_the_synthetic_warning_and_an_html_progress_bar(executed)
     nb, _ = executed
     count = _cell(nb, "count")
     stderr = "".join(o.text for o in count.outputs if o.output_type == "stream")
-    assert "trained on synthetic images only" in stderr
+    assert "trained on synthetic mitotic figures only" in stderr
     html = _text(count.outputs)
     assert "<progress" in html  # wsimito.progress draws in the notebook
     assert "tiles/s" in html

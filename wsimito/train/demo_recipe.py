@@ -928,7 +928,7 @@ def _known_synthetic_detector() -> Iterator[None]:
     negatives.
     """
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*trained on synthetic images only.*")
+        warnings.filterwarnings("ignore", message=".*trained on synthetic mitotic figures only.*")
         yield
 
 
