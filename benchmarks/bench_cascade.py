@@ -53,9 +53,12 @@ MPP = 0.5
 CANDIDATE_THRESHOLD = 0.15
 
 
-def first_stage() -> PointDetector:
-    loaded = load_detector("demo", device="cpu")
-    return loaded.candidates if isinstance(loaded, CascadeDetector) else loaded
+def first_stage(source: str = "demo") -> PointDetector:
+    """The point detector of ``source`` (a cascade's first stage, or the detector itself)."""
+    loaded = load_detector(source, device="cpu")
+    found = loaded.candidates if isinstance(loaded, CascadeDetector) else loaded
+    assert isinstance(found, PointDetector), f"{source} holds no point detector"
+    return found
 
 
 def specs(count: int, seed0: int, size: int, stains: str) -> list[demo.MiningSlide]:
@@ -255,6 +258,12 @@ def main() -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="classifier training and label-flip seed"
     )
+    parser.add_argument(
+        "--first-stage",
+        default="demo",
+        help="first stage: a point detector checkpoint, or a cascade whose first stage is "
+        "used (default: the bundled demo's, which was fine-tuned with hard negatives)",
+    )
     parser.add_argument("--skip-cost", action="store_true", help="the ablation only")
     parser.add_argument(
         "--cost-only",
@@ -265,7 +274,8 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    first = first_stage()
+    first = first_stage(args.first_stage)
+    print(f"first stage: {args.first_stage}")
     if args.cost_only:
         shipped = load_detector("demo", device="cpu")
         assert isinstance(shipped, CascadeDetector)
