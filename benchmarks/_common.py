@@ -1,4 +1,10 @@
-"""Helpers shared by the benchmark scripts: timing, peak memory, machine facts."""
+"""Helpers shared by the benchmark scripts: interleaved timing rounds, table cells, machine facts.
+
+House rule: a benchmark reports a ratio against a baseline measured in the same
+run; results are the median of at least 3 runs with min and max
+(:func:`timed_rounds`, :func:`median_range`, :func:`repeat_count`), and the
+load average while it ran (:func:`load_average`, at start and end).
+"""
 
 from __future__ import annotations
 
@@ -22,17 +28,6 @@ def tests_on_path() -> None:
     tests = str(Path(__file__).resolve().parents[1] / "tests")
     if tests not in sys.path:
         sys.path.insert(0, tests)
-
-
-def best_of(fn: Callable[[], object], repeat: int = 5) -> float:
-    """Median wall time of ``fn`` in seconds over ``repeat`` runs (after one warm-up)."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def load_average() -> str:
