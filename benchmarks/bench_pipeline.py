@@ -77,7 +77,8 @@ def naive_loop(path: str, det, boxes: np.ndarray, radius_px: float) -> int:
 
 def throughput(size: int, repeat: int) -> dict:
     """Tiles/s of each path on the real-H&E mosaic, interleaved rounds, median of ``repeat``."""
-    from bench_read_stream import load_average, slide_path, timed_rounds
+    from _common import load_average, timed_rounds
+    from bench_read_stream import slide_path
     from bench_stream import NoDetections
 
     path = str(slide_path(size))

@@ -38,7 +38,7 @@ import numpy as np
 import openslide
 import tifffile
 import tiffslide
-from _common import machine
+from _common import load_average, machine, timed_rounds
 from PIL import Image
 
 import wsimito
@@ -48,11 +48,6 @@ MPP = 0.25
 FILE_TILE = 256
 GRID_TILE, GRID_STRIDE = 512, 448
 TARGETS = {"coverage": 0.6, "scaling": 1.6, "vs_tiffslide": 0.8}
-
-
-def load_average() -> str:
-    """The 1, 5 and 15 minute load averages."""
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def build_slide(size: int, path: Path) -> None:
@@ -108,28 +103,6 @@ def grid(size: int, tile: int, stride: int) -> list[tuple[int, int]]:
     """Top-left corners (px) of every tile at ``stride``, the last ones crossing the edge."""
     n = -(-(size - tile) // stride) + 1
     return [(x * stride, y * stride) for y in range(n) for x in range(n)]
-
-
-def timed_rounds(
-    fns: dict[str, Callable[[], object]], repeat: int
-) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Wall and process CPU times (s) of each function, in interleaved rounds.
-
-    Interleaving spreads a busy machine's changing load over every figure
-    alike, so that their ratios stay meaningful; CPU seconds per pass do not
-    depend on the load at all. Each function runs once first as a warm-up.
-    """
-    for fn in fns.values():
-        fn()  # warm-up: page cache, imports, thread pools
-    wall: dict[str, list[float]] = {key: [] for key in fns}
-    cpu: dict[str, list[float]] = {key: [] for key in fns}
-    for _ in range(repeat):
-        for key, fn in fns.items():
-            c0, t0 = time.process_time(), time.perf_counter()
-            fn()
-            wall[key].append(time.perf_counter() - t0)
-            cpu[key].append(time.process_time() - c0)
-    return wall, cpu
 
 
 def run_threads(n: int, boxes, make_worker) -> None:

@@ -30,15 +30,13 @@ import statistics
 import warnings
 
 import torch
-from _common import machine
+from _common import load_average, machine, timed_rounds
 from bench_read_stream import (
     decode_limit,
     grid,
-    load_average,
     run_threads,
     slide_path,
     tiffslide_reader,
-    timed_rounds,
 )
 
 import wsimito

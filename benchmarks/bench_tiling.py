@@ -2,17 +2,30 @@
 
 The baseline builds the same tiles with a double loop over rows and columns,
 asking the same Tissue about each tile's core and area one box at a time. Both
-build the summed-area table afresh (a new Tissue each run).
+build the summed-area table afresh (a new Tissue each run). For each tile
+configuration, each round runs in turn ``TileGrid.from_dimensions``,
+``boxes()`` + ``cores()`` of a built grid, and the loop; every time is the
+median of ``--repeat`` rounds (min-max) and the speed-up is loop median /
+TileGrid median. TileGrid is warmed up once; the loop is not (it takes
+seconds, and its first run is checked against the grid). Prints the machine,
+the load average at start and end, and a markdown table with the command above.
 
-Run: .venv/bin/python benchmarks/bench_tiling.py
+Runtime on 2 CPU cores at load average 2: the loop takes about 5 + 22 + 6 s
+a round (one full-size 512/64 loop timed alone: 5.2 s), so the default (3
+rounds) takes about 2 minutes (RESULTS.md's earlier figures, at load 3-8, were
+4x slower: up to 7 minutes); ``--quick`` (a 25,000 x 20,000 px slide, 1/16 of
+the tiles) took 7 s.
+
+Run: .venv/bin/python benchmarks/bench_tiling.py [--quick] [--repeat 3]
 """
 
 from __future__ import annotations
 
-import time
+import argparse
+import statistics
 
 import numpy as np
-from _common import best_of, machine
+from _common import command, load_average, machine, median_range, repeat_count, timed_rounds
 
 from wsimito.tiling import TileGrid
 from wsimito.tissue import Tissue
@@ -26,9 +39,9 @@ CONFIGS = [  # (tile_size, overlap, mpp): the MIDOG detector's tiles, and smalle
 ]
 
 
-def tissue_mask() -> np.ndarray:
+def tissue_mask(width: int, height: int) -> np.ndarray:
     """Three tissue pieces (ellipses with a lumen) covering about 30 % of the slide."""
-    rows, cols = Tissue.mask_shape((WIDTH, HEIGHT), slide_mpp=SLIDE_MPP, mpp=TISSUE_MPP)
+    rows, cols = Tissue.mask_shape((width, height), slide_mpp=SLIDE_MPP, mpp=TISSUE_MPP)
     yy, xx = np.mgrid[:rows, :cols] / np.array([rows, cols])[:, None, None]
     mask = np.zeros((rows, cols), dtype=bool)
     for cx, cy, rx, ry in ((0.3, 0.4, 0.22, 0.3), (0.7, 0.6, 0.18, 0.25), (0.85, 0.15, 0.06, 0.06)):
@@ -39,20 +52,21 @@ def tissue_mask() -> np.ndarray:
 
 def naive_grid(tissue: Tissue, tile_size: int, overlap: int, mpp: float, min_tissue: float):
     """The same tiles, one at a time: rows and columns of Python loops."""
+    width, height = tissue.dimensions
     scale = mpp / SLIDE_MPP
     extent, stride, half = tile_size * scale, (tile_size - overlap) * scale, overlap * scale / 2
     tiles = []
     y, row = 0.0, 0
     while True:
-        last_row = y + extent >= HEIGHT
+        last_row = y + extent >= height
         x, col = 0.0, 0
         while True:
-            last_col = x + extent >= WIDTH
+            last_col = x + extent >= width
             core = (
                 0.0 if col == 0 else x + half,
                 0.0 if row == 0 else y + half,
-                WIDTH if last_col else x + stride + half,
-                HEIGHT if last_row else y + stride + half,
+                width if last_col else x + stride + half,
+                height if last_row else y + stride + half,
             )
             core_box = (core[0], core[1], core[2] - core[0], core[3] - core[1])
             if (
@@ -69,43 +83,66 @@ def naive_grid(tissue: Tissue, tile_size: int, overlap: int, mpp: float, min_tis
     return tiles
 
 
-def fresh(mask: np.ndarray) -> Tissue:
-    return Tissue(mask, mpp=TISSUE_MPP, slide_mpp=SLIDE_MPP, dimensions=(WIDTH, HEIGHT))
+def fresh(mask: np.ndarray, dims: tuple[int, int]) -> Tissue:
+    return Tissue(mask, mpp=TISSUE_MPP, slide_mpp=SLIDE_MPP, dimensions=dims)
 
 
 def main() -> None:
-    print(f"machine: {machine()}\n")
-    mask = tissue_mask()
-    print(
-        f"slide {WIDTH:,} x {HEIGHT:,} px at {SLIDE_MPP} µm/px; tissue mask {mask.shape[1]} x "
-        f"{mask.shape[0]} px at {TISSUE_MPP} µm/px, {mask.mean():.0%} tissue; min_tissue 0.05\n"
-    )
-    print(
-        "| tile / overlap (px) | grid mpp | grid (rows x cols) | tiles kept | TileGrid (ms) "
-        "| boxes()+cores() (ms) | Python loop (ms) | speed-up |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a 25,000 x 20,000 px slide")
+    parser.add_argument("--repeat", type=repeat_count, default=3, help="rounds (>= 3)")
+    args = parser.parse_args()
+    dims = (WIDTH // 4, HEIGHT // 4) if args.quick else (WIDTH, HEIGHT)
+    print(f"machine: {machine()}")
+    print(f"load average at start: {load_average()}\n")
+    mask = tissue_mask(*dims)
+    rows_out = []
     for tile_size, overlap, mpp in CONFIGS:
         kwargs = dict(tile_size=tile_size, overlap=overlap, mpp=mpp, min_tissue=0.05)
-        grid = TileGrid.from_dimensions((WIDTH, HEIGHT), SLIDE_MPP, tissue=fresh(mask), **kwargs)
-        t_grid = best_of(
-            lambda kw=kwargs: TileGrid.from_dimensions(
-                (WIDTH, HEIGHT), SLIDE_MPP, tissue=fresh(mask), **kw
+        grid = TileGrid.from_dimensions(dims, SLIDE_MPP, tissue=fresh(mask, dims), **kwargs)
+        grid.boxes(), grid.cores()  # warm-up
+        naive_out: list = []
+
+        def naive(kw=kwargs, out=naive_out) -> None:
+            out.append(
+                np.array(
+                    naive_grid(fresh(mask, dims), kw["tile_size"], kw["overlap"], kw["mpp"], 0.05)
+                )
+            )
+
+        fns = {
+            "grid": lambda kw=kwargs: TileGrid.from_dimensions(
+                dims, SLIDE_MPP, tissue=fresh(mask, dims), **kw
             ),
-            repeat=5,
-        )
-        t_arrays = best_of(lambda g=grid: (g.boxes(), g.cores()), repeat=5)
-        start = time.perf_counter()  # one run: the loop takes tens of seconds
-        naive = np.array(naive_grid(fresh(mask), tile_size, overlap, mpp, 0.05))
-        t_naive = time.perf_counter() - start
+            "arrays": lambda g=grid: (g.boxes(), g.cores()),
+            "loop": naive,
+        }
+        wall, _ = timed_rounds(fns, args.repeat, warmup=False)
         rows, cols = grid.positions()
-        assert np.array_equal(naive[:, :2], np.stack([rows, cols], axis=1)), "loop and grid differ"
-        assert np.allclose(naive[:, 2:6], grid.boxes()) and np.allclose(naive[:, 6:], grid.cores())
-        print(
+        got = naive_out[0]
+        assert np.array_equal(got[:, :2], np.stack([rows, cols], axis=1)), "loop and grid differ"
+        assert np.allclose(got[:, 2:6], grid.boxes()) and np.allclose(got[:, 6:], grid.cores())
+        speedup = statistics.median(wall["loop"]) / statistics.median(wall["grid"])
+        rows_out.append(
             f"| {tile_size} / {overlap} | {mpp:.4g} | {grid.shape[0]} x {grid.shape[1]} "
-            f"| {len(grid):,} | {t_grid * 1e3:.1f} | {t_arrays * 1e3:.1f} | {t_naive * 1e3:.0f} "
-            f"| {t_naive / t_grid:.0f}x |"
+            f"| {len(grid):,} | {median_range(wall['grid'], '.1f', 1e3)} "
+            f"| {median_range(wall['arrays'], '.1f', 1e3)} "
+            f"| {median_range(wall['loop'], '.2f')} | {speedup:.0f}x |"
         )
+    print(
+        f"slide {dims[0]:,} x {dims[1]:,} px at {SLIDE_MPP} µm/px; tissue mask {mask.shape[1]} x "
+        f"{mask.shape[0]} px at {TISSUE_MPP} µm/px, {mask.mean():.0%} tissue; min_tissue 0.05; "
+        f"median of {args.repeat} interleaved rounds (min-max)\n"
+    )
+    print(command())
+    print()
+    print(
+        "| tile / overlap (px) | grid mpp | grid (rows x cols) | tiles kept | TileGrid (ms) "
+        "| boxes()+cores() (ms) | Python loop (s) | speed-up |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows_out))
+    print(f"\nload average at end: {load_average()}")
 
 
 if __name__ == "__main__":

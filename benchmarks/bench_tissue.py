@@ -2,19 +2,29 @@
 
 For the large slides a procedural pyramid (levels 2x apart, each rendered at its
 own resolution, like a scanner's stored levels; also 4x apart, as in SVS files)
-stands in for a real file. The
-table shows which level detect_tissue read, how many pixels it decoded against
-level 0's, and its time against a bare ``slide.read`` of that level.
+stands in for a real file. The tables show which level detect_tissue read, how
+many pixels it decoded against level 0's, and its time against the baseline, a
+bare ``slide.read`` of the whole slide at 8 µm/px (the read it needs). For each
+slide the two alternate for ``--repeat`` rounds after one warm-up call each;
+every time is the median (min-max) and detect / read is the ratio of the
+medians. Prints the machine, the load average at start and end, and the
+command above each table.
 
-Run: .venv/bin/python benchmarks/bench_tissue.py
+Runtime on 2 CPU cores at load average 2: ``--quick`` (the samples and the
+20,000 px pyramids only) took 4 s; the default (3 rounds, up to 200,000 x
+160,000 px, where one detect_tissue + read takes about 6 s) about 1 minute.
+
+Run: .venv/bin/python benchmarks/bench_tissue.py [--quick] [--repeat 3]
 """
 
 from __future__ import annotations
 
+import argparse
 import math
+import statistics
 
 import numpy as np
-from _common import best_of, machine
+from _common import command, load_average, machine, median_range, repeat_count, timed_rounds
 
 import wsimito
 from wsimito.data import fetch
@@ -83,52 +93,90 @@ class ProceduralPyramid(Backend):
         return (type(self), self._size, {"step": self._step})
 
 
-def samples() -> None:
-    print(
-        "| slide | size (px) | mask (px) | area (mm²) | detect_tissue (ms) "
-        "| slide.read at 8 µm/px (ms) |"
-    )
-    print("|---|---|---|---|---|---|")
+def detect_and_read(slide: Slide, repeat: int) -> dict[str, list[float]]:
+    """Wall times (s) of detect_tissue and of the 8 µm/px read, in interleaved rounds.
+
+    The caller has run detect_tissue once; the read is warmed up here.
+    """
+    w, h = slide.dimensions
+    fns = {
+        "detect": lambda: detect_tissue(slide),
+        "read": lambda: slide.read((0, 0, w, h), mpp=8.0),
+    }
+    fns["read"]()
+    wall, _ = timed_rounds(fns, repeat, warmup=False)
+    return wall
+
+
+def ratio(wall: dict[str, list[float]]) -> float:
+    return statistics.median(wall["detect"]) / statistics.median(wall["read"])
+
+
+def samples(repeat: int) -> list[str]:
+    rows = []
     for label, name, mpp in SAMPLES:
         slide = wsimito.open_slide(fetch(name), mpp=mpp)
         w, h = slide.dimensions
         tissue = detect_tissue(slide)
-        t_detect = best_of(lambda s=slide: detect_tissue(s), repeat=3)
-        t_read = best_of(lambda s=slide, w=w, h=h: s.read((0, 0, w, h), mpp=8.0), repeat=3)
-        rows, cols = tissue.mask.shape
-        print(
-            f"| {label} | {w} x {h} | {cols} x {rows} | {tissue.area_mm2:.3f} "
-            f"| {t_detect * 1e3:.0f} | {t_read * 1e3:.0f} |"
+        wall = detect_and_read(slide, repeat)
+        rows.append(
+            f"| {label} | {w} x {h} | {tissue.mask.shape[1]} x {tissue.mask.shape[0]} "
+            f"| {tissue.area_mm2:.3f} | {median_range(wall['detect'], '.0f', 1e3)} "
+            f"| {median_range(wall['read'], '.0f', 1e3)} | {ratio(wall):.2f} |"
         )
+    return rows
 
 
-def large() -> None:
-    print(
-        "| slide (px) | pyramid step | level read (µm/px) | px decoded | level-0 px "
-        "| detect_tissue (s) | slide.read at 8 µm/px (s) | detect / read | tissue (mm²) |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for w, h, step in LARGE:
+def large(sizes: list[tuple[int, int, int]], repeat: int) -> list[str]:
+    rows = []
+    for w, h, step in sizes:
         backend = ProceduralPyramid(w, h, step)
         slide = Slide(backend)
         tissue = detect_tissue(slide)
         level = max(i for i, n in enumerate(backend.decoded) if n)
         decoded = backend.decoded[level]
         assert sum(backend.decoded[:level]) == 0, "a finer level was read"
-        t_detect = best_of(lambda s=slide: detect_tissue(s), repeat=3)
-        t_read = best_of(lambda s=slide, w=w, h=h: s.read((0, 0, w, h), mpp=8.0), repeat=3)
-        print(
+        wall = detect_and_read(slide, repeat)
+        rows.append(
             f"| {w:,} x {h:,} | {step}x | {slide.level_mpp(level):g} | {decoded:,} | {w * h:,} "
-            f"| {t_detect:.2f} | {t_read:.2f} | {t_detect / t_read:.2f} | {tissue.area_mm2:.1f} |"
+            f"| {median_range(wall['detect'], '.2f')} | {median_range(wall['read'], '.2f')} "
+            f"| {ratio(wall):.2f} | {tissue.area_mm2:.1f} |"
         )
+    return rows
 
 
 def main() -> None:
-    print(f"machine: {machine()}\n")
-    print("detect_tissue(slide) with the defaults (mpp=8, method='otsu'), median of 3 runs\n")
-    samples()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="large pyramids of 20,000 px only")
+    parser.add_argument("--repeat", type=repeat_count, default=3, help="rounds (>= 3)")
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    print(f"load average at start: {load_average()}\n")
+    sizes = [s for s in LARGE if s[0] <= 20_000] if args.quick else LARGE
+    sample_rows = samples(args.repeat)
+    large_rows = large(sizes, args.repeat)
+    print(
+        "detect_tissue(slide) with the defaults (mpp=8, method='otsu') against "
+        f"slide.read at 8 µm/px; median of {args.repeat} interleaved rounds (min-max)\n"
+    )
+    print(command())
     print()
-    large()
+    print(
+        "| slide | size (px) | mask (px) | area (mm²) | detect_tissue (ms) "
+        "| slide.read at 8 µm/px (ms) | detect / read |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    print("\n".join(sample_rows))
+    print()
+    print(command())
+    print()
+    print(
+        "| slide (px) | pyramid step | level read (µm/px) | px decoded | level-0 px "
+        "| detect_tissue (s) | slide.read at 8 µm/px (s) | detect / read | tissue (mm²) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(large_rows))
+    print(f"\nload average at end: {load_average()}")
 
 
 if __name__ == "__main__":
