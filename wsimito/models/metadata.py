@@ -23,7 +23,7 @@ MIDOG21_METADATA = {
 
 
 def trained_on_synthetic(metadata: Mapping[str, Any]) -> bool:
-    """Tell whether a detector saw synthetic images only, from its metadata.
+    """Tell whether a detector learned from synthetic data, from its metadata.
 
     Parameters
     ----------
@@ -55,11 +55,11 @@ def detector_note(metadata: Mapping[str, Any]) -> str:
     --------
     >>> from wsimito.models.metadata import DEMO_METADATA, detector_note
     >>> detector_note(DEMO_METADATA)  # doctest: +ELLIPSIS
-    'This detector was trained on synthetic data only. Intended use: demonstration only; ...'
+    'This detector learned mitotic figures from synthetic data only. Intended use: demonstration only; ...'
     """
     parts = []
     if trained_on_synthetic(metadata):
-        parts.append("This detector was trained on synthetic data only.")
+        parts.append("This detector learned mitotic figures from synthetic data only.")
     use = metadata.get("intended_use")
     if use:
         parts.append(f"Intended use: {use}.")
