@@ -252,9 +252,9 @@ def count_mitoses(
         metadata = dict(getattr(det, "metadata", {}) or {})
         if trained_on_synthetic(metadata) and not _made_by_wsimito(slide):
             warnings.warn(
-                f"the detector {det.name!r} was trained on synthetic mitotic figures only and is not for "
-                f"diagnostic use; its count on {slide.name}, a slide wsimito did not make, is a "
-                "demonstration. "
+                f"the detector {det.name!r} was trained on synthetic mitotic figures only and is "
+                f"not for diagnostic use; its count on {slide.name}, a slide wsimito did not make, "
+                "is a demonstration. "
                 "Pass detector= real weights (e.g. 'midog21-retinanet', or your own checkpoint, "
                 "see wsimito.train).",
                 UserWarning,

@@ -55,7 +55,7 @@ def detector_note(metadata: Mapping[str, Any]) -> str:
     --------
     >>> from wsimito.models.metadata import DEMO_METADATA, detector_note
     >>> detector_note(DEMO_METADATA)  # doctest: +ELLIPSIS
-    'This detector learned mitotic figures from synthetic data only. Intended use: demonstration only; ...'
+    'This detector learned mitotic figures from synthetic data only. Intended use: ...'
     """
     parts = []
     if trained_on_synthetic(metadata):
