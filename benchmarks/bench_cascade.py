@@ -45,7 +45,7 @@ import wsimito
 from wsimito.evaluate import DetectionScore, score_points
 from wsimito.models import PointDetector, load_detector
 from wsimito.models.cascade import CascadeDetector
-from wsimito.synthetic import PRESETS, make_slide, random_stain, write_slide
+from wsimito.synthetic import PRESETS, random_stain, write_slide
 from wsimito.train import demo_recipe as demo
 from wsimito.train.wsdal import ClassifierConfig, PatchSet, train_patch_classifier
 
@@ -95,18 +95,7 @@ def specs(count: int, seed0: int, size: int, stains: str) -> list[demo.MiningSli
 
 
 def render(spec: demo.MiningSlide):
-    image, truth = make_slide(
-        spec.size,
-        spec.size,
-        mpp=spec.render_mpp,
-        seed=spec.seed,
-        stain=spec.stain,
-        tissue_fraction=spec.tissue_fraction,
-        tumour_fraction=0.8,
-        mitoses_per_mm2=spec.mitoses_per_mm2,
-        imposters_per_mitosis=spec.imposters_per_mitosis,
-        min_imposters_per_mitosis=spec.min_imposters_per_mitosis,
-    )
+    image, truth = spec.render()
     return wsimito.open_slide(image, mpp=spec.render_mpp), truth
 
 

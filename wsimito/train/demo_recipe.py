@@ -871,6 +871,31 @@ class MiningSlide:
     min_imposters_per_mitosis: int
     artefacts: ArtefactPreset
 
+    def render(self) -> tuple[np.ndarray, GroundTruth]:
+        """Render the slide in memory.
+
+        Returns
+        -------
+        tuple of numpy.ndarray and GroundTruth
+            The RGB image ``(size, size, 3)`` uint8 at ``render_mpp`` µm/px,
+            and its ground truth (level-0 px of that image).
+        """
+        return make_slide(
+            self.size,
+            self.size,
+            mpp=self.render_mpp,
+            seed=self.seed,
+            stain=self.stain,
+            tissue_fraction=self.tissue_fraction,
+            tissue_scale_um=self.tissue_scale_um,
+            tumour_fraction=0.8,
+            mitoses_per_mm2=self.mitoses_per_mm2,
+            imposters_per_mitosis=self.imposters_per_mitosis,
+            imposters_per_mm2=self.imposters_per_mm2,
+            min_imposters_per_mitosis=self.min_imposters_per_mitosis,
+            artefacts=self.artefacts,
+        )
+
 
 def mining_specs(recipe: CascadeRecipe) -> list[MiningSlide]:
     """List the synthetic mining slides: training stains, four kinds in turn.
@@ -964,28 +989,13 @@ def mine_synthetic(
     from ..classes import LOOKALIKE_CLASS, MITOSIS_CLASS
     from ..io.annotations import Annotations
     from ..slide import open_slide
-    from ..synthetic import make_slide
     from .mining import mine_hard_negatives
 
     config = recipe.classifier
     parts: list[PatchSet] = []
     start = time.perf_counter()
     for k, spec in enumerate(specs if specs is not None else mining_specs(recipe)):
-        image, truth = make_slide(
-            spec.size,
-            spec.size,
-            mpp=spec.render_mpp,
-            seed=spec.seed,
-            stain=spec.stain,
-            tissue_fraction=spec.tissue_fraction,
-            tissue_scale_um=spec.tissue_scale_um,
-            tumour_fraction=0.8,
-            mitoses_per_mm2=spec.mitoses_per_mm2,
-            imposters_per_mitosis=spec.imposters_per_mitosis,
-            imposters_per_mm2=spec.imposters_per_mm2,
-            min_imposters_per_mitosis=spec.min_imposters_per_mitosis,
-            artefacts=spec.artefacts,
-        )
+        image, truth = spec.render()
         name = f"synthetic-{spec.seed}"
         cells = [(name, x, y, MITOSIS_CLASS) for x, y in truth.mitoses]
         cells += [(name, x, y, LOOKALIKE_CLASS) for x, y in truth.imposters]
@@ -1215,25 +1225,9 @@ def artefact_crops(recipe: CascadeRecipe) -> list[tuple[torch.Tensor, torch.Tens
         (mostly-glass crops left out) and the float32 ``(K, 2)`` x, y of their
         mitotic figures, crop px.
     """
-    from ..synthetic import make_slide
-
     crops = []
     for spec in mining_specs(recipe)[: recipe.finetune_artefact_slides]:
-        image, truth = make_slide(
-            spec.size,
-            spec.size,
-            mpp=spec.render_mpp,
-            seed=spec.seed,
-            stain=spec.stain,
-            tissue_fraction=spec.tissue_fraction,
-            tissue_scale_um=spec.tissue_scale_um,
-            tumour_fraction=0.8,
-            mitoses_per_mm2=spec.mitoses_per_mm2,
-            imposters_per_mitosis=spec.imposters_per_mitosis,
-            imposters_per_mm2=spec.imposters_per_mm2,
-            min_imposters_per_mitosis=spec.min_imposters_per_mitosis,
-            artefacts=spec.artefacts,
-        )
+        image, truth = spec.render()
         points = truth.mitoses
         if spec.render_mpp != DEMO_MPP:
             f = round(DEMO_MPP / spec.render_mpp)
