@@ -213,7 +213,9 @@ def test_ctrl_c_exits_130_with_a_consistent_manifest_and_a_rerun_finishes(
     slides, weights, tmp_path, capsys
 ):
     inputs = []
-    for k in range(4):  # copies are other paths, so other slides to count
+    # copies are other paths, so other slides to count; enough of them that the batch is
+    # still running when the signal arrives, even on a loaded machine
+    for k in range(12):
         copy = tmp_path / "in" / f"copy{k}.svs"
         copy.parent.mkdir(exist_ok=True)
         shutil.copy(slides[k % len(slides)], copy)
