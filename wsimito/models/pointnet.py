@@ -162,5 +162,8 @@ class PointHeatmapNet(nn.Module):
         for k in range(len(levels) - 2, -1, -1):
             y = F.interpolate(y, scale_factor=2.0, mode="nearest") + self.lateral[k](levels[k])
             y = self.smooth[k](y)
-        logits: torch.Tensor = self.head(y)
+        # The head runs in float32 even under bf16/fp16 autocast: logits rounded to 8 bits of
+        # mantissa form flat plateaus, every cell of which is a local maximum to the peak finder.
+        with torch.autocast(device_type=y.device.type, enabled=False):
+            logits: torch.Tensor = self.head(y.float())
         return logits
