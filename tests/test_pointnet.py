@@ -132,3 +132,26 @@ def test_network_rejects_bad_strides_and_sizes():
         PointHeatmapNet(depth=2, stride=8)
     with pytest.raises(ValueError, match="multiples of 8"):
         PointHeatmapNet(width=4, depth=3, stride=4)(torch.zeros(1, 3, 60, 64))
+
+
+def test_the_head_stays_float32_under_bf16_autocast_so_peaks_do_not_multiply():
+    """bf16 logits have an 8-bit mantissa: rounded, a smooth heatmap turns into flat
+    plateaus, and every cell of a plateau is a local maximum to the peak finder."""
+    torch.manual_seed(0)
+    net = PointHeatmapNet().eval()
+    x = torch.randn(2, 3, 256, 256)
+    with torch.inference_mode():
+        full = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = net(x)
+        rounded = full.to(torch.bfloat16).float()  # what a bf16 head would give
+
+    def peaks(logits: torch.Tensor) -> int:
+        found = find_peaks(torch.sigmoid(logits), stride=net.stride, min_score=0.0, min_distance=4)
+        return sum(len(p) for p in found)
+
+    assert mixed.dtype == torch.float32
+    assert torch.allclose(mixed, full, atol=0.05)
+    assert abs(peaks(mixed) - peaks(full)) <= 0.05 * peaks(full)
+    # the failure this guards against: the rounded heatmap has many more "peaks"
+    assert peaks(rounded) > 1.2 * peaks(full)
