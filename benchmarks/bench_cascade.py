@@ -1,6 +1,9 @@
 """Cascade ablation on look-alike-rich synthetic slides, label-noise test, and cost.
 
-    .venv/bin/python benchmarks/bench_cascade.py                 # about 40 min on 2 busy cores
+    .venv/bin/python benchmarks/bench_cascade.py                 # 3-9 min on 2 cores (load 1-3)
+    .venv/bin/python benchmarks/bench_cascade.py --skip-cost --seed 1   # another classifier seed
+    .venv/bin/python benchmarks/bench_cascade.py --first-stage demo-v1.pt   # another first stage
+    .venv/bin/python benchmarks/bench_cascade.py --cost-only --cost-size 16000  # cost, ~2.5 min
     .venv/bin/python benchmarks/bench_cascade.py --train-slides 8 --epochs 2   # smoke run
 
 First stage: the point detector of the bundled demo (its candidates at 0.15).
