@@ -47,7 +47,7 @@ import torch
 import wsimito
 from wsimito.evaluate import DetectionScore, score_points
 from wsimito.models import PointDetector, load_detector
-from wsimito.models.cascade import CascadeDetector
+from wsimito.models.cascade import CascadeDetector, point_stage
 from wsimito.synthetic import PRESETS, random_stain, write_slide
 from wsimito.train import demo_recipe as demo
 from wsimito.train.wsdal import ClassifierConfig, PatchSet, train_patch_classifier
@@ -58,9 +58,8 @@ CANDIDATE_THRESHOLD = 0.15
 
 def first_stage(source: str = "demo") -> PointDetector:
     """The point detector of ``source`` (a cascade's first stage, or the detector itself)."""
-    loaded = load_detector(source, device="cpu")
-    found = loaded.candidates if isinstance(loaded, CascadeDetector) else loaded
-    assert isinstance(found, PointDetector), f"{source} holds no point detector"
+    found = point_stage(load_detector(source, device="cpu"))
+    assert found is not None, f"{source} holds no point detector"
     return found
 
 

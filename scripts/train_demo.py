@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from wsimito.models import PointDetector, load_detector, save_detector
-from wsimito.models.cascade import CascadeDetector
+from wsimito.models.cascade import point_stage
 from wsimito.models.registry import WEIGHTS_DIR
 from wsimito.train import demo_recipe as demo
 from wsimito.train.wsdal import PatchSet, config_summary
@@ -37,9 +37,8 @@ def first_stage(args: argparse.Namespace, recipe: demo.Recipe, validation) -> Po
         print(f"first stage: threshold {threshold:.2f}, validation F1 {score.f1:.3f}")
         detector.threshold = threshold
         return detector
-    loaded = load_detector(args.first_stage, device="cpu")
-    detector = loaded.candidates if isinstance(loaded, CascadeDetector) else loaded
-    if not isinstance(detector, PointDetector):
+    detector = point_stage(load_detector(args.first_stage, device="cpu"))
+    if detector is None:
         raise SystemExit(f"{args.first_stage} holds no point detector")
     print(f"first stage from {args.first_stage} (threshold {detector.threshold:.2f})")
     return demo.new_detector(detector.model, detector.threshold)

@@ -417,4 +417,23 @@ class CascadeDetector:
         )
 
 
-__all__ = ["CascadeDetector", "CascadeNet", "CascadeReport"]
+def point_stage(detector: object) -> PointDetector | None:
+    """Find the point detector in ``detector``: itself, or a cascade's first stage.
+
+    Parameters
+    ----------
+    detector : object
+        Any detector.
+
+    Returns
+    -------
+    PointDetector or None
+        ``detector`` if it is a :class:`PointDetector`, the first stage of a
+        :class:`CascadeDetector` over one, else ``None``.
+    """
+    if isinstance(detector, CascadeDetector):
+        detector = detector.candidates
+    return detector if isinstance(detector, PointDetector) else None
+
+
+__all__ = ["CascadeDetector", "CascadeNet", "CascadeReport", "point_stage"]

@@ -41,7 +41,7 @@ from ..detect import autocast_dtype, resolve_device
 from ..io.atomic import atomic_path, atomic_write
 from ..models import PointDetector, PointHeatmapNet, RetinaNetDA, RetinaNetDetector
 from ..models.anchors import create_anchors
-from ..models.cascade import CascadeDetector
+from ..models.cascade import point_stage
 from ..models.detectors import MIDOG21_MEAN, MIDOG21_STD
 from ..progress import Progress
 from .augment import (
@@ -309,16 +309,11 @@ def build_model(config: TrainingConfig) -> ModelSetup:
 
     loaded = load_detector(m.init, device="cpu")
     # a cascade (the demo since version 2) trains on from its point detector, its first stage
-    det: PointDetector | RetinaNetDetector
-    if isinstance(loaded, CascadeDetector):
-        if not isinstance(loaded.candidates, PointDetector):
-            raise ConfigError(
-                f"[model] init = {m.init!r} is a cascade whose first stage is not a "
-                "point-heatmap-net; start from a point detector checkpoint instead"
-            )
-        det = loaded.candidates
-    else:
-        det = loaded
+    det = loaded if isinstance(loaded, RetinaNetDetector) else point_stage(loaded)
+    if det is None:
+        raise ConfigError(
+            f"[model] init = {m.init!r} holds no point-heatmap-net or retinanet-da network"
+        )
     found = "retinanet-da" if isinstance(det, RetinaNetDetector) else "point-heatmap-net"
     if found != m.architecture:
         raise ConfigError(
