@@ -31,6 +31,7 @@ import torch
 from .detect import Detector, as_detector, choose_batch_size, resolve_device
 from .merge import merge_across_tiles, owned
 from .models.metadata import trained_on_synthetic
+from .process_reads import PARALLEL_MODES, Parallel
 from .progress import Progress
 from .reader import OnError, TileBatch, TileReader
 from .result import MitosisResult
@@ -127,10 +128,13 @@ def _check_parameters(
     on_error: OnError,
     merge_radius_um: float | None,
     mpp: float | None,
+    parallel: str = "auto",
 ) -> None:
     """Every numeric keyword of :func:`count_mitoses`, checked before any work."""
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error={on_error!r}: use 'raise' or 'skip'")
+    if parallel not in PARALLEL_MODES:
+        raise ValueError(f"parallel={parallel!r}: use one of {PARALLEL_MODES}")
     if threshold is not None and not (isinstance(threshold, (int, float)) and 0 <= threshold <= 1):
         raise ValueError(
             f"threshold={threshold!r}: a score threshold must lie in [0, 1] (not NaN); "
@@ -174,6 +178,7 @@ def count_mitoses(
     on_error: Literal["raise", "skip"] = "raise",
     mpp: float | None = None,
     merge_radius_um: float | None = None,
+    parallel: Parallel = "auto",
 ) -> MitosisResult:
     """Detect and count mitotic figures on a whole slide or region of interest.
 
@@ -203,7 +208,7 @@ def count_mitoses(
     progress : bool
         Show a progress bar (tiles/s, ETA), in a terminal or in Jupyter.
     num_workers : int, optional
-        Reader threads (default: ``min(4, cpu count)``).
+        Reader threads or processes (default: ``min(4, cpu count)``).
     on_error : {"raise", "skip"}
         ``"raise"`` stops at a tile that fails twice; ``"skip"`` records it in
         ``result.skipped_tiles``, removes its core from the analysed tissue
@@ -215,6 +220,10 @@ def count_mitoses(
     merge_radius_um : float, optional
         Radius, µm, of the duplicate check across neighbouring tiles (default:
         the detector's ``min_distance_um``, else 3 µm).
+    parallel : {"auto", "threads", "processes"}
+        How the readers run: threads, or processes that hand pixels over through
+        shared memory (for backends that hold the GIL while decoding; see
+        :class:`wsimito.reader.TileReader`). ``"auto"`` chooses.
 
     Returns
     -------
@@ -238,7 +247,7 @@ def count_mitoses(
         skipped, when ``mpp`` disagrees with the file, and whenever a detector
         trained on synthetic data runs on a slide that wsimito did not make.
     """
-    _check_parameters(threshold, batch_size, num_workers, on_error, merge_radius_um, mpp)
+    _check_parameters(threshold, batch_size, num_workers, on_error, merge_radius_um, mpp, parallel)
     t_start = time.perf_counter()
     if not isinstance(slide_or_path, Slide):
         slide, own_slide = open_slide(slide_or_path, mpp=mpp), True
@@ -280,6 +289,7 @@ def count_mitoses(
             device=torch.device(det.device),
             num_workers=workers,
             on_error=on_error,
+            parallel=parallel,
         )
         transform = _stain_transform(stain, torch.device(det.device))
         points, scores, tile_ids, skipped = _run(reader, det, cores, transform, progress)

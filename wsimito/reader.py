@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .errors import TileReadError
+from .process_reads import Parallel, ProcessReads, choose_parallel
 from .slide import Slide
 
 OnError = Literal["raise", "skip"]
@@ -207,7 +208,7 @@ class TileReader:
     device : str or torch.device
         Where the batches are delivered.
     num_workers : int
-        Reader threads.
+        Reader threads (or processes, see ``parallel``).
     on_error : {"raise", "skip"}
         A box that fails twice raises :class:`~wsimito.errors.TileReadError`,
         or, with ``"skip"``, is reported in :attr:`TileBatch.skipped`.
@@ -215,6 +216,13 @@ class TileReader:
         Upper bound, in bytes, of level pixels read ahead of the consumer. The
         window always holds at least one batch plus one read per thread.
         Default: two batches plus one read per thread.
+    parallel : {"auto", "threads", "processes"}
+        How the readers run. Threads share the slide's tile cache and start at
+        once; processes each open their own handle and write pixels into
+        shared memory (:mod:`wsimito.process_reads`), which scales on backends
+        that hold the GIL while decoding, at about 1 s of start-up. ``"auto"``
+        uses processes for large reads of such backends (tiffslide with its own
+        decoder), threads otherwise; :attr:`parallel` says which ran.
 
     Examples
     --------
@@ -243,6 +251,7 @@ class TileReader:
         num_workers: int = 2,
         on_error: OnError = "raise",
         prefetch_bytes: int | None = None,
+        parallel: Parallel = "auto",
     ) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error={on_error!r}: use 'raise' or 'skip'")
@@ -287,6 +296,8 @@ class TileReader:
         default = (2 * batch_size + num_workers) * self.read_bytes
         budget = default if prefetch_bytes is None else int(prefetch_bytes)
         self.window = max(batch_size + num_workers, budget // self.read_bytes)
+        #: ``"threads"`` or ``"processes"``: how the readers run (see ``parallel``).
+        self.parallel = choose_parallel(slide, parallel, num_workers, len(self.boxes))
 
     def __len__(self) -> int:
         """Number of batches."""
@@ -336,6 +347,9 @@ class TileReader:
         ) from error
 
     def _reads(self, staging: _Staging) -> Iterator[_Read]:
+        if self.parallel == "processes":
+            yield from self._process_reads(staging)
+            return
         handles = _Handles(self.slide)
         pool = ThreadPoolExecutor(max_workers=self.num_workers, thread_name_prefix="wsimito-read")
         pending: deque[Future[_Read]] = deque()
@@ -351,6 +365,72 @@ class TileReader:
                 fut.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
             handles.close()
+
+    def _process_reads(self, staging: _Staging) -> Iterator[_Read]:
+        """As :meth:`_reads`, with reader processes writing into shared memory.
+
+        Box ``i`` goes to slot ``i % window``; a slot's pixels are copied into
+        the batch's staging buffer (or a new array) before box ``i + window`` is
+        submitted, so no slot is overwritten while it is still needed.
+        """
+        plan = self.plan
+        side = max(plan.pool * self.tile_size if plan.exact else 0, plan.read_size)
+        if self.host_pool:
+            side = max(self.tile_size, plan.read_size)
+        with ProcessReads(self.slide, self.num_workers, self.window, side) as readers:
+            pending: deque[tuple[int, int, int, Future[tuple[int, str | None]]]] = deque()
+
+            def collect() -> _Read:
+                index, ox, oy, future = pending.popleft()
+                try:
+                    written, error = future.result()
+                except Exception as exc:  # a worker process died (e.g. a crash in C code)
+                    written, error = 0, f"the reader process failed: {type(exc).__name__}: {exc}"
+                    if self.on_error == "raise":
+                        raise TileReadError(
+                            self._failure(index, error) + ". Pass parallel='threads' to read "
+                            "in this process."
+                        ) from exc
+                if error is not None:
+                    if self.on_error == "skip":
+                        return _Read(index, None, (0.0, 0.0), self._failure(index, error))
+                    raise TileReadError(
+                        self._failure(index, error) + ". Pass on_error='skip' to record it and "
+                        "continue."
+                    )
+                pixels = readers.pixels(index % self.window, written)
+                staged = written == staging.side
+                if staged:
+                    out = staging.slot(index // self.batch_size, index % self.batch_size)
+                    out[...] = pixels
+                else:
+                    out = pixels.copy()
+                return _Read(index, out, (float(ox), float(oy)), staged=staged)
+
+            for index in range(len(self.boxes)):
+                ox, oy, read_side = self._patch_box(*self.boxes[index])
+                reduce = self.host_pool and read_side == plan.pool * self.tile_size
+                future = readers.submit(
+                    index % self.window,
+                    ox,
+                    oy,
+                    plan.level,
+                    read_side,
+                    plan.pool if reduce else 1,
+                )
+                pending.append((index, ox, oy, future))
+                if len(pending) >= self.window:
+                    yield collect()
+            while pending:
+                yield collect()
+
+    def _failure(self, index: int, error: str) -> str:
+        x, y = self.boxes[index]
+        box_side = self.tile_size * self.plan.scale
+        return (
+            f"reading {self.slide.name} at level-0 box (x={x:.1f}, y={y:.1f}, w={box_side:.1f}, "
+            f"h={box_side:.1f}), level {self.plan.level}, failed twice: {error}"
+        )
 
     # -- batches on the device ----------------------------------------------------
     def __iter__(self) -> Iterator[TileBatch]:
