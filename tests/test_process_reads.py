@@ -194,3 +194,22 @@ def test_a_daemonic_process_such_as_a_dask_worker_reads_with_threads(sample):
     child.join(timeout=60)
     assert auto == "threads"
     assert "daemonic" in forced and "parallel='threads'" in forced
+
+
+@linux
+def test_too_little_shared_memory_is_said_or_avoided(sample):
+    from wsimito.process_reads import shared_memory_free
+
+    slide = wsimito.open_slide(
+        sample("slides/cmu-1-small-region.svs"), backend="tiffslide", decoder="backend"
+    )
+    free = shared_memory_free()
+    assert free is not None and free > 0
+    boxes = np.zeros((MIN_BOXES_FOR_PROCESSES, 2))
+    huge = 4 * free  # a prefetch window that /dev/shm cannot hold
+    common = dict(mpp=slide.mpp, tile_size=256, num_workers=2, prefetch_bytes=huge)
+    with pytest.raises(ValueError, match=r"/dev/shm has \d+ MiB free.*--shm-size"):
+        TileReader(slide, boxes, parallel="processes", **common)
+    assert TileReader(slide, boxes, parallel="auto", **common).parallel == "threads"
+    assert TileReader(slide, boxes, parallel="auto", mpp=slide.mpp, tile_size=256,
+                      num_workers=2).parallel == "processes"  # fmt: skip

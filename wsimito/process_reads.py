@@ -20,6 +20,7 @@ the guard, as with any multiprocessing.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import sys
 import uuid
@@ -46,6 +47,24 @@ GIL_BOUND_BACKENDS: frozenset[str] = frozenset({"tiffslide"})
 MIN_BOXES_FOR_PROCESSES = 512
 
 _worker: dict[str, Any] = {}
+
+
+def shared_memory_free() -> int | None:
+    """Free bytes where shared-memory blocks live (``/dev/shm``), where that is known.
+
+    Returns
+    -------
+    int or None
+        Bytes available to this user under ``/dev/shm`` on Linux; ``None``
+        elsewhere. Containers often have little: Docker's default is 64 MiB.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        stats = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    return int(stats.f_bavail * stats.f_frsize)
 
 
 def start_method() -> str:

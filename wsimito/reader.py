@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .errors import TileReadError
-from .process_reads import Parallel, ProcessReads, choose_parallel
+from .process_reads import Parallel, ProcessReads, choose_parallel, shared_memory_free
 from .slide import Slide
 
 OnError = Literal["raise", "skip"]
@@ -298,6 +298,17 @@ class TileReader:
         self.window = max(batch_size + num_workers, budget // self.read_bytes)
         #: ``"threads"`` or ``"processes"``: how the readers run (see ``parallel``).
         self.parallel = choose_parallel(slide, parallel, num_workers, len(self.boxes))
+        if self.parallel == "processes":
+            need, free = self.window * self._slot_side() ** 2 * 3, shared_memory_free()
+            if free is not None and need > free:
+                if parallel == "processes":
+                    raise ValueError(
+                        f"parallel='processes' needs {need / 2**20:.0f} MiB of shared memory "
+                        f"for its prefetch window, but /dev/shm has {free / 2**20:.0f} MiB free "
+                        "(containers often have 64 MiB: start Docker with --shm-size=1g). "
+                        "Lower batch_size or prefetch_bytes, or use parallel='threads'."
+                    )
+                self.parallel = "threads"  # "auto": threads need no shared memory
 
     def __len__(self) -> int:
         """Number of batches."""
@@ -334,12 +345,7 @@ class TileReader:
             except Exception as exc:  # any reader failure
                 error = exc
                 handles.drop()
-        box_side = self.tile_size * self.plan.scale
-        message = (
-            f"reading {self.slide.name} at level-0 box (x={x:.1f}, y={y:.1f}, w={box_side:.1f}, "
-            f"h={box_side:.1f}), level {self.plan.level}, failed twice: "
-            f"{type(error).__name__}: {error}"
-        )
+        message = self._failure(index, f"{type(error).__name__}: {error}")
         if self.on_error == "skip":
             return _Read(index, None, (0.0, 0.0), message)
         raise TileReadError(
@@ -374,10 +380,7 @@ class TileReader:
         submitted, so no slot is overwritten while it is still needed.
         """
         plan = self.plan
-        side = max(plan.pool * self.tile_size if plan.exact else 0, plan.read_size)
-        if self.host_pool:
-            side = max(self.tile_size, plan.read_size)
-        with ProcessReads(self.slide, self.num_workers, self.window, side) as readers:
+        with ProcessReads(self.slide, self.num_workers, self.window, self._slot_side()) as readers:
             pending: deque[tuple[int, int, int, Future[tuple[int, str | None]]]] = deque()
 
             def collect() -> _Read:
@@ -423,6 +426,13 @@ class TileReader:
                     yield collect()
             while pending:
                 yield collect()
+
+    def _slot_side(self) -> int:
+        """Side, px, of a shared-memory slot: the largest patch a reader process writes."""
+        plan = self.plan
+        if self.host_pool:  # exact reductions arrive reduced
+            return max(self.tile_size, plan.read_size)
+        return max(plan.pool * self.tile_size if plan.exact else 0, plan.read_size)
 
     def _failure(self, index: int, error: str) -> str:
         x, y = self.boxes[index]
