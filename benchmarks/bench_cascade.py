@@ -334,6 +334,21 @@ def main() -> None:
     )
     parser.add_argument("--skip-cost", action="store_true", help="the ablation only")
     parser.add_argument(
+        "--noise-only", action="store_true", help="only the label-noise part (and stage 1)"
+    )
+    parser.add_argument(
+        "--noise-epochs",
+        type=int,
+        default=None,
+        help="label-noise runs: epochs (default: --epochs)",
+    )
+    parser.add_argument(
+        "--noise-epoch-size",
+        default="main",
+        help="label-noise runs: patches per epoch, 'full' (the whole set) or 'main' (default: "
+        "--epoch-size)",
+    )
+    parser.add_argument(
         "--select",
         action="store_true",
         help="only compare training lengths by DMU's flags on selection flips (how the "
@@ -398,7 +413,7 @@ def main() -> None:
         ("+ DMU + DLE + CSDGL (WS-DAL)", dict(dmu=True, dle=True, csdgl=True)),
     ]
     trained_full = None
-    for name, switches in variants:
+    for name, switches in variants if not args.noise_only else ():
         t0 = time.perf_counter()
         trained = train_patch_classifier(
             patches, dataclasses.replace(base, **switches), device="cpu"
@@ -409,6 +424,9 @@ def main() -> None:
         print(rows[-1])
 
     noisy, flipped = balanced.with_flipped_labels(0.2, seed=7 + args.seed)
+    noise_size = {"main": base.epoch_size, "full": None}.get(args.noise_epoch_size)
+    if args.noise_epoch_size not in ("main", "full"):
+        noise_size = int(args.noise_epoch_size)
     noise_rows = []
     off = dict(dmu=False, dle=False, csdgl=False)
     for name, data, switches in (
@@ -417,7 +435,10 @@ def main() -> None:
         ("+ DMU, 20 % flipped", noisy, dict(dmu=True, dle=False, csdgl=False)),
         ("WS-DAL, 20 % flipped", noisy, dict(dmu=True, dle=True, csdgl=True)),
     ):
-        trained = train_patch_classifier(data, dataclasses.replace(base, **switches), device="cpu")
+        noise_config = dataclasses.replace(
+            base, epochs=args.noise_epochs or base.epochs, epoch_size=noise_size, **switches
+        )
+        trained = train_patch_classifier(data, noise_config, device="cpu")
         r = row(name, cascade(first, trained), validation, test, recall_1)
         if switches["dmu"]:
             r["flag_precision"], r["flag_recall"] = flag_scores(trained, flipped)
@@ -443,8 +464,7 @@ def main() -> None:
                 f"{r['model']}: DMU flags precision {r['flag_precision']:.2f}, "
                 f"recall {r['flag_recall']:.2f}"
             )
-    if not args.skip_cost:
-        assert trained_full is not None
+    if not args.skip_cost and trained_full is not None:  # --noise-only trains no full cascade
         costs = cost(first, cascade(first, trained_full), args.cost_size, args.cost_rounds)
         print_cost(costs, args)
     print(f"{rows[0]['figures']} test figures; classifier seed {args.seed}")
