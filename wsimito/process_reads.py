@@ -41,9 +41,8 @@ PARALLEL_MODES: tuple[str, ...] = ("auto", "threads", "processes")
 #: with ``parallel="auto"`` their slides are read by processes.
 GIL_BOUND_BACKENDS: frozenset[str] = frozenset({"tiffslide"})
 
-#: With ``parallel="auto"``, fewer boxes than this are read by threads: starting a
-#: worker process (about 1 s: an interpreter, wsimito's imports, opening the slide)
-#: would cost more than it saves.
+#: With ``parallel="auto"``, fewer boxes than this are read by threads: a short read
+#: would not win back the start of the worker processes and their slide handles.
 MIN_BOXES_FOR_PROCESSES = 512
 
 _worker: dict[str, Any] = {}

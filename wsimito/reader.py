@@ -220,7 +220,7 @@ class TileReader:
         How the readers run. Threads share the slide's tile cache and start at
         once; processes each open their own handle and write pixels into
         shared memory (:mod:`wsimito.process_reads`), which scales on backends
-        that hold the GIL while decoding, at about 1 s of start-up. ``"auto"``
+        that hold the GIL while decoding, at the cost of starting them. ``"auto"``
         uses processes for large reads of such backends (tiffslide with its own
         decoder), threads otherwise; :attr:`parallel` says which ran.
 
