@@ -194,6 +194,23 @@ TRAINING_CHOICES = ((6, 2048, 3), (10, 2048, 4), (12, None, 4))
 SELECTION_FLIPS = (1000, 1001)
 
 
+def dmu_only(
+    base: ClassifierConfig, length: tuple[int, int | None, int], dmu: bool
+) -> ClassifierConfig:
+    """``base`` trained for ``length`` (epochs, patches per epoch, DMU warm-up), DLE and
+    CSDGL off, DMU on or off."""
+    epochs, epoch_size, warmup = length
+    return dataclasses.replace(
+        base,
+        epochs=epochs,
+        epoch_size=epoch_size,
+        dmu_warmup=warmup,
+        dmu=dmu,
+        dle=False,
+        csdgl=False,
+    )
+
+
 def select_training(balanced: PatchSet, base: ClassifierConfig) -> None:
     """How DMU's flags depend on the training length, on label flips of their own.
 
@@ -208,15 +225,7 @@ def select_training(balanced: PatchSet, base: ClassifierConfig) -> None:
     )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for epochs, epoch_size, warmup in TRAINING_CHOICES:
-        config = dataclasses.replace(
-            base,
-            epochs=epochs,
-            epoch_size=epoch_size,
-            dmu_warmup=warmup,
-            dmu=True,
-            dle=False,
-            csdgl=False,
-        )
+        config = dmu_only(base, (epochs, epoch_size, warmup), dmu=True)
         for flip in SELECTION_FLIPS:
             noisy, flipped = balanced.with_flipped_labels(0.2, seed=flip)
             t0 = time.perf_counter()
@@ -244,15 +253,7 @@ def noise_on_validation(balanced: PatchSet, base: ClassifierConfig, first, valid
         for flip in SELECTION_FLIPS:
             noisy, _ = balanced.with_flipped_labels(0.2, seed=flip)
             for name, dmu in (("cross-entropy", False), ("DMU", True)):
-                config = dataclasses.replace(
-                    base,
-                    epochs=epochs,
-                    epoch_size=epoch_size,
-                    dmu_warmup=warmup,
-                    dmu=dmu,
-                    dle=False,
-                    csdgl=False,
-                )
+                config = dmu_only(base, (epochs, epoch_size, warmup), dmu=dmu)
                 det = cascade(first, train_patch_classifier(noisy, config, device="cpu"))
                 f1 = []
                 for weight in (0.25, 1.0):
