@@ -328,7 +328,7 @@ class TileReader:
     def _read(self, handles: _Handles, staging: _Staging, index: int) -> _Read:
         x, y = self.boxes[index]
         ox, oy, side = self._patch_box(x, y)
-        reduce = self.host_pool and side == self.plan.pool * self.tile_size
+        reduce = self._reduced_on_read(side)
         staged = side == staging.side or reduce
         error: Exception | None = None
         for _attempt in range(2):  # one retry, on a fresh handle
@@ -412,7 +412,7 @@ class TileReader:
 
             for index in range(len(self.boxes)):
                 ox, oy, read_side = self._patch_box(*self.boxes[index])
-                reduce = self.host_pool and read_side == plan.pool * self.tile_size
+                reduce = self._reduced_on_read(read_side)
                 future = readers.submit(
                     index % self.window,
                     ox,
@@ -426,6 +426,10 @@ class TileReader:
                     yield collect()
             while pending:
                 yield collect()
+
+    def _reduced_on_read(self, side: int) -> bool:
+        """Whether a patch of ``side`` level px is reduced by the reader (thread or process)."""
+        return self.host_pool and side == self.plan.pool * self.tile_size
 
     def _slot_side(self) -> int:
         """Side, px, of a shared-memory slot: the largest patch a reader process writes."""
