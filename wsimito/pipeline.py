@@ -422,9 +422,11 @@ def _run(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, str]]]:
     """Stream every tile through the detector.
 
-    The outputs of batch ``k`` are brought to the host only after batch
-    ``k + 1`` was handed to the detector, so on a GPU the host never waits for
-    a batch it does not need yet (one synchronisation per batch, overlapped).
+    The outputs of batch ``k`` are merged on the host only after batch ``k + 1``
+    was handed to the detector. The bundled detectors synchronise once per batch
+    inside ``detect`` (to learn how many peaks or boxes each tile has) and then
+    suppress on the host for the whole batch; the reader threads keep decoding
+    the next batches meanwhile.
 
     Returns the owned points (level-0 px), their scores and tile ids, and the
     skipped tiles ``(index, error)``.

@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from typing_extensions import override
 
 from ..detect import RuntimeOptions, TorchDetector, check_tiles, resolve_device
-from .anchors import create_anchors, cthw_to_tlbr, decode_boxes, nms
+from .anchors import box_iou, create_anchors, cthw_to_tlbr, decode_boxes, grouped_greedy_keep
 from .metadata import MIDOG21_METADATA
 from .peaks import find_peaks
 from .retinanet import RetinaNetDA
@@ -327,18 +328,28 @@ def boxes_to_points(
     """
     probs = torch.sigmoid(class_logits)
     scores = probs.amax(dim=-1) if class_score == "max" else probs[..., 0]
-    points = []
-    for tile_scores, tile_deltas in zip(scores, box_deltas, strict=True):
-        candidates = torch.nonzero(tile_scores > min_score, as_tuple=True)[0]
-        boxes = cthw_to_tlbr(decode_boxes(tile_deltas[candidates], anchors[candidates]))
-        boxes = boxes.clamp(-1.0, 1.0)
-        keep = nms(boxes, tile_scores[candidates], nms_iou)
-        boxes = boxes[keep]
-        centre_yx = ((boxes[:, :2] + boxes[:, 2:]) / 2 + 1) * (tile_size / 2)
-        points.append(
-            torch.stack([centre_yx[:, 1], centre_yx[:, 0], tile_scores[candidates][keep]], dim=1)
-        )
-    return points
+    # One synchronisation per batch (the number of candidates), then NMS on the host for
+    # every tile at once: no device round trip per tile.
+    tile, anchor = torch.nonzero(scores > min_score, as_tuple=True)
+    boxes = cthw_to_tlbr(decode_boxes(box_deltas[tile, anchor], anchors[anchor]))
+    boxes = boxes.clamp(-1.0, 1.0)
+    box_scores = scores[tile, anchor]
+    host_boxes, host_scores = boxes.cpu(), box_scores.cpu().numpy()
+    host_tile = tile.cpu().numpy()
+
+    def overlapping(members: np.ndarray) -> np.ndarray:
+        chosen = host_boxes[torch.from_numpy(members)]
+        overlap: np.ndarray = (box_iou(chosen, chosen) > nms_iou).numpy()
+        return overlap
+
+    keep = grouped_greedy_keep(host_tile, host_scores, overlapping)
+    kept = host_boxes[torch.from_numpy(keep)]
+    centre_yx = ((kept[:, :2] + kept[:, 2:]) / 2 + 1) * (tile_size / 2)
+    points = torch.stack(
+        [centre_yx[:, 1], centre_yx[:, 0], torch.from_numpy(host_scores[keep])], dim=1
+    ).to(scores.device)
+    counts = np.bincount(host_tile[keep], minlength=scores.shape[0]).tolist()
+    return list(torch.split(points, counts))
 
 
 class DarkBlobDetector:
@@ -435,10 +446,8 @@ class DarkBlobDetector:
         peaks = (smooth == F.max_pool2d(smooth, w, stride=1, padding=w // 2)) & (
             smooth > self.darkness - 0.15
         )
-        out = []
-        for n in range(tiles.shape[0]):
-            ys, xs = torch.nonzero(peaks[n, 0], as_tuple=True)
-            d = smooth[n, 0, ys, xs]
-            score = torch.sigmoid((d - self.darkness) * 20.0)
-            out.append(torch.stack([xs.float() + 0.5, ys.float() + 0.5, score], dim=1))
-        return out
+        n, _, ys, xs = torch.nonzero(peaks, as_tuple=True)  # one synchronisation per batch
+        score = torch.sigmoid((smooth[n, 0, ys, xs] - self.darkness) * 20.0)
+        points = torch.stack([xs.float() + 0.5, ys.float() + 0.5, score], dim=1)
+        counts = torch.bincount(n, minlength=tiles.shape[0]).tolist()
+        return list(torch.split(points, counts))

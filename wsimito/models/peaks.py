@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .anchors import greedy_keep
+from .anchors import greedy_keep, grouped_greedy_keep
 
 
 def _parabola_offset(left: torch.Tensor, centre: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
@@ -122,9 +123,24 @@ def find_peaks(
     # Max-pool window: as wide as possible without suppressing cells min_distance apart.
     radius = max(1, math.ceil(min_distance / stride) - 1)
     pooled = F.max_pool2d(heat[:, None], 2 * radius + 1, stride=1, padding=radius)[:, 0]
+    # The one synchronisation: how many peaks there are. Then one copy of them to the host,
+    # where the minimum distance is enforced for the whole batch (not one round trip per tile).
     n, i, j = torch.nonzero((heat == pooled) & (heat >= min_score), as_tuple=True)
     log_heat = heat.clamp(min=1e-6).log()
     di, dj = refine_peaks(log_heat, n, i, j)
     points = torch.stack([stride * (j + dj + 0.5), stride * (i + di + 0.5), heat[n, i, j]], dim=1)
-    counts = torch.bincount(n, minlength=heat.shape[0]).tolist()
-    return [suppress_close(p, min_distance) for p in torch.split(points, counts)]
+    host, tile = points.cpu().numpy(), n.cpu().numpy()
+    if min_distance > 0:
+        xy = host[:, :2].astype(np.float64)
+
+        def too_close(members: np.ndarray) -> np.ndarray:
+            d = xy[members, None, :] - xy[None, members, :]
+            close: np.ndarray = np.hypot(d[..., 0], d[..., 1]) < min_distance
+            return close
+
+        keep = grouped_greedy_keep(tile, host[:, 2], too_close)
+    else:
+        keep = np.lexsort((-host[:, 2], tile))
+    counts = np.bincount(tile[keep], minlength=heat.shape[0]).tolist()
+    kept = torch.from_numpy(np.ascontiguousarray(host[keep])).to(heat.device)
+    return list(torch.split(kept, counts))
