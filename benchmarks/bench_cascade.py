@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_cascade.py                 # 8-10 min on 2 cores (load 1-3)
     .venv/bin/python benchmarks/bench_cascade.py --skip-cost --seed 1   # ~6.5 min, another seed
     .venv/bin/python benchmarks/bench_cascade.py --select  # training length; DMU on validation
+    .venv/bin/python benchmarks/bench_cascade.py --dmu-variants  # DMU settings; what it flags
     .venv/bin/python benchmarks/bench_cascade.py --first-stage demo-v1.pt   # another first stage
     .venv/bin/python benchmarks/bench_cascade.py --cost-only --cost-size 16000  # cost, ~2.5 min
     .venv/bin/python benchmarks/bench_cascade.py --train-slides 8 --epochs 2   # smoke run
@@ -267,6 +268,54 @@ def noise_on_validation(balanced: PatchSet, base: ClassifierConfig, first, valid
                 )
 
 
+#: DMU settings compared by ``--dmu-variants``: name and ``ClassifierConfig`` changes.
+DMU_VARIANTS = (
+    ("cross-entropy", {"dmu": False}),
+    ("DMU, drop below 0.3 (default)", {"dmu": True}),
+    ("DMU, drop below 0.15", {"dmu": True, "mislabelled_probability": 0.15}),
+    ("DMU, down-weight to 0.1 below 0.3", {"dmu": True, "dmu_action": "downweight"}),
+)
+
+
+def dmu_variants_on_validation(
+    balanced: PatchSet, base: ClassifierConfig, first, validation
+) -> None:
+    """DMU's settings under 20 % flipped labels, and which correct labels it flags.
+
+    At the benchmark's training length, on the selection flips and the validation
+    slides only: each setting's flags against the flips, the correctly labelled
+    samples it flags (true figures and look-alikes), and its cascade's F1 (fused at
+    w = 0.25, and the classifier alone) at the F1-optimal validation threshold.
+    """
+    labels = balanced.labels.numpy()
+    print(
+        "\n| flip seed | model | flag precision | flag recall | correct labels flagged: "
+        "figures / look-alikes | F1 fused (w = 0.25) | F1 alone |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    length = (base.epochs, base.epoch_size, base.dmu_warmup)
+    for flip in SELECTION_FLIPS:
+        noisy, flipped = balanced.with_flipped_labels(0.2, seed=flip)
+        for name, changes in DMU_VARIANTS:
+            config = dataclasses.replace(dmu_only(base, length, dmu=True), **changes)
+            trained = train_patch_classifier(noisy, config, device="cpu")
+            flags = "- | - | -"
+            if config.dmu:
+                precision, recall = flag_scores(trained, flipped)
+                wrong = trained.flagged & ~flipped
+                flags = (
+                    f"{precision:.2f} | {recall:.2f} | {int((labels[wrong] == 1).sum())} / "
+                    f"{int((labels[wrong] == 0).sum())}"
+                )
+            det = cascade(first, trained)
+            f1 = []
+            for weight in (0.25, 1.0):
+                det.classifier_weight = weight
+                runs = candidates(det, validation)
+                f1.append(pooled(runs, best_threshold(runs)).f1)
+            print(f"| {flip} | {name} | {flags} | {f1[0]:.3f} | {f1[1]:.3f} |", flush=True)
+
+
 def cascade(first: PointDetector, trained) -> CascadeDetector:
     return CascadeDetector(
         first, trained.classifier.to("cpu"), candidate_threshold=CANDIDATE_THRESHOLD, name="cascade"
@@ -393,6 +442,12 @@ def main() -> None:
         "validation slides (~20 min)",
     )
     parser.add_argument(
+        "--dmu-variants",
+        action="store_true",
+        help="only compare DMU's settings under selection flips on the validation slides, "
+        "with the correct labels each flags (~8 min)",
+    )
+    parser.add_argument(
         "--cost-only",
         action="store_true",
         help="the cost only, of the bundled demo cascade against its own first stage",
@@ -436,6 +491,10 @@ def main() -> None:
     positives = np.flatnonzero(labels == 1)
     negatives = rng.choice(np.flatnonzero(labels == 0), size=len(positives), replace=False)
     balanced = patches.subset(np.sort(np.concatenate([positives, negatives])))
+    if args.dmu_variants:
+        dmu_variants_on_validation(balanced, base, first, validation)
+        print_machine(start)
+        return
     if args.select:
         select_training(balanced, base)
         noise_on_validation(balanced, base, first, validation)

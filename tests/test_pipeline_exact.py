@@ -190,3 +190,34 @@ def test_stain_hook_runs_on_each_batch_before_the_detector():
     result = count_mitoses(slide, det, tissue=None, progress=False, stain=blank)
     assert result.count == 0
     assert seen and all(s == (torch.uint8, (3, 128, 128), "cpu") for s in seen)
+
+
+class _SlowMarks(MarkDetector):
+    """The mark detector, waiting ``seconds`` in every call (a slow model)."""
+
+    seconds = 0.05
+
+    def detect(self, tiles):
+        import time
+
+        time.sleep(self.seconds)
+        return super().detect(tiles)
+
+
+def test_timing_says_where_the_main_thread_spent_its_time():
+    det = _SlowMarks()
+    width, height = 700, 560
+    image, marks = make_case(width, height, 0.25, det)
+    slide = wsimito.open_slide(image, mpp=0.25)
+    result = count_mitoses(slide, det, tissue=None, progress=False, batch_size=4)
+    assert_found_exactly(result, marks, tol_px=0.35)
+    timing = result.timing
+    batches = math.ceil(timing["tiles"] / 4)
+    assert batches >= 4
+    # every batch waited in detect; reading an in-memory slide and merging are fast
+    assert timing["detect_seconds"] >= batches * det.seconds
+    assert timing["detect_seconds"] > timing["read_wait_seconds"]
+    assert timing["detect_seconds"] > timing["merge_seconds"]
+    assert min(timing["read_wait_seconds"], timing["merge_seconds"]) >= 0
+    parts = timing["read_wait_seconds"] + timing["detect_seconds"] + timing["merge_seconds"]
+    assert parts <= timing["seconds"]

@@ -498,7 +498,12 @@ class TorchDetector:
             with self._autocast_context():
                 output = self._forward(x)
             points = self.postprocess(output)
-        return [p.clone() for p in points]
+        if not points:
+            return []
+        # One copy out of inference mode for the whole batch (cat makes an ordinary tensor
+        # here), then views per tile.
+        sizes = [int(p.shape[0]) for p in points]
+        return list(torch.cat([p.reshape(-1, 3) for p in points]).split(sizes))
 
     def __repr__(self) -> str:
         return (

@@ -292,7 +292,8 @@ def count_mitoses(
             parallel=parallel,
         )
         transform = _stain_transform(stain, torch.device(det.device))
-        points, scores, tile_ids, skipped = _run(reader, det, cores, transform, progress)
+        stages: dict[str, float] = {}
+        points, scores, tile_ids, skipped = _run(reader, det, cores, transform, progress, stages)
         radius_um = (
             merge_radius_um
             if merge_radius_um is not None
@@ -322,6 +323,7 @@ def count_mitoses(
                 "seconds": seconds,
                 "tissue_seconds": t_tissue,
                 "tiles_per_s": len(boxes) / infer_seconds if infer_seconds > 0 else 0.0,
+                **stages,
             },
             skipped_tiles=[_box(boxes[i]) for i, _ in skipped],
             skipped_cores=[_box(cores[i]) for i, _ in skipped],
@@ -419,6 +421,7 @@ def _run(
     cores: np.ndarray,
     transform: Callable[[torch.Tensor], torch.Tensor] | None,
     progress: bool,
+    stages: dict[str, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, str]]]:
     """Stream every tile through the detector.
 
@@ -428,25 +431,45 @@ def _run(
     suppress on the host for the whole batch; the reader threads keep decoding
     the next batches meanwhile.
 
+    ``stages``, when given, receives the main thread's seconds spent waiting for
+    the reader (``"read_wait_seconds"``), in the stain transform and ``detect``
+    (``"detect_seconds"``) and merging a batch's points (``"merge_seconds"``): what
+    limits a run shows as the largest of them.
+
     Returns the owned points (level-0 px), their scores and tile ids, and the
     skipped tiles ``(index, error)``.
     """
     found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     skipped: list[tuple[int, str]] = []
     pending: tuple[TileBatch, list[torch.Tensor]] | None = None
+    wait = detect = merge = 0.0
     with Progress(
         len(reader.boxes), f"counting mitoses in {reader.slide.name}", enabled=progress
     ) as bar:
-        for batch in reader:
+        batches = iter(reader)
+        while True:
+            t0 = time.perf_counter()
+            batch = next(batches, None)
+            t1 = time.perf_counter()
+            wait += t1 - t0
+            if batch is None:
+                break
             skipped.extend(batch.skipped)
             if len(batch):
                 outputs = _detect_batch(batch, det, transform)
+                t2 = time.perf_counter()
+                detect += t2 - t1
                 if pending is not None:
                     found.append(_owned_points(*pending, cores))
+                merge += time.perf_counter() - t2
                 pending = (batch, outputs)
             bar.advance(len(batch) + len(batch.skipped))
         if pending is not None:
+            t0 = time.perf_counter()
             found.append(_owned_points(*pending, cores))
+            merge += time.perf_counter() - t0
+    if stages is not None:
+        stages.update(read_wait_seconds=wait, detect_seconds=detect, merge_seconds=merge)
     if not found:
         return np.empty((0, 2)), np.empty(0), np.empty(0, dtype=np.int64), skipped
     xy, score, tile = (np.concatenate(parts) for parts in zip(*found, strict=True))

@@ -115,7 +115,10 @@ class MitosisResult:
     detector_mpp : float
         Resolution the detector ran at, µm/px.
     timing : dict
-        ``{"tiles": int, "seconds": float, "tiles_per_s": float, ...}``.
+        ``{"tiles": int, "seconds": float, "tissue_seconds": float, "tiles_per_s": float,
+        "read_wait_seconds": float, "detect_seconds": float, "merge_seconds": float}``:
+        the whole call, tissue detection, and the main thread's time waiting for the
+        reader, in ``detect`` (with the stain transform) and merging points.
     skipped_tiles : list of tuple
         Level-0 boxes ``(x, y, w, h)`` px of tiles that could not be read.
     skipped_cores : list of tuple
