@@ -74,6 +74,28 @@ def median_range(values: list[float], fmt: str = ".3f", scale: float = 1.0) -> s
     return f"{statistics.median(v):{fmt}} ({min(v):{fmt}}-{max(v):{fmt}})"
 
 
+def rounds_table(
+    wall: dict[str, list[float]],
+    tiles: dict[str, int | None],
+    cpu: dict[str, list[float]] | None = None,
+) -> dict[str, float]:
+    """Print :func:`timed_rounds`' times as a markdown table and return their medians.
+
+    Columns: path, wall s as "median (min-max)", CPU s (median; with ``cpu``) and
+    tiles/s (``tiles[path]`` per pass; left empty where it is ``None``).
+    """
+    med = {key: statistics.median(v) for key, v in wall.items()}
+    cpu_head, cpu_rule = ("CPU s | ", "---|") if cpu is not None else ("", "")
+    print(f"| path | wall s, median (min-max) | {cpu_head}tiles/s |")
+    print(f"|---|---|{cpu_rule}---|")
+    for key, times in wall.items():
+        cpu_cell = f"{statistics.median(cpu[key]):.2f} | " if cpu is not None else ""
+        n = tiles.get(key)
+        rate = "" if n is None else f"{n / med[key]:.0f}"
+        print(f"| {key} | {median_range(times, '.2f')} | {cpu_cell}{rate} |")
+    return med
+
+
 def repeat_count(text: str) -> int:
     """argparse type for ``--repeat``: the house rule is a median of at least 3 runs."""
     n = int(text)

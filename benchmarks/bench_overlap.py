@@ -27,7 +27,7 @@ import time
 import warnings
 
 import torch
-from _common import load_average, machine, median_range, repeat_count, timed_rounds
+from _common import load_average, machine, repeat_count, rounds_table, timed_rounds
 from bench_read_stream import slide_path
 from bench_stream import NoDetections
 
@@ -90,15 +90,8 @@ def main() -> None:
         "end to end": lambda: run(waiting),
     }
     wall, cpu = timed_rounds(fns, args.repeat)
-    med = {key: statistics.median(v) for key, v in wall.items()}
     print(f"\nload average at end {load_average()}")
-    print("| path | wall s, median (min-max) | CPU s | tiles/s |")
-    print("|---|---|---|---|")
-    for key, times in wall.items():
-        print(
-            f"| {key} | {median_range(times, '.2f')} | {statistics.median(cpu[key]):.2f} "
-            f"| {n_tiles / med[key]:.0f} |"
-        )
+    med = rounds_table(wall, dict.fromkeys(fns, n_tiles), cpu)
     larger = max(med["read-only stream"], med["model alone (waits only)"])
     ratio = med["end to end"] / larger
     serial = med["end to end"] / (med["read-only stream"] + med["model alone (waits only)"])

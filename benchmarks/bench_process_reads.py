@@ -21,10 +21,9 @@ Run: .venv/bin/python benchmarks/bench_process_reads.py [--size 16384] [--repeat
 from __future__ import annotations
 
 import argparse
-import statistics
 import warnings
 
-from _common import command, load_average, machine, median_range, repeat_count, timed_rounds
+from _common import command, load_average, machine, repeat_count, rounds_table, timed_rounds
 from bench_read_stream import slide_path
 from bench_stream import NoDetections
 
@@ -64,12 +63,8 @@ def main() -> None:
         "direct decoder, threads, 2 workers (reference)": stream(direct, 2, "threads"),
     }
     wall, _ = timed_rounds(fns, args.repeat)
-    med = {key: statistics.median(v) for key, v in wall.items()}
     print(f"\nload average at end {load_average()}")
-    print("| path | wall s, median (min-max) | tiles/s |")
-    print("|---|---|---|")
-    for key, times in wall.items():
-        print(f"| {key} | {median_range(times, '.2f')} | {n / med[key]:.0f} |")
+    med = rounds_table(wall, dict.fromkeys(fns, n))
     t1, t2 = med["tiffslide, threads, 1 worker"], med["tiffslide, threads, 2 workers"]
     p1, p2 = med["tiffslide, processes, 1 worker"], med["tiffslide, processes, 2 workers"]
     print(f"threads 2 / 1 workers: {t1 / t2:.2f}")

@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import warnings
 
 import torch
-from _common import load_average, machine, timed_rounds
+from _common import load_average, machine, rounds_table, timed_rounds
 from bench_read_stream import (
     decode_limit,
     grid,
@@ -89,20 +88,14 @@ def main() -> None:
         "stream 0.5 µm/px (2 threads)": stream(0.5, 2),
     }
     wall, cpu = timed_rounds(fns, repeat)
-    med = {key: statistics.median(v) for key, v in wall.items()}
     print(
         f"\nload average at end {load_average()}; {n_full} tiles at 0.25 µm/px, "
         f"{n_half} at 0.5 µm/px; {len(boxes)} grid boxes for tiffslide"
     )
-    print("| path | wall s, median (min-max) | CPU s | tiles/s |")
-    print("|---|---|---|---|")
-    for key, times in wall.items():
-        n = n_half if "0.5" in key else n_full
-        rate = "" if key.startswith("decode") else f"{n / med[key]:.1f}"
-        print(
-            f"| {key} | {med[key]:.2f} ({min(times):.2f}-{max(times):.2f}) "
-            f"| {statistics.median(cpu[key]):.2f} | {rate} |"
-        )
+    tiles = {
+        key: None if key.startswith("decode") else n_half if "0.5" in key else n_full for key in fns
+    }
+    med = rounds_table(wall, tiles, cpu)
     limit = med["decode limit (2 threads)"]
     ratios = {
         "coverage at 0.25 µm/px (>= 0.6)": limit / med["stream 0.25 µm/px (2 threads)"],
