@@ -143,12 +143,18 @@ def greedy_keep(conflicts: torch.Tensor) -> torch.Tensor:
     torch.Tensor
         ``(K,)`` bool keep mask, on the input's device.
     """
-    upper = torch.triu(conflicts, diagonal=1).cpu()
-    keep = torch.ones(len(upper), dtype=torch.bool)
+    keep = _greedy_mask(conflicts.cpu().numpy())
+    return torch.from_numpy(keep).to(conflicts.device)
+
+
+def _greedy_mask(conflicts: np.ndarray) -> np.ndarray:
+    """``(K,)`` bool keep mask of greedy suppression over ``(K, K)`` conflicts, best first."""
+    upper = np.triu(conflicts, k=1)
+    keep = np.ones(len(upper), dtype=bool)
     for k in range(len(upper)):
         if keep[k]:
             keep &= ~upper[k]
-    return keep.to(conflicts.device)
+    return keep
 
 
 def grouped_greedy_keep(
@@ -181,15 +187,7 @@ def grouped_greedy_keep(
     bounds = np.flatnonzero(np.diff(np.asarray(group)[order])) + 1
     kept: list[np.ndarray] = []
     for members in np.split(order, bounds):
-        if len(members) < 2:
-            kept.append(members)
-            continue
-        upper = np.triu(conflicts(members), k=1)
-        keep = np.ones(len(members), dtype=bool)
-        for k in range(len(members)):
-            if keep[k]:
-                keep &= ~upper[k]
-        kept.append(members[keep])
+        kept.append(members if len(members) < 2 else members[_greedy_mask(conflicts(members))])
     return np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
 
 

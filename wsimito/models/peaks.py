@@ -142,5 +142,5 @@ def find_peaks(
     else:
         keep = np.lexsort((-host[:, 2], tile))
     counts = np.bincount(tile[keep], minlength=heat.shape[0]).tolist()
-    kept = torch.from_numpy(np.ascontiguousarray(host[keep])).to(heat.device)
+    kept = torch.from_numpy(host[keep]).to(heat.device)
     return list(torch.split(kept, counts))
