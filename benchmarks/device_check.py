@@ -14,7 +14,10 @@ tile), at fp32 and bf16 (CUDA only), on its own virtual JPEG-tiled pyramids:
   grid with a detector that returns nothing (tiles/s), with the direct tile
   decoder where the slide allows it;
 - ``count_mitoses`` end to end (tiles/s), and its ratio to the larger of the
-  two (a perfect overlap reaches 1.0 on a GPU);
+  two (a perfect overlap reaches 1.0 on a GPU), with where its main thread
+  waited (for the reader, in ``detect``, merging);
+- the read-only stream of the point detector's tiles with 1, 2, 4, 8, ... reader
+  threads up to the core count (how reading scales on the host);
 - CPU/GPU agreement: the same points within 0.5 level-0 px and equal counts
   at the default threshold, on a small slide, the device at fp32 (set
   explicitly) against the CPU at fp32; and, reported beside it, the device at
@@ -46,7 +49,7 @@ import torch
 import wsimito
 from wsimito.models.detectors import PointDetector, RetinaNetDetector
 from wsimito.models.pointnet import PointHeatmapNet
-from wsimito.reader import TileReader
+from wsimito.reader import TileReader, default_num_workers
 
 #: Tiles of 512 px at 0.25 µm/px (stride 448) on a 100k x 80k slide with a third tissue.
 WHOLE_SLIDE_TILES = math.ceil(100_000 / 448) * math.ceil(80_000 / 448) // 3
@@ -133,6 +136,51 @@ def detectors(device: torch.device, precision: str) -> dict[str, Any]:
     }
 
 
+def read_stream(slide: Any, boxes: Any, det: Any, batch: int, workers: int) -> None:
+    """Read every box through :class:`TileReader` onto the detector's device."""
+    reader = TileReader(
+        slide,
+        boxes,
+        mpp=det.mpp,
+        tile_size=det.tile_size,
+        overlap=det.overlap,
+        batch_size=batch,
+        device=det.device,
+        num_workers=workers,
+    )
+    for b in reader:
+        b.pixels.sum()  # touch the pixels on the device
+
+
+def stream_scaling(
+    slide_path: Path, det: Any, batch: int, repeat: int, counts: list[int]
+) -> list[dict[str, float]]:
+    """The read-only stream's tiles/s for each number of reader threads in ``counts``."""
+    slide = wsimito.open_slide(slide_path)
+    boxes = wsimito.TileGrid(
+        slide, tile_size=det.tile_size, overlap=det.overlap, mpp=det.mpp
+    ).boxes()
+    rows = []
+    for workers in counts:
+        t = timed(
+            lambda w=workers: read_stream(slide, boxes, det, batch, w),
+            repeat,
+            det.device.type == "cuda",
+        )
+        n = len(boxes)
+        rows.append(
+            {
+                "workers": workers,
+                "median": n / t["median"],
+                "min": n / t["max"],
+                "max": n / t["min"],
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    slide.close()
+    return rows
+
+
 def measure(
     slide_path: Path, det: Any, batch: int, repeat: int, workers: int
 ) -> dict[str, dict[str, float]]:
@@ -149,18 +197,7 @@ def measure(
             det.detect(tiles)
 
     def stream() -> None:
-        reader = TileReader(
-            slide,
-            boxes,
-            mpp=det.mpp,
-            tile_size=det.tile_size,
-            overlap=det.overlap,
-            batch_size=batch,
-            device=det.device,
-            num_workers=workers,
-        )
-        for b in reader:
-            b.pixels.sum()  # touch the pixels on the device
+        read_stream(slide, boxes, det, batch, workers)
 
     stages: list[dict[str, Any]] = []
 
@@ -235,7 +272,12 @@ def agreement(slide_path: Path, workers: int, precision: str = "fp32") -> dict[s
     }
 
 
-def markdown(env: dict[str, Any], rows: list[dict[str, Any]], agree: list[dict[str, Any]]) -> str:
+def markdown(
+    env: dict[str, Any],
+    rows: list[dict[str, Any]],
+    agree: list[dict[str, Any]],
+    scaling: list[dict[str, float]],
+) -> str:
     lines = [
         "# device_check",
         "",
@@ -261,6 +303,16 @@ def markdown(env: dict[str, Any], rows: list[dict[str, Any]], agree: list[dict[s
             f"| {e['read_wait_seconds']:.2f} / {e['detect_seconds']:.2f} "
             f"/ {e['merge_seconds']:.2f} |"
         )
+    lines += [
+        "",
+        f"Read-only stream of the point detector's tiles by reader threads "
+        f"(default here: {env['default_workers']}):",
+        "",
+        "| reader threads | tiles/s, median (min-max) |",
+        "|---:|---:|",
+    ]
+    for r in scaling:
+        lines.append(f"| {r['workers']} | {r['median']:.1f} ({r['min']:.1f}-{r['max']:.1f}) |")
     lines += [""]
     for item in agree:
         lines += [f"Agreement with the CPU at fp32 ({item['precision']}): {json.dumps(item)}"]
@@ -274,6 +326,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small slides, one repeat")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--size", type=int, default=None, help="slide side, px at 0.25 µm/px")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="reader threads (default: as count_mitoses)"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     warnings.simplefilter("ignore", UserWarning)
@@ -283,7 +338,9 @@ def main() -> int:
     device = torch.device("cuda" if cuda else "cpu")
     size = args.size or (1536 if args.quick else (12_288 if cuda else 3072))
     repeat = 1 if args.quick else args.repeat
-    workers = min(8, os.cpu_count() or 1)
+    workers = args.workers or default_num_workers(device)
+    env["default_workers"] = default_num_workers(device)
+    cores = os.cpu_count() or 1
     batch = 32 if cuda else 4
     folder = Path(tempfile.gettempdir()) / "wsimito-device-check"
     folder.mkdir(exist_ok=True)
@@ -299,12 +356,19 @@ def main() -> int:
             r = measure(slide_path, det, batch, repeat, workers)
             rows.append({"model": model, "precision": precision, **r})
             print(json.dumps(rows[-1]), flush=True)
+    counts = sorted({n for n in (1, 2, 4, 8, 12, 16, cores - 1, cores) if 1 <= n <= cores})
+    if args.quick:
+        counts = counts[:2]
+    point = detectors(device, "fp32")["point"]
+    scaling = stream_scaling(slide_path, point, batch, repeat, counts)
     # fp32 is the check (it must pass); bf16 is reported, and fails only on unequal counts
     agree = [agreement(small, workers, "fp32"), agreement(small, workers, "bf16")]
-    report = markdown(env, rows, agree)
+    report = markdown(env, rows, agree, scaling)
     (args.out / "device_check.md").write_text(report)
     (args.out / "device_check.json").write_text(
-        json.dumps({"environment": env, "rows": rows, "agreement": agree}, indent=1)
+        json.dumps(
+            {"environment": env, "rows": rows, "scaling": scaling, "agreement": agree}, indent=1
+        )
     )
     print(report)
     fp32, bf16 = agree

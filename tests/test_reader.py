@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+import torch
 from _marks import write_pyramid
 
 import wsimito
-from wsimito.reader import ReadPlan, TileReader
+from wsimito.reader import ReadPlan, TileReader, default_num_workers
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +90,13 @@ def test_device_and_reader_thread_area_pooling_agree_exactly(k):
         np.testing.assert_array_equal(got, np.asarray(Image.fromarray(patch).reduce(k)))
         sums = patch.astype(np.int64).reshape(32, k, 32, k, 3).sum(axis=(1, 3))
         np.testing.assert_array_equal(got, (sums + k * k // 2) // (k * k))
+
+
+@pytest.mark.parametrize(
+    ("cores", "cpu", "cuda"),
+    [(1, 1, 1), (2, 2, 1), (4, 4, 3), (16, 4, 8), (64, 4, 8)],
+)
+def test_default_readers_leave_the_cores_to_the_model_on_a_cpu_only(monkeypatch, cores, cpu, cuda):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert default_num_workers("cpu") == cpu
+    assert default_num_workers(torch.device("cuda")) == cuda

@@ -179,7 +179,8 @@ def estimate_worker_memory(
     batch_size : int
         Tiles per batch.
     num_workers : int, optional
-        Reader threads (default as in :func:`wsimito.count_mitoses`: up to 4).
+        Reader threads (default as in :func:`wsimito.count_mitoses`:
+        :func:`wsimito.reader.default_num_workers`).
     gpu : bool
         Whether the worker runs the detector on a GPU (adds the CUDA context;
         the batch then lives in GPU memory, but its pinned host copy is kept).
@@ -192,10 +193,12 @@ def estimate_worker_memory(
     MemoryEstimate
         The parts and their total (bytes).
     """
-    from .reader import ReadPlan
+    from .reader import ReadPlan, default_num_workers
 
     tile, overlap = int(detector.tile_size), int(detector.overlap)
-    readers = num_workers if num_workers is not None else min(4, os.cpu_count() or 1)
+    readers = (
+        num_workers if num_workers is not None else default_num_workers("cuda" if gpu else "cpu")
+    )
     plan = ReadPlan.for_slide(slide, float(detector.mpp), tile, overlap)
     side = plan.pool * tile if plan.exact else plan.read_size
     prefetch = (2 * batch_size + readers) * side * side * 3

@@ -18,7 +18,6 @@ tissue minus the cores of tiles that could not be read. See
 from __future__ import annotations
 
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from .merge import merge_across_tiles, owned
 from .models.metadata import trained_on_synthetic
 from .process_reads import PARALLEL_MODES, Parallel
 from .progress import Progress
-from .reader import OnError, TileBatch, TileReader
+from .reader import OnError, TileBatch, TileReader, default_num_workers
 from .result import MitosisResult
 from .slide import Slide, open_slide
 from .tiling import TileGrid
@@ -208,7 +207,8 @@ def count_mitoses(
     progress : bool
         Show a progress bar (tiles/s, ETA), in a terminal or in Jupyter.
     num_workers : int, optional
-        Reader threads or processes (default: ``min(4, cpu count)``).
+        Reader threads or processes (default: up to 4 when the detector runs on
+        the CPU, up to 8 on CUDA; :func:`wsimito.reader.default_num_workers`).
     on_error : {"raise", "skip"}
         ``"raise"`` stops at a tile that fails twice; ``"skip"`` records it in
         ``result.skipped_tiles``, removes its core from the analysed tissue
@@ -278,7 +278,7 @@ def count_mitoses(
         boxes, cores = grid.boxes(), grid.cores()
         if batch_size is None:
             batch_size = choose_batch_size(det)
-        workers = num_workers if num_workers is not None else min(4, _cpu_count())
+        workers = num_workers if num_workers is not None else default_num_workers(det.device)
         reader = TileReader(
             slide,
             boxes,
@@ -407,12 +407,6 @@ def _overview(slide: Slide, tissue: Tissue) -> np.ndarray | None:
     except Exception as exc:  # a broken region must not discard a finished count
         warnings.warn(f"no overview image for {slide.name}: {exc}", stacklevel=3)
         return None
-
-
-def _cpu_count() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _run(

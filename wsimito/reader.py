@@ -25,6 +25,7 @@ tile px ``(u, v)`` lies at ``corner + (u, v) * scale`` level-0 px.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -645,6 +646,34 @@ class _Transfer:
         return gpu.permute(0, 3, 1, 2), False
 
 
+def default_num_workers(device: str | torch.device) -> int:
+    """How many readers :func:`wsimito.count_mitoses` starts when none are given.
+
+    On a CPU the model needs the cores too, so readers take at most 4. On CUDA
+    the host only reads, so readers take every core but one (for the main
+    thread), at most 8: the number measured on a 16-core GPU host (about 1,600
+    tiles of 512 px per second; see ``benchmarks/RESULTS.md``). More may pay on
+    larger hosts; pass ``num_workers`` to try.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        Where the detector runs.
+
+    Returns
+    -------
+    int
+        Reader threads or processes, >= 1.
+    """
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
+    if torch.device(device).type == "cuda":
+        return max(1, min(8, cores - 1))
+    return max(1, min(4, cores))
+
+
 def _area_pool(batch: torch.Tensor, k: int) -> torch.Tensor:
     """Exact ``k x k`` area averages of uint8 ``(N, 3, k*T, k*T)``, rounded half up, as uint8.
 
@@ -713,4 +742,4 @@ def resample_batch(
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
-__all__ = ["ReadPlan", "TileBatch", "TileReader", "resample_batch"]
+__all__ = ["ReadPlan", "TileBatch", "TileReader", "default_num_workers", "resample_batch"]
