@@ -96,7 +96,7 @@ def test_device_and_reader_thread_area_pooling_agree_exactly(k):
     ("cores", "cpu", "cuda"),
     [(1, 1, 1), (2, 2, 1), (4, 4, 3), (16, 4, 8), (64, 4, 8)],
 )
-def test_default_readers_leave_the_cores_to_the_model_on_a_cpu_only(monkeypatch, cores, cpu, cuda):
+def test_default_reader_count_depends_on_where_the_model_runs(monkeypatch, cores, cpu, cuda):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert default_num_workers("cpu") == cpu
     assert default_num_workers(torch.device("cuda")) == cuda
