@@ -136,6 +136,11 @@ def detectors(device: torch.device, precision: str) -> dict[str, Any]:
     }
 
 
+def tiles_per_s(n: int, seconds: dict[str, float]) -> dict[str, float]:
+    """``n`` tiles over :func:`timed`'s seconds as rates (the slowest run gives the min)."""
+    return {"median": n / seconds["median"], "min": n / seconds["max"], "max": n / seconds["min"]}
+
+
 def read_stream(slide: Any, boxes: Any, det: Any, batch: int, workers: int) -> None:
     """Read every box through :class:`TileReader` onto the detector's device."""
     reader = TileReader(
@@ -167,15 +172,7 @@ def stream_scaling(
             repeat,
             det.device.type == "cuda",
         )
-        n = len(boxes)
-        rows.append(
-            {
-                "workers": workers,
-                "median": n / t["median"],
-                "min": n / t["max"],
-                "max": n / t["min"],
-            }
-        )
+        rows.append({"workers": workers, **tiles_per_s(len(boxes), t)})
         print(json.dumps(rows[-1]), flush=True)
     slide.close()
     return rows
@@ -210,9 +207,7 @@ def measure(
     out = {}
     for name, fn in (("detector", alone), ("stream", stream), ("end_to_end", end_to_end)):
         t = timed(fn, repeat, sync)
-        # tiles/s: the slowest run gives the lowest rate
-        out[name] = {"median": n / t["median"], "min": n / t["max"], "max": n / t["min"]}
-        out[name]["tiles"] = n
+        out[name] = {**tiles_per_s(n, t), "tiles": n}
     # Where the main thread spent the timed end-to-end runs (the warm-up run left out):
     # waiting for the reader, in detect, merging. The largest is what limits.
     for key in ("read_wait_seconds", "detect_seconds", "merge_seconds"):
