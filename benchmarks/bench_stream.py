@@ -13,19 +13,24 @@ figure the median of ``--repeat`` passes with min and max:
    with 1 and 2 reader threads;
 4. the same at 0.5 µm/px (the demo detector's resolution: read from the
    0.25 µm/px level and reduced 2x on the device);
+5. with ``--cached``, the stream at 0.25 µm/px with 1 and 2 threads on a second
+   handle whose tile cache already holds every decoded file tile: what reading
+   costs besides decoding (cropping file tiles into the batch buffers), and
+   whether that part scales with threads.
 (``bench_pipeline.py`` measures the demo detector alone and end to end.)
 
 Ratios (issue 15's targets): coverage = decode-limit time / stream time
 (>= 0.6 at 0.25 µm/px, >= 0.5 at 0.5 µm/px); 2 / 1 reader threads (>= 1.6);
 stream / tiffslide (>= 0.8, as speeds).
 
-Run: .venv/bin/python benchmarks/bench_stream.py [--size 16384] [--repeat 3] [--quick]
+Run: .venv/bin/python benchmarks/bench_stream.py [--size 16384] [--repeat 3] [--quick] [--cached]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import warnings
 
 import torch
@@ -58,6 +63,12 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=16384, help="slide side, px at 0.25 µm/px")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="4,096 px slide, one pass")
+    ap.add_argument(
+        "--cached",
+        action="store_true",
+        help="also stream with every file tile decoded in advance (holds level 0 decoded: "
+        "about 0.8 GB at the default size)",
+    )
     args = ap.parse_args()
     size, repeat = (4096, 1) if args.quick else (args.size, args.repeat)
     warnings.simplefilter("ignore", UserWarning)
@@ -68,10 +79,10 @@ def main() -> None:
         f"load average at start {load_average()}"
     )
 
-    def stream(mpp: float, workers: int):
+    def stream(mpp: float, workers: int, source: wsimito.Slide = slide):
         det = NoDetections(mpp)
         return lambda: wsimito.count_mitoses(
-            slide, det, tissue=None, num_workers=workers, batch_size=8, progress=False
+            source, det, tissue=None, num_workers=workers, batch_size=8, progress=False
         )
 
     n_half = len(wsimito.TileGrid(slide, tile_size=512, overlap=64, mpp=0.5))
@@ -87,6 +98,26 @@ def main() -> None:
         "stream 0.25 µm/px (2 threads)": stream(0.25, 2),
         "stream 0.5 µm/px (2 threads)": stream(0.5, 2),
     }
+    if args.cached:
+        # Handles of one file share one tile cache in a process, so the cached stream reads a
+        # hard link to the slide (another path: a cache of its own), sized for all of level 0
+        # and filled once.
+        twin = path.with_name(f"{path.stem}-twin{path.suffix}")
+        if not twin.exists():
+            try:
+                os.link(path, twin)
+            except OSError:  # another file system, or no hard links
+                shutil.copyfile(path, twin)
+        warm = wsimito.open_slide(twin)
+        if warm.tile_cache is slide.tile_cache:
+            raise SystemExit(f"{twin} shares the slide's tile cache; remove it and rerun")
+        cache = warm.tile_cache
+        if cache is None:
+            raise SystemExit(f"{path.name} is not read by the direct decoder: --cached needs it")
+        cache.max_bytes = size * size * 3 * 2
+        stream(0.25, 2, warm)()
+        fns["stream 0.25 µm/px, tiles cached (1 thread)"] = stream(0.25, 1, warm)
+        fns["stream 0.25 µm/px, tiles cached (2 threads)"] = stream(0.25, 2, warm)
     wall, cpu = timed_rounds(fns, repeat)
     print(
         f"\nload average at end {load_average()}; {n_full} tiles at 0.25 µm/px, "
@@ -106,6 +137,14 @@ def main() -> None:
             med["tiffslide read_region (2 threads)"] / med["stream 0.25 µm/px (2 threads)"]
         ),
     }
+    if args.cached:
+        ratios["tiles cached: 2 / 1 reader threads"] = (
+            med["stream 0.25 µm/px, tiles cached (1 thread)"]
+            / med["stream 0.25 µm/px, tiles cached (2 threads)"]
+        )
+        ratios["tiles cached: share of the 1-thread stream's time"] = (
+            med["stream 0.25 µm/px, tiles cached (1 thread)"] / med["stream 0.25 µm/px (1 thread)"]
+        )
     for key, value in ratios.items():
         print(f"{key}: {value:.2f}")
     print(

@@ -538,6 +538,7 @@ class _Staging:
         self.batch_size, self.side, self.pinned = batch_size, side, pinned
         self._lock = threading.Lock()
         self._live: dict[int, torch.Tensor] = {}
+        self._views: dict[int, np.ndarray] = {}  # the live buffers as numpy, for slot()
         self._free: list[tuple[torch.Tensor, torch.cuda.Event | None]] = []
 
     def _new(self) -> torch.Tensor:
@@ -551,14 +552,17 @@ class _Staging:
     def slot(self, number: int, k: int) -> np.ndarray:
         """The ``(side, side, 3)`` uint8 place of tile ``k`` of batch ``number``."""
         with self._lock:
-            buffer = self._live.get(number)
-            if buffer is None:
+            view = self._views.get(number)
+            if view is None:
                 buffer = self._live[number] = self._new()
-        return buffer[k].numpy()
+                view = self._views[number] = buffer.numpy()
+        place: np.ndarray = view[k]
+        return place
 
     def take(self, number: int) -> torch.Tensor | None:
         """The buffer of batch ``number``, or ``None`` when no tile was staged in it."""
         with self._lock:
+            self._views.pop(number, None)
             return self._live.pop(number, None)
 
     def give_back(self, buffer: torch.Tensor | None, event: Any = None) -> None:
