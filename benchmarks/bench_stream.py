@@ -13,10 +13,10 @@ figure the median of ``--repeat`` passes with min and max:
    with 1 and 2 reader threads;
 4. the same at 0.5 µm/px (the demo detector's resolution: read from the
    0.25 µm/px level and reduced 2x on the device);
-5. with ``--cached``, the stream at 0.25 µm/px with 1 and 2 threads on a second
-   handle whose tile cache already holds every decoded file tile: what reading
-   costs besides decoding (cropping file tiles into the batch buffers), and
-   whether that part scales with threads.
+5. with ``--cached``, the stream at 0.25 µm/px with 1 and 2 threads from a hard
+   link to the slide, whose own tile cache already holds every decoded file
+   tile: what reading costs besides decoding (cropping file tiles into the
+   batch buffers), and whether that part scales with threads.
 (``bench_pipeline.py`` measures the demo detector alone and end to end.)
 
 Ratios (issue 15's targets): coverage = decode-limit time / stream time
@@ -109,11 +109,11 @@ def main() -> None:
             except OSError:  # another file system, or no hard links
                 shutil.copyfile(path, twin)
         warm = wsimito.open_slide(twin)
-        if warm.tile_cache is slide.tile_cache:
-            raise SystemExit(f"{twin} shares the slide's tile cache; remove it and rerun")
         cache = warm.tile_cache
         if cache is None:
             raise SystemExit(f"{path.name} is not read by the direct decoder: --cached needs it")
+        if cache is slide.tile_cache:
+            raise SystemExit(f"{twin} shares the slide's tile cache; remove it and rerun")
         cache.max_bytes = size * size * 3 * 2
         stream(0.25, 2, warm)()
         fns["stream 0.25 µm/px, tiles cached (1 thread)"] = stream(0.25, 1, warm)

@@ -537,8 +537,7 @@ class _Staging:
     def __init__(self, batch_size: int, side: int, *, pinned: bool) -> None:
         self.batch_size, self.side, self.pinned = batch_size, side, pinned
         self._lock = threading.Lock()
-        self._live: dict[int, torch.Tensor] = {}
-        self._views: dict[int, np.ndarray] = {}  # the live buffers as numpy, for slot()
+        self._live: dict[int, tuple[torch.Tensor, np.ndarray]] = {}  # buffer, its numpy view
         self._free: list[tuple[torch.Tensor, torch.cuda.Event | None]] = []
 
     def _new(self) -> torch.Tensor:
@@ -552,18 +551,18 @@ class _Staging:
     def slot(self, number: int, k: int) -> np.ndarray:
         """The ``(side, side, 3)`` uint8 place of tile ``k`` of batch ``number``."""
         with self._lock:
-            view = self._views.get(number)
-            if view is None:
-                buffer = self._live[number] = self._new()
-                view = self._views[number] = buffer.numpy()
-        place: np.ndarray = view[k]
+            live = self._live.get(number)
+            if live is None:
+                buffer = self._new()
+                live = self._live[number] = (buffer, buffer.numpy())
+        place: np.ndarray = live[1][k]
         return place
 
     def take(self, number: int) -> torch.Tensor | None:
         """The buffer of batch ``number``, or ``None`` when no tile was staged in it."""
         with self._lock:
-            self._views.pop(number, None)
-            return self._live.pop(number, None)
+            live = self._live.pop(number, None)
+        return None if live is None else live[0]
 
     def give_back(self, buffer: torch.Tensor | None, event: Any = None) -> None:
         """Reuse ``buffer`` once ``event`` (its copy to the device) has completed."""
