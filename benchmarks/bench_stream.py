@@ -12,7 +12,7 @@ figure the median of ``--repeat`` passes with min and max:
    at once (``tissue=None``), 512 px tiles with 64 px overlap at 0.25 µm/px,
    with 1 and 2 reader threads;
 4. the same at 0.5 µm/px (the demo detector's resolution: read from the
-   0.25 µm/px level and reduced 2x on the device);
+   0.25 µm/px level and reduced 2x, on a CPU by the reader threads);
 5. with ``--cached``, the stream at 0.25 µm/px with 1 and 2 threads from a hard
    link to the slide, whose own tile cache already holds every decoded file
    tile: what reading costs besides decoding (cropping file tiles into the

@@ -347,3 +347,48 @@ def test_direct_unsupported_says_why(sample, tmp_path):
     assert wsimito.open_slide(path, backend="tiffslide", mpp=1.0).decoder == "backend"
     with pytest.raises(wsimito.SlideOpenError, match="photometric 6"):
         wsimito.open_slide(path, backend="tiffslide", mpp=1.0, decoder="direct")
+
+
+def test_a_tile_being_decoded_is_waited_for_not_decoded_twice():
+    """Real threads: one decodes, others wait (or, with ``wait=False``, move on); a failed
+    decode is not cached and a waiter then decodes the tile itself."""
+    cache = TileCache(2**20)
+    started, release = threading.Event(), threading.Event()
+    tile = np.zeros((4, 4, 3), np.uint8)
+    calls: list[str] = []
+
+    def slow() -> np.ndarray:
+        calls.append("owner")
+        started.set()
+        assert release.wait(10)
+        return tile
+
+    def other() -> np.ndarray:
+        calls.append("waiter")
+        return tile.copy()
+
+    with ThreadPoolExecutor(2) as pool:
+        owner = pool.submit(cache.get, (0, 1), slow)
+        assert started.wait(10)
+        assert cache.get((0, 1), other, wait=False) is None  # being made: come back later
+        waiter = pool.submit(cache.get, (0, 1), other)
+        release.set()
+        assert owner.result(10) is tile and waiter.result(10) is tile
+    assert calls == ["owner"] and cache.misses == 1 and cache.hits == 1
+
+    def broken() -> np.ndarray:
+        started.set()
+        assert release.wait(10)
+        raise OSError("corrupt tile")
+
+    started.clear()
+    release.clear()
+    with ThreadPoolExecutor(2) as pool:
+        owner = pool.submit(cache.get, (0, 2), broken)
+        assert started.wait(10)
+        waiter = pool.submit(cache.get, (0, 2), other)
+        release.set()
+        with pytest.raises(OSError, match="corrupt tile"):
+            owner.result(10)
+        again = waiter.result(10)
+    assert calls == ["owner", "waiter"] and again is not tile and (0, 2) not in cache._pending

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -100,3 +101,72 @@ def test_default_reader_count_depends_on_where_the_model_runs(monkeypatch, cores
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert default_num_workers("cpu") == cpu
     assert default_num_workers(torch.device("cuda")) == cuda
+
+
+def _patch_box_rule(plan: ReadPlan, x: float, y: float) -> tuple[int, int, int]:
+    """The per-box rule the reader threads apply, written out one box at a time."""
+    lx, ly = x / plan.downsample, y / plan.downsample
+    if plan.exact and float(lx).is_integer() and float(ly).is_integer():
+        return int(lx), int(ly), plan.pool * plan.tile_size
+    if plan.resample:
+        return math.floor(lx) - 1, math.floor(ly) - 1, plan.read_size
+    return round(lx), round(ly), plan.read_size
+
+
+@pytest.mark.parametrize(
+    ("mpp", "overlap"),
+    # level 0 as is, nearly as is, resampled; level 1 nearly as is, resampled; level 2 pooled
+    # exactly 2x and 3x (whole level px only; the others are resampled)
+    [(0.25, 32), (0.26, 32), (0.3, 0), (0.5004, 64), (0.75, 0), (2.0, 0), (3.0, 0)],
+)
+def test_patches_computed_for_all_boxes_at_once_follow_the_per_box_rule(pyramid, mpp, overlap):
+    path, _ = pyramid
+    slide = wsimito.open_slide(path)
+    side = 128 * mpp / slide.mpp
+    rng = np.random.default_rng(int(mpp * 1e4))
+    corners = np.concatenate(
+        [
+            rng.integers(-50, 1200, (40, 2)).astype(np.float64),  # whole level-0 px
+            rng.uniform(-50, 1200, (40, 2)),
+            rng.integers(-10, 300, (20, 2)) * 2.0 + 0.5,  # halves: rounding to even
+            rng.integers(-10, 300, (20, 2)) * 4.0,  # whole px of levels 1 and 2
+        ]
+    )
+    boxes = np.column_stack([corners, np.full((len(corners), 2), side)])
+    reader = TileReader(slide, boxes, mpp=mpp, tile_size=128, overlap=overlap)
+    if reader.plan.exact:  # both of its branches are taken
+        assert len({reader._patch_box(k)[2] for k in range(len(corners))}) == 2
+    for k, (x, y) in enumerate(corners):
+        expected = _patch_box_rule(reader.plan, float(x), float(y))
+        got = reader._patch_box(k)
+        assert got == expected and all(type(v) is int for v in got), (k, x, y, reader.plan)
+
+
+@pytest.mark.parametrize(("n", "batch_size", "workers"), [(23, 5, 3), (7, 8, 2), (40, 1, 4)])
+def test_reader_threads_take_runs_of_boxes_within_a_batch(pyramid, n, batch_size, workers):
+    path, image = pyramid
+    slide = wsimito.open_slide(path)
+    rng = np.random.default_rng(n)
+    corners = rng.integers(0, 1000, (n, 2)).astype(np.float64)
+    boxes = np.column_stack([corners, np.full((n, 2), 64.0)])
+    reader = TileReader(
+        slide, boxes, mpp=0.25, tile_size=64, batch_size=batch_size, num_workers=workers
+    )
+    chunk = reader._chunk()
+    runs = list(reader._runs(chunk))
+    assert [i for start, stop in runs for i in range(start, stop)] == list(range(n))
+    for start, stop in runs:
+        assert 0 < stop - start <= chunk <= batch_size
+        assert start // batch_size == (stop - 1) // batch_size
+    assert chunk * 2 * workers <= max(reader.window, 2 * workers)
+    seen = []
+    for batch in reader:
+        for k, i in enumerate(batch.index):
+            x, y = (int(v) for v in corners[i])
+            tile = batch.pixels[k].permute(1, 2, 0).numpy()
+            expected = np.full((64, 64, 3), 255, np.uint8)
+            part = image[y : y + 64, x : x + 64]
+            expected[: part.shape[0], : part.shape[1]] = part
+            np.testing.assert_array_equal(tile, expected)
+            seen.append(int(i))
+    assert seen == list(range(n))
