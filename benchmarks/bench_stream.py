@@ -15,8 +15,11 @@ figure the median of ``--repeat`` passes with min and max:
    0.25 µm/px level and reduced 2x, on a CPU by the reader threads);
 5. with ``--cached``, the stream at 0.25 µm/px with 1 and 2 threads from a hard
    link to the slide, whose own tile cache already holds every decoded file
-   tile: what reading costs besides decoding (cropping file tiles into the
-   batch buffers), and whether that part scales with threads.
+   tile: what reading costs besides decoding, and whether that part scales
+   with threads. With all of level 0 decoded in memory, most of it is copying
+   those tiles out of main memory, which the real stream, whose small cache
+   holds recently decoded tiles, does not do: it overstates the copies (see
+   RESULTS.md and ``gil_profile.py``).
 (``bench_pipeline.py`` measures the demo detector alone and end to end.)
 
 Ratios (issue 15's targets): coverage = decode-limit time / stream time
